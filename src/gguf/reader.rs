@@ -1,0 +1,268 @@
+//! A strict GGUF reader: every length and offset is checked against the file before use.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use memmap2::Mmap;
+
+use super::value::{Value, ValueType};
+use super::writer::TensorInfo;
+use super::{align_up, DEFAULT_ALIGNMENT, MAGIC};
+use crate::quant::GgmlType;
+
+/// Upper bound on counts read from a header, so a corrupt count fails fast instead of
+/// allocating without limit.
+const MAX_COUNT: u64 = 1 << 28;
+
+/// A memory-mapped GGUF file.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub version: u32,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+    map: Mmap,
+}
+
+impl GgufFile {
+    /// Opens and validates `path`.
+    pub fn open(path: &Path) -> Result<GgufFile> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: the map is read-only; gmat never writes files it is reading.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        let parsed =
+            parse(&map).with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version: parsed.0,
+            metadata: parsed.1,
+            tensors: parsed.2,
+            data_offset: parsed.3,
+            map,
+        })
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The tensor named `name`, if present.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The raw bytes of a tensor.
+    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
+        let start = (self.data_offset + t.offset) as usize;
+        let len = t.n_bytes().unwrap_or(0) as usize;
+        &self.map[start..start + len]
+    }
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let Some(end) = end else {
+            bail!(
+                "unexpected end of file at byte {} (wanted {n} more bytes)",
+                self.pos
+            );
+        };
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into()?))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into()?))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into()?))
+    }
+    fn count(&mut self, what: &str) -> Result<u64> {
+        let n = self.u64()?;
+        if n > MAX_COUNT || n as usize > self.buf.len() {
+            bail!("{what} {n} is larger than the file allows");
+        }
+        Ok(n)
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.count("string length")? as usize;
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec()).context("string is not UTF-8")
+    }
+    fn value(&mut self, t: ValueType, depth: u32) -> Result<Value> {
+        Ok(match t {
+            ValueType::U8 => Value::U8(self.u8()?),
+            ValueType::I8 => Value::I8(self.u8()? as i8),
+            ValueType::U16 => Value::U16(self.u16()?),
+            ValueType::I16 => Value::I16(self.u16()? as i16),
+            ValueType::U32 => Value::U32(self.u32()?),
+            ValueType::I32 => Value::I32(self.u32()? as i32),
+            ValueType::F32 => Value::F32(f32::from_bits(self.u32()?)),
+            ValueType::Bool => match self.u8()? {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => bail!("bool value {b} is neither 0 nor 1"),
+            },
+            ValueType::String => Value::String(self.string()?),
+            ValueType::U64 => Value::U64(self.u64()?),
+            ValueType::I64 => Value::I64(self.u64()? as i64),
+            ValueType::F64 => Value::F64(f64::from_bits(self.u64()?)),
+            ValueType::Array => {
+                if depth > 4 {
+                    bail!("arrays nested too deeply");
+                }
+                let elem = self.value_type()?;
+                let n = self.count("array length")?;
+                let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
+                for _ in 0..n {
+                    items.push(self.value(elem, depth + 1)?);
+                }
+                Value::Array(elem, items)
+            }
+        })
+    }
+    fn value_type(&mut self) -> Result<ValueType> {
+        let id = self.u32()?;
+        ValueType::from_id(id).with_context(|| format!("unknown value type {id}"))
+    }
+}
+
+type Parsed = (u32, Vec<(String, Value)>, Vec<TensorInfo>, u64);
+
+fn parse(buf: &[u8]) -> Result<Parsed> {
+    let mut c = Cursor { buf, pos: 0 };
+    if c.take(4)? != MAGIC {
+        bail!("bad magic (not GGUF)");
+    }
+    let version = c.u32()?;
+    if !(2..=3).contains(&version) {
+        bail!("unsupported GGUF version {version}");
+    }
+    let n_tensors = c.count("tensor count")?;
+    let n_kv = c.count("key/value count")?;
+    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut alignment = DEFAULT_ALIGNMENT;
+    for _ in 0..n_kv {
+        let key = c.string()?;
+        let t = c.value_type()?;
+        let v = c.value(t, 0).with_context(|| format!("key {key}"))?;
+        if key == "general.alignment" {
+            alignment = v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .context("bad general.alignment")?;
+        }
+        metadata.push((key, v));
+    }
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    for _ in 0..n_tensors {
+        let name = c.string()?;
+        let n_dims = c.u32()?;
+        if n_dims == 0 || n_dims > 4 {
+            bail!("tensor {name}: {n_dims} dimensions");
+        }
+        let mut dims = Vec::with_capacity(n_dims as usize);
+        for _ in 0..n_dims {
+            dims.push(c.u64()?);
+        }
+        let tid = c.u32()?;
+        let ggml_type = GgmlType::from_id(tid)
+            .with_context(|| format!("tensor {name}: unknown type id {tid}"))?;
+        let offset = c.u64()?;
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        });
+    }
+    let data_offset = align_up(c.pos as u64, alignment);
+    for t in &tensors {
+        let n = t
+            .dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .with_context(|| format!("tensor {}: element count overflows", t.name))?;
+        let _ = n;
+        let bytes = t.n_bytes().with_context(|| {
+            format!(
+                "tensor {}: row of {} does not fit {}",
+                t.name, t.dims[0], t.ggml_type
+            )
+        })?;
+        let end = data_offset
+            .checked_add(t.offset)
+            .and_then(|s| s.checked_add(bytes))
+            .with_context(|| format!("tensor {}: offset overflows", t.name))?;
+        if end > buf.len() as u64 {
+            bail!("tensor {}: data runs past the end of the file", t.name);
+        }
+    }
+    Ok((version, metadata, tensors, data_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::writer::GgufHeader;
+
+    #[test]
+    fn header_round_trips_through_reader() {
+        let mut h = GgufHeader::default();
+        h.metadata
+            .push(("general.architecture".into(), Value::String("llama".into())));
+        h.metadata.push(("llama.block_count".into(), Value::U32(4)));
+        h.metadata.push(("x.f".into(), Value::F32(1e-5)));
+        h.metadata.push(("x.b".into(), Value::Bool(true)));
+        h.metadata
+            .push(("tokenizer.ggml.tokens".into(), Value::strings(["a", "b"])));
+        h.metadata.push((
+            "x.nested".into(),
+            Value::Array(ValueType::Array, vec![Value::i32s([1, 2])]),
+        ));
+        let o1 = h.push_tensor("a".into(), vec![3], GgmlType::F32);
+        let o2 = h.push_tensor("b".into(), vec![32, 2], GgmlType::Q8_0);
+        assert_eq!((o1, o2), (0, 32));
+        let mut bytes = h.to_bytes();
+        assert_eq!(bytes.len() % 32, 0);
+        bytes.resize(bytes.len() + h.data_size() as usize, 7);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.gguf");
+        std::fs::write(&p, &bytes).unwrap();
+        let f = GgufFile::open(&p).unwrap();
+        assert_eq!(f.metadata, h.metadata);
+        assert_eq!(f.tensors, h.tensors);
+        assert_eq!(f.tensor_data(f.tensor("b").unwrap()).len(), 68);
+    }
+
+    #[test]
+    fn truncated_file_is_rejected() {
+        let mut h = GgufHeader::default();
+        h.metadata.push(("k".into(), Value::String("v".into())));
+        h.push_tensor("a".into(), vec![8], GgmlType::F32);
+        let bytes = h.to_bytes();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.gguf");
+        std::fs::write(&p, &bytes).unwrap(); // no data section
+        let err = GgufFile::open(&p).err().unwrap();
+        assert!(format!("{err:#}").contains("past the end"), "{err:#}");
+        std::fs::write(&p, &bytes[..20]).unwrap();
+        assert!(GgufFile::open(&p).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! ggml block formats: one [`TypeCodec`] implementation per ggml type.
+//!
+//! Every quantizer here is a port of ggml's reference algorithm (`ggml/src/ggml-quants.c` of the
+//! reference build) and must produce the same bytes: same operation order, same rounding. Speed
+//! comes from running independent rows in parallel, never from changing the arithmetic.
+
+mod float;
+pub mod ggml_type;
+#[cfg(test)]
+pub(crate) mod golden;
+mod q8_0;
+pub mod rounding;
+
+pub use ggml_type::GgmlType;
+
+/// Converts rows of f32 to one ggml type and back.
+///
+/// A row is the unit ggml quantizes with an importance matrix: `src.len()` is a whole number of
+/// blocks and `imatrix`, when present, holds one weight per column of the row.
+pub trait TypeCodec: Send + Sync {
+    /// The type this codec writes.
+    fn ggml_type(&self) -> GgmlType;
+
+    /// Whether the quantizer refuses to run without importance weights (ggml's
+    /// `ggml_quantize_requires_imatrix`).
+    fn requires_imatrix(&self) -> bool {
+        false
+    }
+
+    /// Quantizes one row. `dst.len()` must be `ggml_type().row_bytes(src.len())`.
+    fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]);
+
+    /// Expands one row back to f32, as ggml's `to_float` does.
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]);
+}
+
+/// The codec for `t`, or `None` when gmat cannot write that type.
+pub fn codec(t: GgmlType) -> Option<&'static dyn TypeCodec> {
+    Some(match t {
+        GgmlType::F32 => &float::F32Codec,
+        GgmlType::F16 => &float::F16Codec,
+        GgmlType::BF16 => &float::Bf16Codec,
+        GgmlType::Q8_0 => &q8_0::Q8_0,
+        _ => return None,
+    })
+}
+
+/// Quantizes `rows` rows of `n_per_row` values laid out back to back.
+pub fn quantize_rows(
+    codec: &dyn TypeCodec,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+) {
+    let t = codec.ggml_type();
+    let row_bytes = t
+        .row_bytes(n_per_row as u64)
+        .expect("plan checked block fit") as usize;
+    for (s, d) in src
+        .chunks_exact(n_per_row)
+        .zip(dst.chunks_exact_mut(row_bytes))
+    {
+        codec.quantize_row(s, imatrix, d);
+    }
+}
