@@ -1,7 +1,16 @@
-//! gmat: a lossless, tensor-addressed store for LLM weights and a one-pass GGUF exporter.
+//! gmat: a lossless, tensor-addressed store for LLM weights and a one-pass GGUF exporter for
+//! llama.cpp.
 //!
-//! Data flows one way (see DESIGN.md): `cli` → `commands` → `source` / `store` / `arch` /
-//! `plan` / `quant` / `gguf` / `pipeline`.
+//! Data flows one way (see DESIGN.md): [`cli`] → [`commands`] → [`source`] / [`store`] /
+//! [`arch`] / [`plan`] / [`quant`] / [`gguf`] / [`pipeline`]; [`config`] holds the JSON configs.
 
+pub mod arch;
+pub mod cli;
+pub mod commands;
+pub mod config;
 pub mod gguf;
+pub mod pipeline;
+pub mod plan;
 pub mod quant;
+pub mod source;
+pub mod store;

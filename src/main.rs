@@ -1,3 +1,31 @@
+use clap::Parser;
+
+use gmat::cli::{Cli, Command};
+use gmat::commands;
+
 fn main() {
-    println!("gmat");
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Import(a) => commands::import::run(commands::import::ImportArgs {
+            model: a.model,
+            output: a.output,
+            config: a.config,
+            generate_config: a.generate_config,
+            quiet: a.quiet,
+        }),
+        Command::Export(a) => commands::export::run(commands::export::ExportArgs {
+            model: a.model,
+            output: a.output,
+            config: a.config,
+            file_type: a.file_type,
+            pure: a.pure,
+            generate_config: a.generate_config,
+            dry_run: a.dry_run,
+            quiet: a.quiet,
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("gmat: error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,92 @@
+//! Command-line interface (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Examples:
+  gmat import --model ./Llama-3.2-1B --generate-config        # writes import_config.json
+  gmat import --model ./Llama-3.2-1B -o ./store                # writes ./store/model.gmat
+  gmat export --model ./store/model.gmat --type Q8_0 -o llama-q8_0.gguf
+  gmat export --model ./store/model.gmat --generate-config     # writes export_config.json
+  gmat export --model ./store/model.gmat --config export_config.json -o llama.gguf";
+
+/// gmat: a lossless tensor store for LLM weights and a one-pass GGUF exporter for llama.cpp.
+#[derive(Parser, Debug)]
+#[command(name = "gmat", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import a HuggingFace safetensors model into a GMAT store (model.gmat/).
+    #[command(after_help = "\
+Examples:
+  gmat import --model ./hf-model --generate-config                  # import_config.json + statistics
+  gmat import --model ./hf-model -o ./out                           # ./out/model.gmat, all tensors
+  gmat import --model ./hf-model --config import_config.json -o ./out
+  gmat import --model ./hf-model/model.safetensors -o ./out         # config.json must sit beside it")]
+    Import(ImportCli),
+    /// Export a GMAT store to a GGUF file for llama.cpp.
+    #[command(after_help = "\
+Examples:
+  gmat export --model ./out/model.gmat --type Q8_0 -o model-q8_0.gguf
+  gmat export --model ./out/model.gmat -o model-bf16.gguf           # keeps the stored float type
+  gmat export --model ./out/model.gmat --generate-config            # export_config.json (full plan)
+  gmat export --model ./out/model.gmat --config export_config.json -o model.gguf
+  gmat export --model ./out/model.gmat --type Q8_0 --dry-run        # print the plan only
+
+File types: F32 F16 BF16 Q8_0, and with --pure every ggml type gmat can write.")]
+    Export(ExportCli),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportCli {
+    /// HF model folder (model.safetensors or shards + index), or one .safetensors file.
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Output folder; the store is written to OUTPUT/model.gmat.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Import config (tensor selection and UUIDs).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Write an import config for the model (default: import_config.json) and print tensor
+    /// statistics, instead of importing.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "import_config.json")]
+    pub generate_config: Option<PathBuf>,
+    /// No progress bars or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportCli {
+    /// GMAT store (a model.gmat folder, or the folder holding it).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Export config (default type, per-tensor types, names).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// llama.cpp file type (F32, F16, BF16, Q8_0, ...); overrides the config's default_type.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub file_type: Option<String>,
+    /// Give every quantizable tensor the file type's own type (like llama-quantize --pure).
+    #[arg(long)]
+    pub pure: bool,
+    /// Write the fully resolved export config (default: export_config.json) instead of a GGUF.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "export_config.json")]
+    pub generate_config: Option<PathBuf>,
+    /// Print the plan (every tensor, its type and size) without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bars or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}

@@ -1,0 +1,178 @@
+//! `gmat export`: GMAT store → GGUF, `--dry-run`, or `--generate-config`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::arch::{self, tokenizer, Hparams};
+use crate::config::export_config::{ExportMapEntry, Quantization};
+use crate::config::{read_config, ExportConfig};
+use crate::pipeline::{self, progress::human_bytes};
+use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource};
+use crate::source::Dtype;
+use crate::store::Store;
+
+/// Options of `gmat export`.
+pub struct ExportArgs {
+    pub model: PathBuf,
+    pub output: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub file_type: Option<String>,
+    pub pure: bool,
+    pub generate_config: Option<PathBuf>,
+    pub dry_run: bool,
+    pub quiet: bool,
+}
+
+/// Runs the command.
+pub fn run(args: ExportArgs) -> Result<()> {
+    let started = Instant::now();
+    let store = Store::open(&args.model)?;
+    let config: ExportConfig = match &args.config {
+        Some(p) => read_config(p)?,
+        None => ExportConfig::default(),
+    };
+    if config.block_format.is_some() {
+        eprintln!("note: block_format is ignored: the gmat store is lossless");
+    }
+    let config_json = store.config()?;
+    let hparams = Hparams::new(&config_json)?;
+    let arch = arch::detect(&hparams)?;
+    let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
+    let tokenizer = tokenizer::tokenizer_metadata(&store.root, arch.name, &config_json)
+        .with_context(|| format!("tokenizer of {}", store.root.display()))?;
+    let model_name = store
+        .manifest
+        .model
+        .get("name")
+        .and_then(|v| v.as_str())
+        .map(arch::metadata::display_name)
+        .unwrap_or_else(|| "Model".into());
+    let plan = plan::build(&PlanInput {
+        manifest: &store.manifest,
+        hparams: &hparams,
+        arch,
+        config: &config,
+        file_type,
+        pure: args.pure,
+        model_name,
+        tokenizer,
+    })?;
+    if let Some(path) = &args.generate_config {
+        return generate(&plan, &store, path);
+    }
+    if args.dry_run {
+        print!("{}", plan.describe());
+        return Ok(());
+    }
+    let out = match &args.output {
+        Some(o) => o.clone(),
+        None => PathBuf::from(format!(
+            "{}-{}.gguf",
+            store
+                .manifest
+                .model
+                .get("name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("model"),
+            file_type.name
+        )),
+    };
+    let stats = pipeline::export::run(&store, &plan, &out, args.quiet)?;
+    if !args.quiet {
+        eprintln!(
+            "wrote {} ({}, {} tensors, file type {}) in {:.2?}{}",
+            stats.path.display(),
+            human_bytes(stats.file_bytes),
+            plan.tensors.len(),
+            file_type,
+            started.elapsed(),
+            pipeline::progress::peak_rss_bytes()
+                .map(|b| format!(", peak memory {}", human_bytes(b)))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `--type`, else the config's `default_type`, else the float type of the stored weights
+/// (lossless).
+fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> Result<FileType> {
+    if let Some(t) = cli {
+        return t
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--type: {e}"));
+    }
+    if let Some(t) = &config.quantization.default_type {
+        return t
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("quantization.default_type: {e}"));
+    }
+    let weights = store.manifest.tensors.iter().find(|t| t.shape.len() >= 2);
+    let name = match weights.map(|t| t.dtype) {
+        Some(Dtype::BF16) => "BF16",
+        Some(Dtype::F16) => "F16",
+        _ => "F32",
+    };
+    name.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+/// Writes the fully resolved plan as an export config: the JSON alone reproduces the file.
+fn generate(plan: &ExportPlan, store: &Store, path: &Path) -> Result<()> {
+    let mut per_tensor = BTreeMap::new();
+    let mut tensor_map = Vec::new();
+    let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for t in &plan.tensors {
+        let e = by_type.entry(t.ggml_type.name()).or_default();
+        e.0 += 1;
+        e.1 += t.n_bytes;
+        match &t.source {
+            TensorSource::Stored(pieces) => {
+                for p in pieces {
+                    per_tensor.insert(p.entry.uuid.to_string(), t.ggml_type.name().to_string());
+                    tensor_map.push(ExportMapEntry {
+                        source: p.entry.uuid.to_string(),
+                        target: t.name.clone(),
+                    });
+                }
+            }
+            TensorSource::Generated(_) => {
+                per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+            }
+        }
+    }
+    let config = ExportConfig {
+        quantization: Quantization {
+            default_type: Some(plan.file_type.name.to_string()),
+            per_tensor,
+        },
+        tensor_map,
+        ..ExportConfig::default()
+    };
+    let mut json = serde_json::to_value(&config)?;
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "_comment".into(),
+            format!(
+                "gmat export config for {}: per_tensor keys may be a UUID, a GGUF tensor name or a source tensor name",
+                store.root.display()
+            )
+            .into(),
+        );
+    }
+    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    println!(
+        "file type: {}  tensors: {}  data: {}",
+        plan.file_type,
+        plan.tensors.len(),
+        human_bytes(plan.data_bytes())
+    );
+    for (t, (n, b)) in by_type {
+        println!("  {t:<8} {n:>5} tensors {:>12}", human_bytes(b));
+    }
+    Ok(())
+}

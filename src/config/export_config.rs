@@ -1,0 +1,89 @@
+//! `export_config.json`: the output format, the type of every tensor, and GGUF names.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+fn gguf() -> String {
+    "gguf".into()
+}
+
+/// `quantization` section.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+    /// Per-tensor ggml types. Keys: a tensor UUID, a GGUF tensor name or a source (HF) name.
+    #[serde(default)]
+    pub per_tensor: BTreeMap<String, String>,
+}
+
+/// One `tensor_map` row: which stored tensor becomes which GGUF tensor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportMapEntry {
+    /// Stored tensor: UUID or source (HF) name.
+    pub source: String,
+    /// GGUF tensor name.
+    pub target: String,
+}
+
+/// The whole export config.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    #[serde(default = "gguf")]
+    pub target_format: String,
+    #[serde(default)]
+    pub quantization: Quantization,
+    #[serde(default)]
+    pub tensor_map: Vec<ExportMapEntry>,
+    /// Maximum bytes per output file; `null` for one file.
+    #[serde(default)]
+    pub shard_size: Option<serde_json::Value>,
+    /// Overrides of special token ids: `{"bos": 1, "eos": 2, ...}` → `tokenizer.ggml.<k>_token_id`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub special_token_keys: BTreeMap<String, u32>,
+    /// The original GMAT's lossy block encoding; accepted and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_format: Option<serde_json::Value>,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            target_format: gguf(),
+            quantization: Quantization::default(),
+            tensor_map: Vec::new(),
+            shard_size: None,
+            special_token_keys: BTreeMap::new(),
+            block_format: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_allowed_ones() {
+        let e = serde_json::from_value::<ExportConfig>(serde_json::json!({"quantisation": {}}))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("quantisation") && e.contains("quantization"),
+            "{e}"
+        );
+        let e = serde_json::from_value::<ExportConfig>(
+            serde_json::json!({"quantization": {"default": "Q8_0"}}),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("default_type"), "{e}");
+    }
+}

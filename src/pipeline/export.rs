@@ -1,0 +1,175 @@
+//! Executes an export plan: header first, then every tensor's data written in place at its
+//! planned offset. Rows are converted and quantized in parallel in bounded chunks, so memory
+//! does not grow with the model. The file is written under a temporary name and renamed only
+//! when complete.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+
+use super::progress;
+use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource, Transform};
+use crate::quant::{self, TypeCodec};
+use crate::store::Store;
+
+/// f32 values converted per chunk: bounds memory to a few tens of MiB per chunk.
+const CHUNK_VALUES: usize = 4 << 20;
+
+/// What an export wrote.
+pub struct ExportStats {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+}
+
+/// Writes `plan` to `out`.
+pub fn run(store: &Store, plan: &ExportPlan, out: &Path, quiet: bool) -> Result<ExportStats> {
+    let header = plan.header().to_bytes();
+    let data_start = header.len() as u64;
+    let total = data_start + plan.header().data_size();
+    let tmp = partial_path(out);
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let result = (|| -> Result<()> {
+        file.set_len(total)?;
+        file.write_all_at(&header, 0)?;
+        let bar = progress::bytes_bar(plan.data_bytes(), "export", quiet);
+        for t in &plan.tensors {
+            bar.set_message(t.name.clone());
+            write_tensor(store, t, &file, data_start + t.offset)
+                .with_context(|| format!("tensor {}", t.name))?;
+            bar.inc(t.n_bytes);
+        }
+        bar.finish_and_clear();
+        file.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    Ok(ExportStats {
+        path: out.to_path_buf(),
+        file_bytes: total,
+    })
+}
+
+/// The temporary name an output is written under.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+fn write_tensor(store: &Store, t: &PlannedTensor, file: &File, at: u64) -> Result<()> {
+    let codec = quant::codec(t.ggml_type).context("no codec for the planned type")?;
+    let ncols = t.ncols() as usize;
+    let row_bytes = t
+        .ggml_type
+        .row_bytes(ncols as u64)
+        .context("row does not fit the type")? as usize;
+    match &t.source {
+        TensorSource::Generated(values) => {
+            let mut out = vec![0u8; row_bytes * values.len() / ncols];
+            quant::quantize_rows(codec, values, ncols, None, &mut out);
+            file.write_all_at(&out, at)?;
+        }
+        TensorSource::Stored(pieces) => {
+            let rows_per_piece = t.nrows() as usize / pieces.len();
+            for (i, piece) in pieces.iter().enumerate() {
+                let at = at + (i * rows_per_piece * row_bytes) as u64;
+                write_piece(
+                    store,
+                    piece,
+                    codec,
+                    ncols,
+                    rows_per_piece,
+                    row_bytes,
+                    file,
+                    at,
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_piece(
+    store: &Store,
+    piece: &SourcePiece,
+    codec: &dyn TypeCodec,
+    ncols: usize,
+    nrows: usize,
+    row_bytes: usize,
+    file: &File,
+    at: u64,
+) -> Result<()> {
+    let tf = store.open_tensor(&piece.entry)?;
+    tf.verify(&piece.entry.hash)?;
+    let bytes = tf.bytes();
+    let dtype = piece.entry.dtype;
+    let esize = dtype.size();
+    // 1-D tensors are permuted element-wise (a bias): treat elements as rows of one value.
+    let (perm_rows, perm_len) = if piece.entry.shape.len() == 1 {
+        (ncols, 1)
+    } else {
+        (nrows, ncols)
+    };
+    let source_row = |r: usize| -> usize {
+        match piece.transform {
+            Transform::None => r,
+            Transform::PermuteRows { n_head } => {
+                let per_head = perm_rows / n_head as usize;
+                let half = per_head / 2;
+                let (h, w) = (r / per_head, r % per_head);
+                h * per_head + (w % 2) * half + w / 2
+            }
+        }
+    };
+    let chunk_rows = (CHUNK_VALUES / ncols.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut r0 = 0;
+    while r0 < nrows {
+        let r1 = (r0 + chunk_rows).min(nrows);
+        out.resize((r1 - r0) * row_bytes, 0);
+        out.par_chunks_mut(row_bytes)
+            .enumerate()
+            .try_for_each_init(
+                || Vec::with_capacity(ncols),
+                |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
+                    let r = r0 + i;
+                    vals.clear();
+                    if perm_len == 1 && piece.transform != Transform::None {
+                        for c in 0..ncols {
+                            let s = source_row(c) * esize;
+                            dtype.extend_f32(&bytes[s..s + esize], vals);
+                        }
+                    } else {
+                        let s = source_row(r) * ncols * esize;
+                        dtype.extend_f32(&bytes[s..s + ncols * esize], vals);
+                    }
+                    if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
+                        bail!(
+                            "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
+                            piece.entry.name,
+                            vals[c]
+                        );
+                    }
+                    codec.quantize_row(vals, None, dst);
+                    Ok(())
+                },
+            )?;
+        file.write_all_at(&out, at + (r0 * row_bytes) as u64)?;
+        r0 = r1;
+    }
+    Ok(())
+}

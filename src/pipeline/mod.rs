@@ -1,0 +1,5 @@
+//! Bounded, parallel execution of imports and export plans, with progress bars.
+
+pub mod export;
+pub mod import;
+pub mod progress;

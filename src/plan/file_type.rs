@@ -1,0 +1,120 @@
+//! llama.cpp file types (`llama_ftype`): the names `--type` accepts, the id written to
+//! `general.file_type`, and the default tensor type.
+//!
+//! Transcribed from the reference build's `include/llama.h` (enum values),
+//! `tools/quantize/quantize.cpp` (`QUANT_OPTIONS` names and aliases) and `src/llama-quant.cpp`
+//! (`llama_ftype_get_default_type`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::quant::GgmlType;
+
+/// One llama.cpp file type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileType {
+    /// The canonical name (`Q4_K_M`).
+    pub name: &'static str,
+    /// `general.file_type` value.
+    pub id: u32,
+    /// The type most tensors get.
+    pub default_type: GgmlType,
+}
+
+use GgmlType as G;
+
+/// (name, llama_ftype id, default ggml type).
+const TABLE: &[(&str, u32, GgmlType)] = &[
+    ("F32", 0, G::F32),
+    ("F16", 1, G::F16),
+    ("Q4_0", 2, G::Q4_0),
+    ("Q4_1", 3, G::Q4_1),
+    ("Q8_0", 7, G::Q8_0),
+    ("Q5_0", 8, G::Q5_0),
+    ("Q5_1", 9, G::Q5_1),
+    ("Q2_K", 10, G::Q2_K),
+    ("Q3_K_S", 11, G::Q3_K),
+    ("Q3_K_M", 12, G::Q3_K),
+    ("Q3_K_L", 13, G::Q3_K),
+    ("Q4_K_S", 14, G::Q4_K),
+    ("Q4_K_M", 15, G::Q4_K),
+    ("Q5_K_S", 16, G::Q5_K),
+    ("Q5_K_M", 17, G::Q5_K),
+    ("Q6_K", 18, G::Q6_K),
+    ("IQ2_XXS", 19, G::IQ2_XXS),
+    ("IQ2_XS", 20, G::IQ2_XS),
+    ("Q2_K_S", 21, G::Q2_K),
+    ("IQ3_XS", 22, G::IQ3_S),
+    ("IQ3_XXS", 23, G::IQ3_XXS),
+    ("IQ1_S", 24, G::IQ1_S),
+    ("IQ4_NL", 25, G::IQ4_NL),
+    ("IQ3_S", 26, G::IQ3_S),
+    ("IQ3_M", 27, G::IQ3_S),
+    ("IQ2_S", 28, G::IQ2_XS),
+    ("IQ2_M", 29, G::IQ2_S),
+    ("IQ4_XS", 30, G::IQ4_XS),
+    ("IQ1_M", 31, G::IQ1_M),
+    ("BF16", 32, G::BF16),
+    ("TQ1_0", 36, G::TQ1_0),
+    ("TQ2_0", 37, G::TQ2_0),
+];
+
+/// llama-quantize's aliases.
+const ALIASES: &[(&str, &str)] = &[("Q3_K", "Q3_K_M"), ("Q4_K", "Q4_K_M"), ("Q5_K", "Q5_K_M")];
+
+impl FileType {
+    /// Every file type, in id order.
+    pub fn all() -> impl Iterator<Item = FileType> {
+        TABLE.iter().map(|&(name, id, default_type)| FileType {
+            name,
+            id,
+            default_type,
+        })
+    }
+
+    /// Whether this is one of the unquantized float file types, which gmat produces the way
+    /// `convert_hf_to_gguf.py --outtype` does.
+    pub fn is_float(self) -> bool {
+        matches!(self.default_type, G::F32 | G::F16 | G::BF16)
+    }
+}
+
+impl fmt::Display for FileType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl FromStr for FileType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let upper = s.to_ascii_uppercase();
+        let canonical = ALIASES
+            .iter()
+            .find(|(a, _)| *a == upper)
+            .map(|(_, c)| *c)
+            .unwrap_or(&upper);
+        FileType::all()
+            .find(|t| t.name == canonical)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FileType::all().map(|t| t.name).collect();
+                format!(
+                    "unknown file type '{s}' (known: {}, and the aliases Q3_K, Q4_K, Q5_K)",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_aliases() {
+        let t: FileType = "q4_k".parse().unwrap();
+        assert_eq!((t.name, t.id, t.default_type), ("Q4_K_M", 15, G::Q4_K));
+        assert_eq!("BF16".parse::<FileType>().unwrap().id, 32);
+        assert!("Q9".parse::<FileType>().is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Which ggml type each tensor gets.
+//!
+//! Two stages, as in the reference route `convert_hf_to_gguf.py` + `llama-quantize`:
+//! 1. [`converter_type`]: the type the converter writes (1-D tensors, norms, routers and biases
+//!    stay F32; other weights take the float out-type).
+//! 2. [`quantized_type`]: for a quantized file type, llama-quantize's choice for tensors it may
+//!    quantize ([`allows_quantization`]), including the shape fallback ([`fallback`]).
+//!
+//! Rules are those of the reference build (llama.cpp b11312): `prepare_tensors` in
+//! conversion/base.py and `tensor_allows_quantization`, `tensor_type_fallback` and
+//! `llama_tensor_get_type` in src/llama-quant.cpp.
+
+use anyhow::{bail, Result};
+
+use super::file_type::FileType;
+use crate::arch::TensorKind;
+use crate::quant::GgmlType;
+
+/// The converter's type for a tensor, given its float out-type.
+pub fn converter_type(
+    gguf_name: &str,
+    n_dims: usize,
+    kind: Option<TensorKind>,
+    out_type: GgmlType,
+) -> GgmlType {
+    let forced_f32 = n_dims <= 1
+        || gguf_name.ends_with("_norm.weight")
+        || kind == Some(TensorKind::FfnGateInp)
+        || !gguf_name.ends_with(".weight");
+    if forced_f32 {
+        GgmlType::F32
+    } else {
+        out_type
+    }
+}
+
+/// llama-quantize's `tensor_allows_quantization` for the tensor kinds gmat produces.
+pub fn allows_quantization(gguf_name: &str, n_dims: usize, quantize_output: bool) -> bool {
+    n_dims >= 2
+        && gguf_name.ends_with("weight")
+        && !gguf_name.contains("_norm.weight")
+        && (quantize_output || gguf_name != "output.weight")
+        && !gguf_name.contains("ffn_gate_inp.weight")
+        && !gguf_name.contains(".position_embd")
+}
+
+/// llama-quantize's `tensor_type_fallback`: a type whose block fits a row of `ncols`.
+pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
+    let qk = target.block_size() as u64;
+    if ncols % qk == 0 {
+        return Ok(target);
+    }
+    use GgmlType as G;
+    let ret = match target {
+        G::IQ1_S
+        | G::IQ1_M
+        | G::IQ2_XXS
+        | G::IQ2_XS
+        | G::IQ2_S
+        | G::IQ3_XXS
+        | G::IQ3_S
+        | G::IQ4_XS => G::IQ4_NL,
+        G::Q2_K | G::Q3_K | G::TQ1_0 | G::TQ2_0 => G::Q4_0,
+        G::Q4_K => G::Q5_0,
+        G::Q5_K => G::Q5_1,
+        G::Q6_K => G::Q8_0,
+        t if qk <= 32 => t,
+        t => bail!("no tensor type fallback is defined for type {t}"),
+    };
+    Ok(if ncols % ret.block_size() as u64 != 0 {
+        G::F16
+    } else {
+        ret
+    })
+}
+
+/// The type llama-quantize gives a quantizable tensor under file type `ft` (without manual
+/// overrides). `pure` gives every tensor the file type's default type.
+///
+/// Only the file types whose mix rules gmat implements are accepted; the others are refused
+/// with a message rather than guessed.
+pub fn quantized_type(ft: FileType, ncols: u64, pure: bool) -> Result<GgmlType> {
+    let t = ft.default_type;
+    if !pure && ft.name != "Q8_0" {
+        bail!(
+            "file type {ft} uses llama.cpp's per-tensor mix rules, which this gmat build does not \
+             implement yet; use --pure to give every tensor {t}, or a per_tensor config"
+        );
+    }
+    // For Q8_0, llama_tensor_get_type_impl keeps Q8_0 for every category.
+    fallback(ncols, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converter_keeps_norms_biases_and_routers_f32() {
+        let bf = GgmlType::BF16;
+        assert_eq!(
+            converter_type("blk.0.attn_norm.weight", 1, None, bf),
+            GgmlType::F32
+        );
+        assert_eq!(
+            converter_type("blk.0.attn_q.bias", 1, None, bf),
+            GgmlType::F32
+        );
+        assert_eq!(
+            converter_type(
+                "blk.0.ffn_gate_inp.weight",
+                2,
+                Some(TensorKind::FfnGateInp),
+                bf
+            ),
+            GgmlType::F32
+        );
+        assert_eq!(
+            converter_type("blk.0.attn_q.weight", 2, Some(TensorKind::AttnQ), bf),
+            bf
+        );
+    }
+
+    #[test]
+    fn fallback_follows_llama_quantize() {
+        assert_eq!(fallback(64, GgmlType::Q4_K).unwrap(), GgmlType::Q5_0);
+        assert_eq!(fallback(64, GgmlType::Q6_K).unwrap(), GgmlType::Q8_0);
+        assert_eq!(fallback(64, GgmlType::IQ2_XXS).unwrap(), GgmlType::IQ4_NL);
+        assert_eq!(fallback(40, GgmlType::Q8_0).unwrap(), GgmlType::F16);
+        assert_eq!(fallback(256, GgmlType::Q4_K).unwrap(), GgmlType::Q4_K);
+    }
+
+    #[test]
+    fn quantize_only_2d_weights_that_are_not_norms_or_routers() {
+        assert!(allows_quantization("blk.0.attn_q.weight", 2, true));
+        assert!(!allows_quantization("blk.0.attn_norm.weight", 2, true));
+        assert!(!allows_quantization("blk.0.ffn_gate_inp.weight", 2, true));
+        assert!(!allows_quantization("output.weight", 2, false));
+        assert!(!allows_quantization("rope_freqs.weight", 1, true));
+    }
+}

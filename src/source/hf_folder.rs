@@ -1,0 +1,269 @@
+//! A HuggingFace model folder: config.json, tokenizer files, and safetensors weights (one file or
+//! shards listed by `model.safetensors.index.json`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::safetensors::{SafetensorsFile, SafetensorsTensor};
+
+/// Files besides the weights that import copies verbatim, when present: everything the
+/// converter reads to build metadata and the tokenizer.
+pub const SIDE_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+];
+
+const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// An opened HF model.
+pub struct HfModel {
+    /// The folder holding config.json and the tokenizer files.
+    pub dir: PathBuf,
+    /// Parsed config.json.
+    pub config: serde_json::Value,
+    /// Weight files, in the order the converter reads them (sorted by file name).
+    pub files: Vec<SafetensorsFile>,
+    /// Side files present in `dir`.
+    pub side_files: Vec<PathBuf>,
+}
+
+/// A tensor together with the file that holds it.
+pub struct SourceRef<'a> {
+    pub file: &'a SafetensorsFile,
+    pub tensor: &'a SafetensorsTensor,
+}
+
+impl HfModel {
+    /// Opens a model folder, or a single `.safetensors` file whose folder holds config.json.
+    pub fn open(path: &Path) -> Result<HfModel> {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read model path {}", path.display()))?;
+        let (dir, part_paths) = if meta.is_dir() {
+            (path.to_path_buf(), weight_files(path)?)
+        } else {
+            let dir = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (dir, vec![path.to_path_buf()])
+        };
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            bail!(
+                "{} has no config.json: gmat needs the model's HF config.json beside the weights",
+                dir.display()
+            );
+        }
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+        if !config.is_object() {
+            bail!("{} is not a JSON object", config_path.display());
+        }
+        let mut files = Vec::new();
+        for p in &part_paths {
+            files.push(SafetensorsFile::open(p)?);
+        }
+        let model = HfModel {
+            side_files: SIDE_FILES
+                .iter()
+                .map(|f| dir.join(f))
+                .filter(|p| p.is_file())
+                .collect(),
+            dir,
+            config,
+            files,
+        };
+        model.check_unique_names()?;
+        if meta.is_dir() {
+            model.check_index()?;
+        }
+        Ok(model)
+    }
+
+    /// Every tensor, files in order and names sorted within each file.
+    pub fn tensors(&self) -> impl Iterator<Item = SourceRef<'_>> {
+        self.files.iter().flat_map(|file| {
+            file.tensors
+                .iter()
+                .map(move |tensor| SourceRef { file, tensor })
+        })
+    }
+
+    fn check_unique_names(&self) -> Result<()> {
+        let mut seen: HashMap<&str, &Path> = HashMap::new();
+        for r in self.tensors() {
+            if let Some(first) = seen.insert(&r.tensor.name, &r.file.path) {
+                bail!(
+                    "tensor {} appears in both {} and {}",
+                    r.tensor.name,
+                    first.display(),
+                    r.file.path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// With an index file, its weight map must name exactly the tensors found in the shards.
+    fn check_index(&self) -> Result<()> {
+        let index = self.dir.join(INDEX_FILE);
+        if !index.is_file() {
+            return Ok(());
+        }
+        let map = read_weight_map(&index)?;
+        let listed: BTreeSet<&str> = map.keys().map(String::as_str).collect();
+        let found: BTreeSet<&str> = self.tensors().map(|r| r.tensor.name.as_str()).collect();
+        if let Some(missing) = listed.difference(&found).next() {
+            bail!(
+                "{} lists tensor {missing} (in {}) but no shard holds it: missing or incomplete model files",
+                index.display(),
+                map[*missing]
+            );
+        }
+        if let Some(extra) = found.difference(&listed).next() {
+            bail!(
+                "tensor {extra} is in a shard but not in {}",
+                index.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn read_weight_map(index: &Path) -> Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+        bail!("{} has no weight_map object", index.display());
+    };
+    map.iter()
+        .map(|(k, v)| match v.as_str() {
+            Some(f) => Ok((k.clone(), f.to_string())),
+            None => bail!(
+                "{}: weight_map entry {k} is not a file name",
+                index.display()
+            ),
+        })
+        .collect()
+}
+
+/// The weight files of a folder, as the converter picks them: the shards named by the index
+/// file, else every `model*.safetensors`; sorted by name.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join(INDEX_FILE);
+    let mut names: Vec<String> = if index.is_file() {
+        let map = read_weight_map(&index)?;
+        let set: BTreeSet<String> = map.into_values().collect();
+        for f in &set {
+            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                bail!(
+                    "{}: shard name {f:?} must be a plain file name",
+                    index.display()
+                );
+            }
+            if !dir.join(f).is_file() {
+                bail!(
+                    "{} names shard {f}, which is missing from {}",
+                    index.display(),
+                    dir.display()
+                );
+            }
+        }
+        set.into_iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("model") && name.ends_with(".safetensors") {
+                v.push(name);
+            }
+        }
+        v
+    };
+    names.sort();
+    if names.is_empty() {
+        bail!("{} holds no model*.safetensors file", dir.display());
+    }
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::safetensors::tests::write_safetensors;
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_shards_in_converter_order() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
+        write_safetensors(
+            &d.path().join("model-00002-of-00002.safetensors"),
+            &[
+                ("z.b", "F32", vec![1], f32s(&[1.0])),
+                ("a.b", "F32", vec![1], f32s(&[2.0])),
+            ],
+        );
+        write_safetensors(
+            &d.path().join("model-00001-of-00002.safetensors"),
+            &[("m", "F32", vec![1], f32s(&[3.0]))],
+        );
+        std::fs::write(
+            d.path().join(INDEX_FILE),
+            r#"{"weight_map":{"m":"model-00001-of-00002.safetensors","a.b":"model-00002-of-00002.safetensors","z.b":"model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let m = HfModel::open(d.path()).unwrap();
+        let names: Vec<_> = m.tensors().map(|r| r.tensor.name.clone()).collect();
+        assert_eq!(names, ["m", "a.b", "z.b"]);
+        assert_eq!(m.side_files.len(), 1);
+    }
+
+    #[test]
+    fn index_must_match_shards() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.json"), "{}").unwrap();
+        write_safetensors(
+            &d.path().join("model-00001-of-00001.safetensors"),
+            &[("m", "F32", vec![1], f32s(&[3.0]))],
+        );
+        std::fs::write(
+            d.path().join(INDEX_FILE),
+            r#"{"weight_map":{"m":"model-00001-of-00001.safetensors","gone":"model-00001-of-00001.safetensors"}}"#,
+        )
+        .unwrap();
+        let e = HfModel::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("gone"), "{e}");
+    }
+
+    #[test]
+    fn missing_config_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        write_safetensors(
+            &d.path().join("model.safetensors"),
+            &[("m", "F32", vec![1], f32s(&[3.0]))],
+        );
+        let e = HfModel::open(d.path()).err().unwrap().to_string();
+        assert!(e.contains("config.json"), "{e}");
+    }
+}

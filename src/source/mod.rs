@@ -1,0 +1,8 @@
+//! Reading source models: HF folders of safetensors weights plus config and tokenizer files.
+
+pub mod dtype;
+pub mod hf_folder;
+pub mod safetensors;
+
+pub use dtype::Dtype;
+pub use hf_folder::HfModel;

@@ -1,0 +1,177 @@
+//! Memory-mapped safetensors files, validated strictly before any tensor is touched.
+
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+
+use super::dtype::Dtype;
+
+/// One tensor inside a safetensors file.
+#[derive(Clone, Debug)]
+pub struct SafetensorsTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    /// Byte range of the data within the file.
+    pub range: Range<usize>,
+}
+
+/// An open safetensors file.
+pub struct SafetensorsFile {
+    pub path: PathBuf,
+    /// Tensors sorted by name: the order `convert_hf_to_gguf.py` visits them in.
+    pub tensors: Vec<SafetensorsTensor>,
+    map: Mmap,
+}
+
+impl SafetensorsFile {
+    /// Maps and validates `path`: header length and JSON, dtypes, shapes against byte counts,
+    /// offsets contiguous and inside the file (the safetensors crate's checks), and nothing left
+    /// over at the end.
+    pub fn open(path: &Path) -> Result<SafetensorsFile> {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // SAFETY: read-only map of a file gmat does not modify; a file changed underneath us is
+        // caught by the content hash recorded at import.
+        let map = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("cannot map {}", path.display()))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
+            anyhow!(
+                "{} is not a valid safetensors file: {}",
+                path.display(),
+                describe(&e, map.len())
+            )
+        })?;
+        let data_start = 8 + header_len;
+        let mut tensors = Vec::new();
+        for (name, info) in meta.tensors() {
+            let dtype: Dtype = format!("{:?}", info.dtype)
+                .parse()
+                .map_err(|e: String| anyhow!("{}: tensor {name}: {e}", path.display()))?;
+            let (s, e) = info.data_offsets;
+            tensors.push(SafetensorsTensor {
+                name,
+                dtype,
+                shape: info.shape.iter().map(|&d| d as u64).collect(),
+                range: data_start + s..data_start + e,
+            });
+        }
+        tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        for t in &tensors {
+            if t.range.end > map.len() {
+                bail!(
+                    "{}: tensor {} runs past the end of the file",
+                    path.display(),
+                    t.name
+                );
+            }
+        }
+        Ok(SafetensorsFile {
+            path: path.to_path_buf(),
+            tensors,
+            map,
+        })
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn data(&self, t: &SafetensorsTensor) -> &[u8] {
+        &self.map[t.range.clone()]
+    }
+}
+
+fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => format!("file of {file_len} bytes is too small to hold a header"),
+        E::InvalidHeaderLength => {
+            "the header length runs past the end of the file (truncated?)".into()
+        }
+        E::MetadataIncompleteBuffer => {
+            "tensor data offsets do not match the file size (truncated or padded file)".into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor {name} has data offsets outside the data section")
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Writes a safetensors file of the given (name, dtype, shape, bytes) tensors.
+    pub fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
+        let mut header = serde_json::Map::new();
+        let mut data = Vec::new();
+        for (name, dtype, shape, bytes) in tensors {
+            let start = data.len();
+            data.extend_from_slice(bytes);
+            header.insert(
+                name.to_string(),
+                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+            );
+        }
+        let h = serde_json::to_vec(&header).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&data);
+        std::fs::write(path, out).unwrap();
+    }
+
+    #[test]
+    fn reads_sorted_tensors_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        write_safetensors(
+            &p,
+            &[
+                (
+                    "b",
+                    "F32",
+                    vec![2],
+                    [1f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                ("a", "BF16", vec![1], vec![0x80, 0x3f]),
+            ],
+        );
+        let f = SafetensorsFile::open(&p).unwrap();
+        assert_eq!(
+            f.tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(f.data(&f.tensors[0]), &[0x80, 0x3f]);
+        assert_eq!(f.tensors[1].dtype, Dtype::F32);
+    }
+
+    #[test]
+    fn rejects_truncated_and_out_of_range_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        write_safetensors(&p, &[("a", "F32", vec![4], vec![0; 16])]);
+        let full = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &full[..full.len() - 4]).unwrap();
+        let e = SafetensorsFile::open(&p).err().unwrap().to_string();
+        assert!(e.contains("m.safetensors") && e.contains("offsets"), "{e}");
+        std::fs::write(&p, &full[..5]).unwrap();
+        assert!(SafetensorsFile::open(&p).is_err());
+        // header claims more bytes than the file has
+        let mut bad = full.clone();
+        bad[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        std::fs::write(&p, &bad).unwrap();
+        assert!(SafetensorsFile::open(&p).is_err());
+        // offsets past the data
+        let h = br#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,64]}}"#;
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(h);
+        out.extend_from_slice(&[0; 16]);
+        std::fs::write(&p, &out).unwrap();
+        assert!(SafetensorsFile::open(&p).is_err());
+    }
+}
