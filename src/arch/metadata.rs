@@ -40,11 +40,7 @@ impl ParamCount {
             self.shared += size;
         }
         self.total += size;
-        self.expert_count = if *n_expert_tensors > 0 {
-            *expert_sum / *n_expert_tensors
-        } else {
-            0
-        };
+        self.expert_count = expert_sum.checked_div(*n_expert_tensors).unwrap_or(0);
     }
 
     /// gguf-py's `size_label`: "4.6M", "10M", "8x7.2B".

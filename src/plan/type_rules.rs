@@ -47,7 +47,7 @@ pub fn allows_quantization(gguf_name: &str, n_dims: usize, quantize_output: bool
 /// llama-quantize's `tensor_type_fallback`: a type whose block fits a row of `ncols`.
 pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
     let qk = target.block_size() as u64;
-    if ncols % qk == 0 {
+    if ncols.is_multiple_of(qk) {
         return Ok(target);
     }
     use GgmlType as G;
@@ -67,7 +67,7 @@ pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
         t if qk <= 32 => t,
         t => bail!("no tensor type fallback is defined for type {t}"),
     };
-    Ok(if ncols % ret.block_size() as u64 != 0 {
+    Ok(if !ncols.is_multiple_of(ret.block_size() as u64) {
         G::F16
     } else {
         ret

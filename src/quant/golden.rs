@@ -109,17 +109,29 @@ pub fn check(t: GgmlType) {
     }
 }
 
-#[test]
-fn q8_0_matches_ggml() {
-    check(GgmlType::Q8_0);
+/// One test per type, so a failure names the type.
+macro_rules! golden_tests {
+    ($($test:ident => $t:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                check(GgmlType::$t);
+            }
+        )*
+    };
 }
 
-#[test]
-fn f16_matches_ggml() {
-    check(GgmlType::F16);
-}
-
-#[test]
-fn bf16_matches_ggml() {
-    check(GgmlType::BF16);
+golden_tests! {
+    f16_matches_ggml => F16,
+    bf16_matches_ggml => BF16,
+    q8_0_matches_ggml => Q8_0,
+    q4_0_matches_ggml => Q4_0,
+    q4_1_matches_ggml => Q4_1,
+    q5_0_matches_ggml => Q5_0,
+    q5_1_matches_ggml => Q5_1,
+    q2_k_matches_ggml => Q2_K,
+    q3_k_matches_ggml => Q3_K,
+    q4_k_matches_ggml => Q4_K,
+    q5_k_matches_ggml => Q5_K,
+    q6_k_matches_ggml => Q6_K,
 }

@@ -8,8 +8,19 @@ mod float;
 pub mod ggml_type;
 #[cfg(test)]
 pub(crate) mod golden;
+mod iq3;
+mod iq3_grid;
+mod iq4;
+mod kquant_search;
+mod legacy;
+mod q2_k;
+mod q3_k;
+mod q4_k;
+mod q5_k;
+mod q6_k;
 mod q8_0;
 pub mod rounding;
+mod tq;
 
 pub use ggml_type::GgmlType;
 
@@ -40,7 +51,22 @@ pub fn codec(t: GgmlType) -> Option<&'static dyn TypeCodec> {
         GgmlType::F32 => &float::F32Codec,
         GgmlType::F16 => &float::F16Codec,
         GgmlType::BF16 => &float::Bf16Codec,
+        GgmlType::Q4_0 => &legacy::Q4_0,
+        GgmlType::Q4_1 => &legacy::Q4_1,
+        GgmlType::Q5_0 => &legacy::Q5_0,
+        GgmlType::Q5_1 => &legacy::Q5_1,
         GgmlType::Q8_0 => &q8_0::Q8_0,
+        GgmlType::Q2_K => &q2_k::Q2K,
+        GgmlType::Q3_K => &q3_k::Q3K,
+        GgmlType::Q4_K => &q4_k::Q4K,
+        GgmlType::Q5_K => &q5_k::Q5K,
+        GgmlType::Q6_K => &q6_k::Q6K,
+        GgmlType::IQ4_NL => &iq4::Iq4Nl,
+        GgmlType::IQ4_XS => &iq4::Iq4Xs,
+        GgmlType::TQ1_0 => &tq::Tq1_0,
+        GgmlType::TQ2_0 => &tq::Tq2_0,
+        GgmlType::IQ3_XXS => &iq3::Iq3Xxs,
+        GgmlType::IQ3_S => &iq3::Iq3S,
         _ => return None,
     })
 }

@@ -1,10 +1,14 @@
 //! Scalar helpers that ggml's quantizers share, written to give ggml's exact results.
 
 /// ggml's `nearest_int`: the float magic-number trick, which rounds to nearest with ties to even
-/// for |x| < 2^22 (the range quantizers feed it).
+/// for |x| < 2^22 (the range quantizers normally feed it).
+///
+/// Outside that range it returns the same garbage as ggml, deliberately without a check: ggml's
+/// `assert(fabsf(fval) <= 4194303.f)` is compiled out (`-DNDEBUG`) in the reference build, and
+/// the k-quant searches do feed it infinities and NaNs when a group of subnormal values makes an
+/// inverse scale overflow (±inf give -2^22 and NaN gives 0, which the callers then clamp).
 #[inline]
 pub fn nearest_int(fval: f32) -> i32 {
-    debug_assert!(fval.abs() <= 4194303.0);
     let val = fval + 12582912.0;
     let i = val.to_bits() as i32;
     (i & 0x007f_ffff) - 0x0040_0000
@@ -16,7 +20,7 @@ pub fn nearest_int(fval: f32) -> i32 {
 /// stored int8 is then the low byte of `i32::MIN`, i.e. 0.
 #[inline]
 pub fn c_float_to_int(v: f32) -> i32 {
-    if v.is_nan() || v >= 2147483648.0 || v < -2147483648.0 {
+    if v.is_nan() || !(-2147483648.0..2147483648.0).contains(&v) {
         i32::MIN
     } else {
         v as i32

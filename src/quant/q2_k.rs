@@ -1,0 +1,166 @@
+//! Q2_K: super-blocks of 256 values in 16 sub-blocks of 16, `x = d*sc*q - dmin*m` with 2-bit
+//! `q` and 4-bit sub-block scale `sc` and min `m` (`block_q2_K` in ggml-common.h).
+//!
+//! Ports of ggml-quants.c `quantize_row_q2_K_ref` (no importance weights),
+//! `quantize_row_q2_K_impl` (with them; what `quantize_q2_K` runs per row) and
+//! `dequantize_row_q2_K`.
+//!
+//! Block layout (84 bytes): `scales: [u8; 16]` (scale in the low nibble, min in the high one),
+//! `qs: [u8; 64]` (see [`pack_2bit`]), `d: f16`, `dmin: f16`.
+
+use super::kquant_search::{
+    make_qkx2_quants, make_qkx3_quants, make_qp_quants, pack_2bit, read_f16, sum_in_order, sum_sq,
+    write_f16, MinSearch,
+};
+use super::rounding::nearest_int;
+use super::{GgmlType, TypeCodec};
+
+const QK_K: usize = 256;
+const BLOCK_BYTES: usize = 84;
+const SCALES: usize = 0;
+const QS: usize = 16;
+const D: usize = 80;
+const DMIN: usize = 82;
+
+/// Port of `quantize_row_q2_K_ref` for one super-block.
+fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
+    // Sub-block scales and mins are quantized against their maximum with 4 bits.
+    const Q4SCALE: f32 = 15.0;
+    const SEARCH: MinSearch = MinSearch {
+        rmin: -0.5,
+        rdelta: 0.1,
+        nstep: 15,
+        use_mad: true,
+    };
+    let mut l = [0u8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut mins = [0.0f32; 16];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        let weights: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
+        (scales[j], mins[j]) = make_qkx2_quants(3, xs, &weights, ls, SEARCH);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+
+    let mut sc = [0u8; 16];
+    if max_scale > 0.0 {
+        let iscale = Q4SCALE / max_scale;
+        for (s, &v) in sc.iter_mut().zip(&scales) {
+            *s = nearest_int(iscale * v) as u8;
+        }
+        write_f16(y, D, max_scale / Q4SCALE);
+    } else {
+        write_f16(y, D, 0.0);
+    }
+    if max_min > 0.0 {
+        let iscale = Q4SCALE / max_min;
+        for (s, &v) in sc.iter_mut().zip(&mins) {
+            *s |= (nearest_int(iscale * v) << 4) as u8;
+        }
+        write_f16(y, DMIN, max_min / Q4SCALE);
+    } else {
+        write_f16(y, DMIN, 0.0);
+    }
+    y[SCALES..SCALES + 16].copy_from_slice(&sc);
+    requantize(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
+    pack_2bit(&l, &mut y[QS..QS + 64]);
+}
+
+/// Port of `quantize_row_q2_K_impl` for one super-block with its importance weights `qw`.
+fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
+    const SEARCH: MinSearch = MinSearch {
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+    };
+    let mut l = [0u8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut mins = [0.0f32; 16];
+    let mut sw = [0.0f32; 16];
+    let sigma2 = sum_sq(x) / QK_K as f32;
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        let q = &qw[16 * j..16 * j + 16];
+        let weight: [f32; 16] = std::array::from_fn(|i| q[i] * (sigma2 + xs[i] * xs[i]).sqrt());
+        sw[j] = sum_in_order(&weight);
+        (scales[j], mins[j]) = make_qkx3_quants(3, xs, &weight, ls, SEARCH);
+    }
+
+    let mut ls = [0u8; 16];
+    let mut lm = [0u8; 16];
+    let dm = make_qp_quants(15, &scales, &mut ls, &sw);
+    let mm = make_qp_quants(15, &mins, &mut lm, &sw);
+    write_f16(y, D, dm);
+    write_f16(y, DMIN, mm);
+    for j in 0..16 {
+        y[SCALES + j] = ls[j] | (lm[j] << 4);
+    }
+    requantize(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
+    pack_2bit(&l, &mut y[QS..QS + 64]);
+}
+
+/// Re-derives the 2-bit levels from the stored (rounded) scales and mins; sub-blocks whose
+/// scale is zero keep the levels of the search.
+fn requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], dm: f32, mm: f32) {
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        let sc = y[SCALES + j];
+        let d = dm * (sc & 0xF) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let m = mm * (sc >> 4) as f32;
+        for (q, &v) in ls.iter_mut().zip(xs) {
+            *q = nearest_int((v + m) / d).clamp(0, 3) as u8;
+        }
+    }
+}
+
+/// Q2_K codec.
+pub struct Q2K;
+
+impl TypeCodec for Q2K {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::Q2_K
+    }
+
+    fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+        let blocks = src
+            .chunks_exact(QK_K)
+            .zip(dst.chunks_exact_mut(BLOCK_BYTES));
+        match imatrix {
+            None => blocks.for_each(|(x, y)| quantize_block_ref(x, y)),
+            Some(qw) => blocks
+                .zip(qw.chunks_exact(QK_K))
+                .for_each(|((x, y), qw)| quantize_block_impl(x, qw, y)),
+        }
+    }
+
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        for (y, out) in src
+            .chunks_exact(BLOCK_BYTES)
+            .zip(dst.chunks_exact_mut(QK_K))
+        {
+            let d = read_f16(y, D);
+            let min = read_f16(y, DMIN);
+            for (j, o) in out.chunks_exact_mut(16).enumerate() {
+                let sc = y[SCALES + j];
+                let dl = d * (sc & 0xF) as f32;
+                let ml = min * (sc >> 4) as f32;
+                // Sub-block j lives in the 2-bit plane (j % 8) / 2 of bytes
+                // 32*(j/8) + 16*(j%2) .. +16.
+                let shift = 2 * ((j % 8) / 2);
+                let base = QS + 32 * (j / 8) + 16 * (j % 2);
+                for (l, v) in o.iter_mut().enumerate() {
+                    let q = (y[base + l] >> shift) & 3;
+                    *v = dl * q as f32 - ml;
+                }
+            }
+        }
+    }
+}

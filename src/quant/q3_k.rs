@@ -1,0 +1,171 @@
+//! Q3_K: super-blocks of 256 values in 16 sub-blocks of 16, `x = d*(sc - 32)*(q - 4)` with
+//! 3-bit `q` and 6-bit sub-block scale `sc` (`block_q3_K` in ggml-common.h).
+//!
+//! Ports of ggml-quants.c `quantize_row_q3_K_ref` (no importance weights),
+//! `quantize_row_q3_K_impl` (with them; what `quantize_q3_K` runs per row) and
+//! `dequantize_row_q3_K`.
+//!
+//! Block layout (110 bytes): `hmask: [u8; 32]` (bit `k` of byte `i` is the high bit of value
+//! `32*k + i`), `qs: [u8; 64]` (low 2 bits, see [`pack_2bit`]), `scales: [u8; 12]`, `d: f16`.
+//! Scale `j` has its low nibble in byte `j % 8` (low nibble for `j < 8`, high nibble otherwise)
+//! and its top 2 bits in byte `8 + j % 4` at bit `2*(j/4)`.
+
+use super::kquant_search::{
+    make_q3_quants, make_qx_quants, pack_2bit, read_f16, sum_in_order, sum_sq, write_f16,
+};
+use super::rounding::nearest_int;
+use super::{GgmlType, TypeCodec};
+
+const QK_K: usize = 256;
+const BLOCK_BYTES: usize = 110;
+const HMASK: usize = 0;
+const QS: usize = 32;
+const SCALES: usize = 96;
+const D: usize = 108;
+
+/// Stores the 6-bit scale `l` (0..=63) of sub-block `j` into the 12 zero-initialized bytes `s`.
+fn set_scale(s: &mut [u8], j: usize, l: u8) {
+    if j < 8 {
+        s[j] = l & 0xF;
+    } else {
+        s[j - 8] |= (l & 0xF) << 4;
+    }
+    s[j % 4 + 8] |= (l >> 4) << (2 * (j / 4));
+}
+
+/// The signed scale (`sc - 32`) of sub-block `j`.
+fn get_scale(s: &[u8], j: usize) -> i32 {
+    let low = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+    let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    (low | (high << 4)) as i32 - 32
+}
+
+/// Re-derives the levels (0..=7) from the stored scales, then writes `hmask` and `qs`.
+/// Sub-blocks whose scale is zero keep the levels of the search.
+fn finish_block(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
+    let d_all = read_f16(y, D);
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        let d = d_all * get_scale(&y[SCALES..SCALES + 12], j) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for (q, &v) in ls.iter_mut().zip(xs) {
+            *q = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
+        }
+    }
+
+    let mut low = [0u8; QK_K];
+    y[HMASK..HMASK + 32].fill(0);
+    for (j, (&q, lo)) in l.iter().zip(low.iter_mut()).enumerate() {
+        let mut q = q as u8;
+        if q > 3 {
+            y[HMASK + j % 32] |= 1 << (j / 32);
+            q -= 4;
+        }
+        *lo = q;
+    }
+    pack_2bit(&low, &mut y[QS..QS + 64]);
+}
+
+/// Port of `quantize_row_q3_K_ref` for one super-block.
+fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut max_scale = 0.0f32;
+    let mut amax = 0.0f32;
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        scales[j] = make_q3_quants(4, xs, ls, true);
+        let scale = scales[j].abs();
+        if scale > amax {
+            amax = scale;
+            max_scale = scales[j];
+        }
+    }
+
+    let s = &mut y[SCALES..SCALES + 12];
+    s.fill(0);
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &v) in scales.iter().enumerate() {
+            // ggml stores nearest_int into an int8_t before clamping.
+            let l = nearest_int(iscale * v) as i8;
+            set_scale(s, j, ((l as i32).clamp(-32, 31) + 32) as u8);
+        }
+        write_f16(y, D, 1.0 / iscale);
+    } else {
+        write_f16(y, D, 0.0);
+    }
+    finish_block(x, y, &mut l);
+}
+
+/// Port of `quantize_row_q3_K_impl` for one super-block with its importance weights `qw`.
+fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0.0f32; 16];
+    let mut sw = [0.0f32; 16];
+    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
+        let q = &qw[16 * j..16 * j + 16];
+        let weight: [f32; 16] = std::array::from_fn(|i| q[i] * (sigma2 + xs[i] * xs[i]).sqrt());
+        sw[j] = sum_in_order(&weight);
+        scales[j] = make_qx_quants(4, xs, ls, Some(&weight));
+    }
+
+    let mut lsc = [0i8; 16];
+    let d_block = make_qx_quants(32, &scales, &mut lsc, Some(&sw));
+    let s = &mut y[SCALES..SCALES + 12];
+    s.fill(0);
+    for (j, &v) in lsc.iter().enumerate() {
+        set_scale(s, j, v as u8);
+    }
+    write_f16(y, D, d_block);
+    finish_block(x, y, &mut l);
+}
+
+/// Q3_K codec.
+pub struct Q3K;
+
+impl TypeCodec for Q3K {
+    fn ggml_type(&self) -> GgmlType {
+        GgmlType::Q3_K
+    }
+
+    fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+        let blocks = src
+            .chunks_exact(QK_K)
+            .zip(dst.chunks_exact_mut(BLOCK_BYTES));
+        match imatrix {
+            None => blocks.for_each(|(x, y)| quantize_block_ref(x, y)),
+            Some(qw) => blocks
+                .zip(qw.chunks_exact(QK_K))
+                .for_each(|((x, y), qw)| quantize_block_impl(x, qw, y)),
+        }
+    }
+
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        for (y, out) in src
+            .chunks_exact(BLOCK_BYTES)
+            .zip(dst.chunks_exact_mut(QK_K))
+        {
+            let d_all = read_f16(y, D);
+            for (j, o) in out.chunks_exact_mut(16).enumerate() {
+                let dl = d_all * get_scale(&y[SCALES..SCALES + 12], j) as f32;
+                // Sub-block j lives in the 2-bit plane (j % 8) / 2 of bytes
+                // 32*(j/8) + 16*(j%2) .. +16; its high bits in plane j / 2 of hmask.
+                let shift = 2 * ((j % 8) / 2);
+                let base = 32 * (j / 8) + 16 * (j % 2);
+                let hbit = 1u8 << (j / 2);
+                let hoff = 16 * (j % 2);
+                for (l, v) in o.iter_mut().enumerate() {
+                    let low = ((y[QS + base + l] >> shift) & 3) as i32;
+                    let high = if y[HMASK + hoff + l] & hbit != 0 {
+                        0
+                    } else {
+                        4
+                    };
+                    *v = dl * (low - high) as f32;
+                }
+            }
+        }
+    }
+}
