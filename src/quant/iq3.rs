@@ -6,6 +6,7 @@
 //! `dequantize_row_iq3_s` (ggml/src/ggml-quants.c). The grids and neighbour maps are in
 //! [`super::iq3_grid`].
 
+use super::iq2_grid::KSIGNS_IQ2XS;
 use super::iq3_grid::{iq3s_data, iq3xxs_data, Iq3Data, Lookup, IQ3S_GRID, IQ3XXS_GRID};
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 use super::{GgmlType, TypeCodec};
@@ -17,17 +18,6 @@ const IQ3S_BLOCK_BYTES: usize = 110;
 const K_MAX_Q: i32 = 8;
 /// ggml's `GROUP_MAX_EPS_IQ3_XXS`.
 const GROUP_MAX_EPS_IQ3_XXS: f32 = 1e-8;
-
-/// `ksigns_iq2xs` (ggml-common.h): seven sign bits plus an eighth that makes the parity even.
-const KSIGNS_IQ2XS: [u8; 128] = {
-    let mut t = [0u8; 128];
-    let mut i = 0;
-    while i < 128 {
-        t[i] = i as u8 | (((i as u32).count_ones() as u8 & 1) << 7);
-        i += 1;
-    }
-    t
-};
 
 /// C's `MAX(a, b)` (`a > b ? a : b`).
 #[inline]

@@ -8,6 +8,10 @@ mod float;
 pub mod ggml_type;
 #[cfg(test)]
 pub(crate) mod golden;
+mod iq1;
+mod iq2;
+mod iq2_grid;
+mod iq2_grid_tables;
 mod iq3;
 mod iq3_grid;
 mod iq4;
@@ -67,6 +71,11 @@ pub fn codec(t: GgmlType) -> Option<&'static dyn TypeCodec> {
         GgmlType::TQ2_0 => &tq::Tq2_0,
         GgmlType::IQ3_XXS => &iq3::Iq3Xxs,
         GgmlType::IQ3_S => &iq3::Iq3S,
+        GgmlType::IQ2_XXS => &iq2::Iq2Xxs,
+        GgmlType::IQ2_XS => &iq2::Iq2Xs,
+        GgmlType::IQ2_S => &iq2::Iq2S,
+        GgmlType::IQ1_S => &iq1::Iq1S,
+        GgmlType::IQ1_M => &iq1::Iq1M,
         _ => return None,
     })
 }
