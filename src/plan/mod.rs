@@ -214,6 +214,14 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
                 ty.block_size()
             );
         }
+        if type_rules::requires_imatrix(&t.name, ty, file_type) {
+            bail!(
+                "tensor {}: type {ty} requires an importance matrix (as in llama-quantize), which \
+                 this gmat build cannot read yet; make one with llama.cpp's \
+                 `llama-imatrix -m model.gguf -f text.txt`, or choose another type",
+                t.name
+            );
+        }
         if quant::codec(ty).is_none() {
             bail!(
                 "tensor {}: type {ty} cannot be written by this gmat build",

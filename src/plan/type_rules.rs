@@ -74,6 +74,20 @@ pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
     })
 }
 
+/// llama-quantize's `tensor_requires_imatrix`: the types it refuses to produce without an
+/// importance matrix (the token embedding and output tensors are exempt).
+pub fn requires_imatrix(gguf_name: &str, ty: GgmlType, ft: &FileType) -> bool {
+    use GgmlType as G;
+    if gguf_name == "token_embd.weight" || gguf_name == "output.weight" {
+        return false;
+    }
+    match ty {
+        G::IQ3_XXS | G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ1_M | G::IQ1_S => true,
+        G::Q2_K => ft.name == "Q2_K_S",
+        _ => false,
+    }
+}
+
 /// The type llama-quantize gives a quantizable tensor under file type `ft` (without manual
 /// overrides). `pure` gives every tensor the file type's default type.
 ///

@@ -1,0 +1,45 @@
+# gmat — build, example, tests, benchmarks.
+#   make install   build and install the `gmat` binary (cargo install)
+#   make example   import + export example/tiny_llm into out/example and show what was made
+#   make test      the test suite (what CI runs)
+#   make lint      rustfmt check + clippy with warnings as errors
+#   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh)
+#   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
+
+CARGO ?= cargo
+GMAT := target/release/gmat
+OUT := out/example
+
+.PHONY: build install example test lint bench parity clean
+
+build:
+	$(CARGO) build --release --locked
+
+install:
+	$(CARGO) install --path . --locked --force
+
+example: build
+	rm -rf $(OUT) && mkdir -p $(OUT)
+	$(GMAT) import --model example/tiny_llm --generate-config $(OUT)/import_config.json
+	$(GMAT) import --model example/tiny_llm --config $(OUT)/import_config.json -o $(OUT)
+	$(GMAT) export --model $(OUT)/model.gmat --type Q8_0 --generate-config $(OUT)/export_config.json
+	$(GMAT) export --model $(OUT)/model.gmat --config $(OUT)/export_config.json -o $(OUT)/tiny_llm-Q8_0.gguf
+	$(GMAT) export --model $(OUT)/model.gmat --type BF16 -o $(OUT)/tiny_llm-BF16.gguf
+	$(GMAT) export --model $(OUT)/model.gmat --type Q8_0 --dry-run | tail -n 4
+	@echo; echo "made:"; ls -la $(OUT) $(OUT)/model.gmat | sed 's/^/  /'
+
+test:
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+bench: build
+	bash bench/run.sh
+
+parity: build
+	bash bench/parity.sh
+
+clean:
+	rm -rf out target
