@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: gmat vs llama.cpp's converter + llama-quantize on the same machine, in
+# one run. Needs the reference (../shared/reference/setup.sh --full; then it sources env.sh).
+#
+#   bash bench/run.sh [WORKDIR]        (default WORKDIR: /tmp/gmat-bench)
+#
+# Generates a ~1 GB BF16 llama-shaped model in 3 shards, then times, each with wall time, CPU
+# time (user+sys) and peak RSS (/usr/bin/time):
+#   gmat import; gmat export Q8_0; gmat export Q4_K_M (if gmat supports it);
+#   convert_hf_to_gguf.py --outtype bf16 + llama-quantize Q4_K_M; convert_hf_to_gguf.py --outtype q8_0;
+#   llama-quantize Q8_0 from the BF16 GGUF
+# and prints ratios. Figures are measured here, never asserted.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+W=${1:-/tmp/gmat-bench}
+REF=${GMAT_REF:-$HOME/.cache/gmat-ref}
+[ -f "$REF/env.sh" ] || { echo "run ../shared/reference/setup.sh --full first" >&2; exit 1; }
+. "$REF/env.sh"
+GMAT=$ROOT/target/release/gmat
+[ -x "$GMAT" ] || (cd "$ROOT" && cargo build --release --locked)
+mkdir -p "$W"
+M=$W/bench-llama
+[ -f "$M/config.json" ] || $REF_PY "$HERE/make_bench_model.py" "$M"
+RES=$W/results.tsv
+: > "$RES"
+
+run() { # name, command...
+  local name=$1; shift
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > "$W/$name.log" 2>&1 || { echo "$name failed, see $W/$name.log"; return 1; }
+  read -r wall user sys rss < "$W/time.txt"
+  printf "%s\t%s\t%s\t%s\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$rss" >> "$RES"
+  printf "%-34s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
+}
+
+rm -rf "$W/store" "$W"/*.gguf
+run "gmat import" "$GMAT" import -q --model "$M" -o "$W/store"
+run "gmat export Q8_0" "$GMAT" export -q --model "$W/store" --type Q8_0 -o "$W/gmat-q8_0.gguf"
+if "$GMAT" export -q --model "$W/store" --type Q4_K_M --dry-run > /dev/null 2>&1; then
+  run "gmat export Q4_K_M" "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
+fi
+run "convert bf16" $REF_CONVERT "$M" --outtype bf16 --outfile "$W/ref-bf16.gguf"
+run "llama-quantize Q4_K_M" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q4_k_m.gguf" Q4_K_M 2
+run "llama-quantize Q8_0" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q8_0.gguf" Q8_0 2
+run "convert q8_0" $REF_CONVERT "$M" --outtype q8_0 --outfile "$W/ref-conv-q8_0.gguf"
+
+echo
+get() { awk -F'\t' -v n="$1" -v c="$2" '$1==n {print $c}' "$RES"; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && echo "scale=2; $1 / $2" | bc || echo "n/a"; }
+imp=$(get "gmat import" 2); q8=$(get "gmat export Q8_0" 2); q4=$(get "gmat export Q4_K_M" 2)
+cbf=$(get "convert bf16" 2); lq4=$(get "llama-quantize Q4_K_M" 2); lq8=$(get "llama-quantize Q8_0" 2); cq8=$(get "convert q8_0" 2)
+echo "speedups (reference wall / gmat wall):"
+[ -n "$q4" ] && echo "  HF -> Q4_K_M end to end (convert+quantize vs import+export): $(ratio "$(echo "$cbf + $lq4" | bc)" "$(echo "$imp + $q4" | bc)")x"
+[ -n "$q4" ] && echo "  new Q4_K_M profile from a store (llama-quantize vs gmat export): $(ratio "$lq4" "$q4")x"
+echo "  HF -> Q8_0 end to end (convert q8_0 vs import+export): $(ratio "$cq8" "$(echo "$imp + $q8" | bc)")x"
+echo "  new Q8_0 profile from a store (llama-quantize vs gmat export): $(ratio "$lq8" "$q8")x"
+echo "peak RSS (MiB): gmat import $(( $(get "gmat import" 4) / 1024 )), gmat export Q8_0 $(( $(get "gmat export Q8_0" 4) / 1024 )), converter bf16 $(( $(get "convert bf16" 4) / 1024 )), llama-quantize Q8_0 $(( $(get "llama-quantize Q8_0" 4) / 1024 ))"
+for t in q8_0 q4_k_m; do
+  if [ -f "$W/gmat-$t.gguf" ]; then
+    echo "parity $t: $($REF_PY "$ROOT/../shared/reference/gguf_parity.py" "$W/gmat-$t.gguf" "$W/ref-$t.gguf" --quiet \
+      --ignore-key '^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$' \
+      --ignore-key '^gmat\.' | tail -1)"
+  fi
+done
