@@ -124,17 +124,7 @@ fn write_piece(
     } else {
         (nrows, ncols)
     };
-    let source_row = |r: usize| -> usize {
-        match piece.transform {
-            Transform::None => r,
-            Transform::PermuteRows { n_head } => {
-                let per_head = perm_rows / n_head as usize;
-                let half = per_head / 2;
-                let (h, w) = (r / per_head, r % per_head);
-                h * per_head + (w % 2) * half + w / 2
-            }
-        }
-    };
+    let source_row = |r: usize| piece.transform.source_row(r, perm_rows);
     let chunk_rows = (CHUNK_VALUES / ncols.max(1)).max(1);
     let mut out = Vec::new();
     let mut r0 = 0;

@@ -31,6 +31,23 @@ pub enum Transform {
     },
 }
 
+impl Transform {
+    /// For output row `r` of a tensor with `rows` rows (elements, for a 1-D bias), the source
+    /// row it comes from. `LlamaModel.permute` is `w.reshape(n_head, 2, rows / n_head / 2, ...)
+    /// .swapaxes(1, 2).reshape(w.shape)`: output (h, i, j) takes source (h, j, i).
+    pub fn source_row(self, r: usize, rows: usize) -> usize {
+        match self {
+            Transform::None => r,
+            Transform::PermuteRows { n_head } => {
+                let per_head = rows / n_head as usize;
+                let half = per_head / 2;
+                let (h, w) = (r / per_head, r % per_head);
+                h * per_head + (w % 2) * half + w / 2
+            }
+        }
+    }
+}
+
 /// One stored tensor feeding an output tensor.
 #[derive(Clone, Debug)]
 pub struct SourcePiece {
@@ -564,4 +581,37 @@ fn plan_hash(ft: &FileType, metadata: &[(String, Value)], tensors: &[PlannedTens
         }
     }
     format!("blake3:{}", h.finalize().to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qk_permutation_matches_reshape_swapaxes() {
+        // Direct evaluation of reshape(n_head, 2, half).swapaxes(1, 2).reshape(-1) on row ids.
+        for (rows, n_head) in [(8usize, 2u64), (64, 8), (32, 2), (12, 3)] {
+            let half = rows / n_head as usize / 2;
+            let mut expected = Vec::new();
+            for h in 0..n_head as usize {
+                for i in 0..half {
+                    for j in 0..2 {
+                        expected.push(h * 2 * half + j * half + i);
+                    }
+                }
+            }
+            let t = Transform::PermuteRows { n_head };
+            let got: Vec<usize> = (0..rows).map(|r| t.source_row(r, rows)).collect();
+            assert_eq!(got, expected, "rows {rows}, heads {n_head}");
+            let mut sorted = got.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..rows).collect::<Vec<_>>());
+        }
+        // two heads of four rows: [a0 a1 b0 b1] per head becomes [a0 b0 a1 b1]
+        let t = Transform::PermuteRows { n_head: 2 };
+        assert_eq!(
+            (0..8).map(|r| t.source_row(r, 8)).collect::<Vec<_>>(),
+            [0, 2, 1, 3, 4, 6, 5, 7]
+        );
+    }
 }
