@@ -86,6 +86,13 @@ pub struct ExportCli {
     /// Print the plan (every tensor, its type and size) without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Split the output into NAME-00001-of-0000N.gguf shards of at most this much tensor data
+    /// (e.g. 2G, 500M; decimal units, like llama-gguf-split --split-max-size).
+    #[arg(long, value_name = "SIZE")]
+    pub shard_size: Option<String>,
+    /// Split the output into shards of at most N tensors (like llama-gguf-split --split-max-tensors).
+    #[arg(long, value_name = "N")]
+    pub shard_max_tensors: Option<usize>,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,

@@ -22,6 +22,8 @@ fn main() {
             generate_config: a.generate_config,
             dry_run: a.dry_run,
             quiet: a.quiet,
+            shard_size: a.shard_size,
+            shard_max_tensors: a.shard_max_tensors,
         }),
     };
     if let Err(e) = result {

@@ -10,6 +10,7 @@ use crate::arch::{self, tokenizer, Hparams};
 use crate::config::export_config::{ExportMapEntry, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
+use crate::plan::split::{self, SplitLimits};
 use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource};
 use crate::source::Dtype;
 use crate::store::Store;
@@ -24,6 +25,10 @@ pub struct ExportArgs {
     pub generate_config: Option<PathBuf>,
     pub dry_run: bool,
     pub quiet: bool,
+    /// `--shard-size` (overrides the config's `shard_size`).
+    pub shard_size: Option<String>,
+    /// `--shard-max-tensors` (overrides the config's `shard_max_tensors`).
+    pub shard_max_tensors: Option<usize>,
 }
 
 /// Runs the command.
@@ -80,11 +85,17 @@ pub fn run(args: ExportArgs) -> Result<()> {
             file_type.name
         )),
     };
-    let stats = pipeline::export::run(&store, &plan, &out, args.quiet)?;
+    let limits = split_limits(&args, &config)?;
+    let stats = pipeline::export::run(&store, &plan, &out, limits, args.quiet)?;
     if !args.quiet {
         eprintln!(
             "wrote {} ({}, {} tensors, file type {}) in {:.2?}{}",
-            stats.path.display(),
+            stats
+                .paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             human_bytes(stats.file_bytes),
             plan.tensors.len(),
             file_type,
@@ -95,6 +106,32 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Shard limits from the command line, else from the config.
+fn split_limits(args: &ExportArgs, config: &ExportConfig) -> Result<SplitLimits> {
+    let max_bytes = match (&args.shard_size, &config.shard_size) {
+        (Some(s), _) => Some(split::parse_size(s).context("--shard-size")?),
+        (None, Some(serde_json::Value::Number(n))) => match n.as_u64() {
+            Some(b) if b > 0 => Some(b),
+            _ => anyhow::bail!("shard_size {n} is not a positive number of bytes"),
+        },
+        (None, Some(serde_json::Value::String(s))) => {
+            Some(split::parse_size(s).context("shard_size")?)
+        }
+        (None, Some(serde_json::Value::Null)) | (None, None) => None,
+        (None, Some(other)) => anyhow::bail!(
+            "shard_size {other} must be a number of bytes, a size like \"2G\", or null"
+        ),
+    };
+    let max_tensors = args.shard_max_tensors.or(config.shard_max_tensors);
+    if max_tensors == Some(0) {
+        anyhow::bail!("the maximum number of tensors per shard must be at least 1");
+    }
+    Ok(SplitLimits {
+        max_bytes,
+        max_tensors,
+    })
 }
 
 /// `--type`, else the config's `default_type`, else the float type of the stored weights

@@ -40,9 +40,13 @@ pub struct ExportConfig {
     pub quantization: Quantization,
     #[serde(default)]
     pub tensor_map: Vec<ExportMapEntry>,
-    /// Maximum bytes per output file; `null` for one file.
+    /// Maximum bytes of tensor data per output file (a number, or a string such as "2G" or
+    /// "500M" in decimal units, as llama-gguf-split takes them); `null` for one file.
     #[serde(default)]
     pub shard_size: Option<serde_json::Value>,
+    /// Maximum tensors per output file; `null` for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_max_tensors: Option<usize>,
     /// Overrides of special token ids: `{"bos": 1, "eos": 2, ...}` → `tokenizer.ggml.<k>_token_id`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub special_token_keys: BTreeMap<String, u32>,
@@ -58,6 +62,7 @@ impl Default for ExportConfig {
             quantization: Quantization::default(),
             tensor_map: Vec::new(),
             shard_size: None,
+            shard_max_tensors: None,
             special_token_keys: BTreeMap::new(),
             block_format: None,
         }

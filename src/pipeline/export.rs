@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
+use indicatif::ProgressBar;
+
 use super::progress;
+use crate::plan::split::{self, Shard, SplitLimits};
 use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource, Transform};
 use crate::quant::{self, TypeCodec};
 use crate::store::Store;
@@ -20,46 +23,77 @@ const CHUNK_VALUES: usize = 4 << 20;
 
 /// What an export wrote.
 pub struct ExportStats {
-    pub path: PathBuf,
+    /// The files written (one, or the shards in order).
+    pub paths: Vec<PathBuf>,
     pub file_bytes: u64,
 }
 
-/// Writes `plan` to `out`.
-pub fn run(store: &Store, plan: &ExportPlan, out: &Path, quiet: bool) -> Result<ExportStats> {
-    let header = plan.header().to_bytes();
+/// Writes `plan` to `out`, split into shards when `limits` says so. Every file is written under
+/// a temporary name; the names are swapped in only when all files are complete.
+pub fn run(
+    store: &Store,
+    plan: &ExportPlan,
+    out: &Path,
+    limits: SplitLimits,
+    quiet: bool,
+) -> Result<ExportStats> {
+    let shards = split::shards(plan, out, limits)?;
+    let bar = progress::bytes_bar(plan.data_bytes(), "export", quiet);
+    let mut written: Vec<PathBuf> = Vec::new();
+    let mut total = 0u64;
+    let result = (|| -> Result<()> {
+        for shard in &shards {
+            let tmp = partial_path(&shard.path);
+            written.push(tmp.clone());
+            total += write_shard(store, plan, shard, &tmp, &bar)?;
+        }
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        for p in &written {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(e);
+    }
+    for shard in &shards {
+        let tmp = partial_path(&shard.path);
+        std::fs::rename(&tmp, &shard.path)
+            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    }
+    Ok(ExportStats {
+        paths: shards.into_iter().map(|s| s.path).collect(),
+        file_bytes: total,
+    })
+}
+
+fn write_shard(
+    store: &Store,
+    plan: &ExportPlan,
+    shard: &Shard,
+    tmp: &Path,
+    bar: &ProgressBar,
+) -> Result<u64> {
+    let header = shard.header.to_bytes();
     let data_start = header.len() as u64;
-    let total = data_start + plan.header().data_size();
-    let tmp = partial_path(out);
+    let total = data_start + shard.header.data_size();
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
-        .open(&tmp)
+        .open(tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
-    let result = (|| -> Result<()> {
-        file.set_len(total)?;
-        file.write_all_at(&header, 0)?;
-        let bar = progress::bytes_bar(plan.data_bytes(), "export", quiet);
-        for t in &plan.tensors {
-            bar.set_message(t.name.clone());
-            write_tensor(store, t, &file, data_start + t.offset)
-                .with_context(|| format!("tensor {}", t.name))?;
-            bar.inc(t.n_bytes);
-        }
-        bar.finish_and_clear();
-        file.sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    file.set_len(total)?;
+    file.write_all_at(&header, 0)?;
+    for (&i, info) in shard.tensors.iter().zip(&shard.header.tensors) {
+        let t = &plan.tensors[i];
+        bar.set_message(t.name.clone());
+        write_tensor(store, t, &file, data_start + info.offset)
+            .with_context(|| format!("tensor {}", t.name))?;
+        bar.inc(t.n_bytes);
     }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move {} into place", tmp.display()))?;
-    Ok(ExportStats {
-        path: out.to_path_buf(),
-        file_bytes: total,
-    })
+    file.sync_all()?;
+    Ok(total)
 }
 
 /// The temporary name an output is written under.

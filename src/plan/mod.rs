@@ -3,6 +3,7 @@
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
 pub mod file_type;
+pub mod split;
 pub mod type_rules;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -193,11 +194,6 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
             "target_format {:?} is not supported (allowed: \"gguf\")",
             config.target_format
         );
-    }
-    if let Some(s) = &config.shard_size {
-        if !s.is_null() {
-            bail!("shard_size is not supported by this gmat build yet; set it to null");
-        }
     }
     let mut tensors = ordered_tensors(manifest, hparams, arch)?;
     apply_name_map(&mut tensors, config, manifest)?;
