@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod gguf;
+pub mod mapped;
 pub mod pipeline;
 pub mod plan;
 pub mod quant;

@@ -193,6 +193,9 @@ fn write_piece(
                 },
             )?;
         file.write_all_at(&out, at + (r0 * row_bytes) as u64)?;
+        if perm_len != 1 {
+            tf.release(r0 * ncols * esize..r1 * ncols * esize);
+        }
         r0 = r1;
     }
     Ok(())

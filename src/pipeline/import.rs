@@ -12,7 +12,7 @@ use crate::config::import_config::ImportDecision;
 use crate::source::HfModel;
 use crate::store::manifest::{SourceInfo, FORMAT_VERSION};
 use crate::store::{
-    hash, tensor_file, Encoding, Manifest, Store, TensorEntry, TensorFile, TensorHeader, MANIFEST,
+    tensor_file, Encoding, Manifest, Store, TensorEntry, TensorFile, TensorHeader, MANIFEST,
     TENSOR_DIR,
 };
 
@@ -47,7 +47,7 @@ pub fn run(
         .par_iter()
         .map(|(r, d)| {
             let bytes = r.file.data(r.tensor);
-            let h = hash::content_hash(bytes);
+            let h = r.file.hash(r.tensor);
             let path = Store::tensor_path(root, &d.uuid);
             let header = TensorHeader {
                 name: r.tensor.name.clone(),
@@ -60,8 +60,13 @@ pub fn run(
             let existing = TensorFile::open(&path).ok().filter(|f| f.header == header);
             let stored_bytes = match existing {
                 Some(_) => std::fs::metadata(&path)?.len(),
-                None => tensor_file::write_raw(&path, &header, bytes)
-                    .with_context(|| format!("tensor {}", r.tensor.name))?,
+                None => {
+                    let base = r.tensor.range.start;
+                    tensor_file::write_raw_releasing(&path, &header, bytes, |w| {
+                        r.file.release(base + w.start..base + w.end)
+                    })
+                    .with_context(|| format!("tensor {}", r.tensor.name))?
+                }
             };
             bar.inc(bytes.len() as u64);
             Ok(TensorEntry {

@@ -76,6 +76,16 @@ impl SafetensorsFile {
         })
     }
 
+    /// Gives back the resident pages of a byte range of the file once consumed.
+    pub fn release(&self, range: Range<usize>) {
+        crate::mapped::release(&self.map, range);
+    }
+
+    /// Content hash of a tensor's bytes, releasing pages as it goes.
+    pub fn hash(&self, t: &SafetensorsTensor) -> String {
+        crate::store::hash::format(crate::mapped::hash_releasing(&self.map, t.range.clone()))
+    }
+
     /// The raw little-endian bytes of a tensor.
     pub fn data(&self, t: &SafetensorsTensor) -> &[u8] {
         &self.map[t.range.clone()]

@@ -16,6 +16,11 @@ pub fn content_hash(bytes: &[u8]) -> String {
     format!("{PREFIX}{}", h.finalize().to_hex())
 }
 
+/// Manifest form of a finished hash.
+pub fn format(h: blake3::Hash) -> String {
+    format!("{PREFIX}{}", h.to_hex())
+}
+
 /// Checks that `s` is a well-formed hash string.
 pub fn validate(s: &str) -> Result<()> {
     match s.strip_prefix(PREFIX) {

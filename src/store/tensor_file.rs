@@ -44,6 +44,17 @@ pub struct TensorHeader {
 
 /// Writes a raw tensor file atomically and returns its size on disk.
 pub fn write_raw(path: &Path, header: &TensorHeader, payload: &[u8]) -> Result<u64> {
+    write_raw_releasing(path, header, payload, |_| {})
+}
+
+/// [`write_raw`], calling `written` with each payload range once it is on its way to disk (so a
+/// memory-mapped source can give its pages back).
+pub fn write_raw_releasing(
+    path: &Path,
+    header: &TensorHeader,
+    payload: &[u8],
+    written: impl Fn(std::ops::Range<usize>),
+) -> Result<u64> {
     let json = serde_json::to_vec(header)?;
     let mut head = Vec::with_capacity(ALIGN + json.len());
     head.extend_from_slice(MAGIC);
@@ -55,7 +66,13 @@ pub fn write_raw(path: &Path, header: &TensorHeader, payload: &[u8]) -> Result<u
     let write = || -> Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(&head)?;
-        f.write_all(payload)?;
+        let mut pos = 0;
+        while pos < payload.len() {
+            let end = (pos + crate::mapped::CHUNK).min(payload.len());
+            f.write_all(&payload[pos..end])?;
+            written(pos..end);
+            pos = end;
+        }
         f.sync_data()?;
         Ok(())
     };
@@ -103,9 +120,20 @@ impl TensorFile {
         &self.map[self.payload_start..]
     }
 
+    /// Gives back the resident pages of a payload byte range once it has been consumed.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        crate::mapped::release(
+            &self.map,
+            self.payload_start + range.start..self.payload_start + range.end,
+        );
+    }
+
     /// Re-hashes the decoded bytes and compares with `expected`.
     pub fn verify(&self, expected: &str) -> Result<()> {
-        let got = hash::content_hash(self.bytes());
+        let got = hash::format(crate::mapped::hash_releasing(
+            &self.map,
+            self.payload_start..self.map.len(),
+        ));
         if got != expected || self.header.hash != expected {
             bail!(
                 "tensor {} is corrupt: content hash {got} does not match the recorded {expected}",

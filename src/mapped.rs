@@ -1,0 +1,43 @@
+//! Read-only memory maps whose pages are handed back as they are consumed.
+//!
+//! Touched pages of a file mapping count as resident memory until the mapping goes away. Giving
+//! them back after each chunk (`MADV_DONTNEED`, which for a read-only shared file mapping only
+//! drops our view of the page cache; a later access reads the file again) keeps resident memory
+//! flat however large a tensor is.
+
+use std::ops::Range;
+
+use memmap2::{Mmap, UncheckedAdvice};
+
+/// Bytes processed between releases.
+pub const CHUNK: usize = 64 << 20;
+
+/// Drops the pages of `range` from this process's resident set (whole pages inside it only).
+pub fn release(map: &Mmap, range: Range<usize>) {
+    const PAGE: usize = 4096;
+    let start = range.start.div_ceil(PAGE) * PAGE;
+    let end = (range.end.min(map.len()) / PAGE) * PAGE;
+    if end > start {
+        // SAFETY: the map is a read-only shared file mapping; after MADV_DONTNEED a later access
+        // reads the same bytes from the file again, so no data can change or be lost.
+        let _ =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+    }
+}
+
+/// BLAKE3 over `map[range]`, chunk by chunk, releasing pages behind it.
+pub fn hash_releasing(map: &Mmap, range: Range<usize>) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    let mut pos = range.start;
+    while pos < range.end {
+        let end = (pos + CHUNK).min(range.end);
+        if end - pos > 1 << 20 {
+            h.update_rayon(&map[pos..end]);
+        } else {
+            h.update(&map[pos..end]);
+        }
+        release(map, pos..end);
+        pos = end;
+    }
+    h.finalize()
+}
