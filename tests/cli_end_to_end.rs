@@ -214,3 +214,42 @@ fn per_tensor_overrides_and_excluded_tensors_are_honoured() {
         "Q8_0"
     );
 }
+
+#[test]
+fn output_bytes_do_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    gmat_ok(&[
+        "import",
+        "-q",
+        "--model",
+        s(&repo().join("example/tiny_llm")),
+        "-o",
+        s(&d("st")),
+    ]);
+    for t in ["Q4_K", "IQ4_XS"] {
+        let mut files = Vec::new();
+        for threads in ["1", "2", "3"] {
+            let out = d(&format!("{t}-{threads}.gguf"));
+            gmat_ok_env(
+                &[
+                    "export",
+                    "-q",
+                    "--model",
+                    s(&d("st")),
+                    "--type",
+                    t,
+                    "--pure",
+                    "-o",
+                    s(&out),
+                ],
+                &[("RAYON_NUM_THREADS", threads)],
+            );
+            files.push(std::fs::read(&out).unwrap());
+        }
+        assert!(
+            files.windows(2).all(|w| w[0] == w[1]),
+            "{t}: output differs between thread counts"
+        );
+    }
+}

@@ -36,6 +36,22 @@ pub fn gmat(args: &[&str]) -> Output {
         .expect("gmat runs")
 }
 
+/// Runs gmat with extra environment variables and panics unless it succeeds.
+pub fn gmat_ok_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_gmat"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("gmat runs");
+    assert!(
+        out.status.success(),
+        "gmat {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs gmat and panics with its stderr unless it succeeds.
 pub fn gmat_ok(args: &[&str]) -> Output {
     let out = gmat(args);
