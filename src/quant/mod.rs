@@ -8,6 +8,7 @@ mod float;
 pub mod ggml_type;
 #[cfg(test)]
 pub(crate) mod golden;
+pub mod imatrix;
 mod iq1;
 mod iq2;
 mod iq2_grid;
