@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::plan::mix_rules::TensorTypeRule;
+use crate::quant::GgmlType;
+
 const AFTER_HELP: &str = "\
 Examples:
   gmat import --model ./Llama-3.2-1B --generate-config        # writes import_config.json
@@ -38,8 +41,11 @@ Examples:
   gmat export --model ./out/model.gmat --generate-config            # export_config.json (full plan)
   gmat export --model ./out/model.gmat --config export_config.json -o model.gguf
   gmat export --model ./out/model.gmat --type Q8_0 --dry-run        # print the plan only
+  gmat export --model ./out/model.gmat --type Q4_K_M --tensor-type 'ffn_down=q6_k' --output-tensor-type q8_0
 
-File types: F32 F16 BF16 Q8_0, and with --pure every ggml type gmat can write.")]
+File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
+Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
+per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
     Export(ExportCli),
 }
 
@@ -80,6 +86,20 @@ pub struct ExportCli {
     /// Give every quantizable tensor the file type's own type (like llama-quantize --pure).
     #[arg(long)]
     pub pure: bool,
+    /// ggml type of output.weight (and of tied token embeddings), as llama-quantize
+    /// --output-tensor-type.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<GgmlType>,
+    /// ggml type of token_embd.weight, as llama-quantize --token-embedding-type.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<GgmlType>,
+    /// Give tensors whose GGUF name contains a match of REGEX (lower-cased) this ggml type;
+    /// repeatable, first match wins; quantized file types only; as llama-quantize --tensor-type.
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_types: Vec<TensorTypeRule>,
+    /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
     /// Write the fully resolved export config (default: export_config.json) instead of a GGUF.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "export_config.json")]
     pub generate_config: Option<PathBuf>,

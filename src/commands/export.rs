@@ -10,8 +10,10 @@ use crate::arch::{self, tokenizer, Hparams};
 use crate::config::export_config::{ExportMapEntry, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
+use crate::plan::mix_rules::TensorTypeRule;
 use crate::plan::split::{self, SplitLimits};
 use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource};
+use crate::quant::GgmlType;
 use crate::source::Dtype;
 use crate::store::Store;
 
@@ -22,6 +24,10 @@ pub struct ExportArgs {
     pub config: Option<PathBuf>,
     pub file_type: Option<String>,
     pub pure: bool,
+    pub output_tensor_type: Option<GgmlType>,
+    pub token_embedding_type: Option<GgmlType>,
+    pub tensor_types: Vec<TensorTypeRule>,
+    pub leave_output_tensor: bool,
     pub generate_config: Option<PathBuf>,
     pub dry_run: bool,
     pub quiet: bool,
@@ -62,6 +68,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         config: &config,
         file_type,
         pure: args.pure,
+        output_tensor_type: args.output_tensor_type,
+        token_embedding_type: args.token_embedding_type,
+        tensor_types: args.tensor_types.clone(),
+        leave_output_tensor: args.leave_output_tensor,
         model_name,
         tokenizer,
     })?;
@@ -183,7 +193,7 @@ fn generate(plan: &ExportPlan, store: &Store, path: &Path) -> Result<()> {
     let config = ExportConfig {
         quantization: Quantization {
             default_type: Some(plan.file_type.name.to_string()),
-            per_tensor,
+            per_tensor: per_tensor.into_iter().collect(),
         },
         tensor_map,
         ..ExportConfig::default()

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 fn gguf() -> String {
@@ -15,9 +16,10 @@ pub struct Quantization {
     /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_type: Option<String>,
-    /// Per-tensor ggml types. Keys: a tensor UUID, a GGUF tensor name or a source (HF) name.
+    /// Per-tensor ggml types. Keys: a tensor UUID, a GGUF tensor name or a source (HF) name,
+    /// or `re:REGEX` matched against GGUF names (the first such key in file order wins).
     #[serde(default)]
-    pub per_tensor: BTreeMap<String, String>,
+    pub per_tensor: IndexMap<String, String>,
 }
 
 /// One `tensor_map` row: which stored tensor becomes which GGUF tensor.

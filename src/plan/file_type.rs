@@ -57,6 +57,7 @@ const TABLE: &[(&str, u32, GgmlType)] = &[
     ("BF16", 32, G::BF16),
     ("TQ1_0", 36, G::TQ1_0),
     ("TQ2_0", 37, G::TQ2_0),
+    ("MXFP4_MOE", 38, G::MXFP4),
 ];
 
 /// llama-quantize's aliases.

@@ -3,6 +3,7 @@
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
 pub mod file_type;
+pub mod mix_rules;
 pub mod split;
 pub mod type_rules;
 
@@ -10,6 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context, Result};
+use indexmap::IndexMap;
+use regex::Regex;
 use uuid::Uuid;
 
 use crate::arch::metadata::{model_metadata, ParamCount};
@@ -99,6 +102,14 @@ pub struct PlanInput<'a> {
     pub file_type: FileType,
     /// Every quantizable tensor gets the file type's default type (`llama-quantize --pure`).
     pub pure: bool,
+    /// `llama-quantize --output-tensor-type`.
+    pub output_tensor_type: Option<GgmlType>,
+    /// `llama-quantize --token-embedding-type`.
+    pub token_embedding_type: Option<GgmlType>,
+    /// `llama-quantize --tensor-type REGEX=TYPE` rules (first match wins).
+    pub tensor_types: Vec<mix_rules::TensorTypeRule>,
+    /// `llama-quantize --leave-output-tensor`.
+    pub leave_output_tensor: bool,
     /// `general.name`.
     pub model_name: String,
     /// The tokenizer.* keys, as the converter writes them.
@@ -198,10 +209,17 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
     let mut tensors = ordered_tensors(manifest, hparams, arch)?;
     apply_name_map(&mut tensors, config, manifest)?;
 
-    // Stage 1 and 2 of the type decision, then explicit per-tensor overrides.
-    let overrides = PerTensor::new(&config.quantization.per_tensor)?;
+    // Metadata first: llama-quantize's model facts come from it, and it needs no types.
+    let mut params = ParamCount::default();
+    let (mut n_exp_tensors, mut exp_sum) = (0, 0);
+    for t in &tensors {
+        let outer_first: Vec<u64> = t.dims.iter().rev().copied().collect();
+        params.add(&t.name, &outer_first, &mut n_exp_tensors, &mut exp_sum);
+    }
+    let mut metadata = model_metadata(arch, hparams, &input.model_name, &params, file_type.id)?;
+
+    // Stage 1: the converter's type, i.e. the type in the unquantized intermediate file.
     for t in &mut tensors {
-        let n_dims = t.dims.len();
         let src_float = match &t.source {
             TensorSource::Stored(p) => float_type_of(p[0].entry.dtype),
             TensorSource::Generated(_) => GgmlType::F32,
@@ -211,28 +229,49 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         } else {
             src_float
         };
-        let mut ty = type_rules::converter_type(&t.name, n_dims, t.kind, out_float);
-        if !file_type.is_float() && type_rules::allows_quantization(&t.name, n_dims, true) {
-            ty = type_rules::quantized_type(*file_type, t.ncols(), *pure)
-                .with_context(|| format!("tensor {}", t.name))?;
+        t.ggml_type = type_rules::converter_type(&t.name, t.dims.len(), t.kind, out_float);
+    }
+    // Stage 2: llama-quantize's choice (file type mix and its options).
+    let facts = mix_rules::ModelFacts::from_gguf_metadata(&metadata)?;
+    let mix = mix_rules::MixOptions {
+        pure: *pure,
+        output_tensor_type: input.output_tensor_type,
+        token_embedding_type: input.token_embedding_type,
+        tensor_types: input.tensor_types.clone(),
+        leave_output_tensor: input.leave_output_tensor,
+        has_imatrix: false,
+    };
+    let descs: Vec<mix_rules::TensorDesc> = tensors
+        .iter()
+        .map(|t| mix_rules::TensorDesc {
+            name: &t.name,
+            dims: &t.dims,
+            ty: t.ggml_type,
+        })
+        .collect();
+    let mut types = mix_rules::select_types(&facts, &descs, *file_type, &mix)?;
+    // Stage 3: the config's per-tensor types have the last word.
+    let overrides = PerTensor::new(&config.quantization.per_tensor)?;
+    for (t, ty) in tensors.iter().zip(&mut types) {
+        let quantizable = mix_rules::allows_quantization(
+            &facts.arch,
+            &t.name,
+            &t.dims,
+            !input.leave_output_tensor,
+        );
+        if let Some(o) = overrides.find(t, quantizable) {
+            *ty = o;
         }
-        if let Some(o) = overrides.find(t) {
-            ty = o;
-        }
+    }
+    overrides.check_all_used()?;
+    mix_rules::check_imatrix(&facts, &descs, &types, *file_type, &mix)?;
+    for (t, ty) in tensors.iter_mut().zip(types) {
         if ty.row_bytes(t.ncols()).is_none() {
             bail!(
                 "tensor {}: rows of {} values do not fit {ty} blocks of {}; choose another type for it",
                 t.name,
                 t.ncols(),
                 ty.block_size()
-            );
-        }
-        if type_rules::requires_imatrix(&t.name, ty, file_type) {
-            bail!(
-                "tensor {}: type {ty} requires an importance matrix (as in llama-quantize), which \
-                 this gmat build cannot read yet; make one with llama.cpp's \
-                 `llama-imatrix -m model.gguf -f text.txt`, or choose another type",
-                t.name
             );
         }
         if quant::codec(ty).is_none() {
@@ -243,7 +282,6 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         }
         t.ggml_type = ty;
     }
-    overrides.check_all_used()?;
 
     // Offsets, exactly as the GGUF writer will lay them out.
     let mut header = GgufHeader::default();
@@ -261,13 +299,6 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         }
     }
 
-    let mut params = ParamCount::default();
-    let (mut n_exp_tensors, mut exp_sum) = (0, 0);
-    for t in &tensors {
-        let outer_first: Vec<u64> = t.dims.iter().rev().copied().collect();
-        params.add(&t.name, &outer_first, &mut n_exp_tensors, &mut exp_sum);
-    }
-    let mut metadata = model_metadata(arch, hparams, &input.model_name, &params, file_type.id)?;
     metadata.extend(input.tokenizer.iter().cloned());
     for (k, id) in &config.special_token_keys {
         let key = format!("tokenizer.ggml.{k}_token_id");
@@ -509,20 +540,46 @@ fn resolve_stored<'a>(key: &str, manifest: &'a Manifest) -> Option<&'a TensorEnt
     }
 }
 
-/// `quantization.per_tensor`: keys are a UUID, a GGUF name or a source name.
+/// `quantization.per_tensor`: the type of chosen tensors, overriding the file type's mix and
+/// the command-line type options. A key is
+/// * a stored tensor's UUID, a GGUF tensor name or a source (HF) tensor name (compared without
+///   regard to case), or
+/// * `re:REGEX`: a regular expression (Rust `regex` syntax, case-sensitive) searched for
+///   anywhere in the GGUF tensor name, e.g. `"re:^blk\\.[0-9]\\.ffn_down": "Q6_K"` in JSON.
+///   Like llama-quantize's `--tensor-type`, it only applies to tensors llama-quantize may
+///   quantize (not to norms, biases, routers or 1-D tensors).
+///
+/// An exact key beats every `re:` key; among `re:` keys the first that matches, in the order
+/// they appear in the config file, wins. A key that matches no tensor is an error.
 struct PerTensor {
-    rules: Vec<(String, GgmlType)>,
+    rules: Vec<PerTensorRule>,
     used: std::cell::RefCell<HashSet<String>>,
 }
 
+struct PerTensorRule {
+    key: String,
+    regex: Option<Regex>,
+    ty: GgmlType,
+}
+
 impl PerTensor {
-    fn new(map: &BTreeMap<String, String>) -> Result<PerTensor> {
+    fn new(map: &IndexMap<String, String>) -> Result<PerTensor> {
         let mut rules = Vec::new();
         for (k, v) in map {
-            let t: GgmlType = v
+            let ty: GgmlType = v
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("quantization.per_tensor[{k:?}]: {e}"))?;
-            rules.push((k.clone(), t));
+            let regex = match k.strip_prefix("re:") {
+                Some(re) => Some(Regex::new(re).with_context(|| {
+                    format!("quantization.per_tensor[{k:?}]: not a valid regular expression")
+                })?),
+                None => None,
+            };
+            rules.push(PerTensorRule {
+                key: k.clone(),
+                regex,
+                ty,
+            });
         }
         Ok(PerTensor {
             rules,
@@ -530,7 +587,8 @@ impl PerTensor {
         })
     }
 
-    fn find(&self, t: &PlannedTensor) -> Option<GgmlType> {
+    /// The type for `t`; `re:` keys are tried only if `quantizable`.
+    fn find(&self, t: &PlannedTensor, quantizable: bool) -> Option<GgmlType> {
         let mut keys: Vec<String> = vec![t.name.clone()];
         if let TensorSource::Stored(pieces) = &t.source {
             for p in pieces {
@@ -538,18 +596,29 @@ impl PerTensor {
                 keys.push(p.entry.name.clone());
             }
         }
-        let hit = self
+        let exact = self
             .rules
             .iter()
-            .find(|(k, _)| keys.iter().any(|x| x.eq_ignore_ascii_case(k)))?;
-        self.used.borrow_mut().insert(hit.0.clone());
-        Some(hit.1)
+            .find(|r| r.regex.is_none() && keys.iter().any(|x| x.eq_ignore_ascii_case(&r.key)));
+        let hit = exact.or_else(|| {
+            if !quantizable {
+                return None;
+            }
+            self.rules
+                .iter()
+                .find(|r| r.regex.as_ref().is_some_and(|re| re.is_match(&t.name)))
+        })?;
+        self.used.borrow_mut().insert(hit.key.clone());
+        Some(hit.ty)
     }
 
     fn check_all_used(&self) -> Result<()> {
         let used = self.used.borrow();
-        if let Some((k, _)) = self.rules.iter().find(|(k, _)| !used.contains(k)) {
-            bail!("quantization.per_tensor key {k:?} matches no tensor (use a UUID, a GGUF name or a source name)");
+        if let Some(r) = self.rules.iter().find(|r| !used.contains(&r.key)) {
+            bail!(
+                "quantization.per_tensor key {:?} matches no tensor (use a UUID, a GGUF name, a source name or re:REGEX)",
+                r.key
+            );
         }
         Ok(())
     }

@@ -3,16 +3,14 @@
 //! Two stages, as in the reference route `convert_hf_to_gguf.py` + `llama-quantize`:
 //! 1. [`converter_type`]: the type the converter writes (1-D tensors, norms, routers and biases
 //!    stay F32; other weights take the float out-type).
-//! 2. [`quantized_type`]: for a quantized file type, llama-quantize's choice for tensors it may
-//!    quantize ([`allows_quantization`]), including the shape fallback ([`fallback`]).
+//! 2. llama-quantize's choice ([`super::mix_rules`]), ending with the shape fallback
+//!    ([`fallback`]).
 //!
 //! Rules are those of the reference build (llama.cpp b11312): `prepare_tensors` in
-//! conversion/base.py and `tensor_allows_quantization`, `tensor_type_fallback` and
-//! `llama_tensor_get_type` in src/llama-quant.cpp.
+//! conversion/base.py and `tensor_type_fallback` in src/llama-quant.cpp.
 
 use anyhow::{bail, Result};
 
-use super::file_type::FileType;
 use crate::arch::TensorKind;
 use crate::quant::GgmlType;
 
@@ -32,16 +30,6 @@ pub fn converter_type(
     } else {
         out_type
     }
-}
-
-/// llama-quantize's `tensor_allows_quantization` for the tensor kinds gmat produces.
-pub fn allows_quantization(gguf_name: &str, n_dims: usize, quantize_output: bool) -> bool {
-    n_dims >= 2
-        && gguf_name.ends_with("weight")
-        && !gguf_name.contains("_norm.weight")
-        && (quantize_output || gguf_name != "output.weight")
-        && !gguf_name.contains("ffn_gate_inp.weight")
-        && !gguf_name.contains(".position_embd")
 }
 
 /// llama-quantize's `tensor_type_fallback`: a type whose block fits a row of `ncols`.
@@ -72,37 +60,6 @@ pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
     } else {
         ret
     })
-}
-
-/// llama-quantize's `tensor_requires_imatrix`: the types it refuses to produce without an
-/// importance matrix (the token embedding and output tensors are exempt).
-pub fn requires_imatrix(gguf_name: &str, ty: GgmlType, ft: &FileType) -> bool {
-    use GgmlType as G;
-    if gguf_name == "token_embd.weight" || gguf_name == "output.weight" {
-        return false;
-    }
-    match ty {
-        G::IQ3_XXS | G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ1_M | G::IQ1_S => true,
-        G::Q2_K => ft.name == "Q2_K_S",
-        _ => false,
-    }
-}
-
-/// The type llama-quantize gives a quantizable tensor under file type `ft` (without manual
-/// overrides). `pure` gives every tensor the file type's default type.
-///
-/// Only the file types whose mix rules gmat implements are accepted; the others are refused
-/// with a message rather than guessed.
-pub fn quantized_type(ft: FileType, ncols: u64, pure: bool) -> Result<GgmlType> {
-    let t = ft.default_type;
-    if !pure && ft.name != "Q8_0" {
-        bail!(
-            "file type {ft} uses llama.cpp's per-tensor mix rules, which this gmat build does not \
-             implement yet; use --pure to give every tensor {t}, or a per_tensor config"
-        );
-    }
-    // For Q8_0, llama_tensor_get_type_impl keeps Q8_0 for every category.
-    fallback(ncols, t)
 }
 
 #[cfg(test)]
@@ -142,14 +99,5 @@ mod tests {
         assert_eq!(fallback(64, GgmlType::IQ2_XXS).unwrap(), GgmlType::IQ4_NL);
         assert_eq!(fallback(40, GgmlType::Q8_0).unwrap(), GgmlType::F16);
         assert_eq!(fallback(256, GgmlType::Q4_K).unwrap(), GgmlType::Q4_K);
-    }
-
-    #[test]
-    fn quantize_only_2d_weights_that_are_not_norms_or_routers() {
-        assert!(allows_quantization("blk.0.attn_q.weight", 2, true));
-        assert!(!allows_quantization("blk.0.attn_norm.weight", 2, true));
-        assert!(!allows_quantization("blk.0.ffn_gate_inp.weight", 2, true));
-        assert!(!allows_quantization("output.weight", 2, false));
-        assert!(!allows_quantization("rope_freqs.weight", 1, true));
     }
 }

@@ -1,0 +1,1274 @@
+//! llama-quantize's per-tensor type selection: which ggml type every tensor of a model gets
+//! under a file type (`Q4_K_M`, ...) and the user's overrides.
+//!
+//! A port of the reference build (llama.cpp b11312, `src/llama-quant.cpp`):
+//! `tensor_get_category`, `tensor_allows_quantization`, `init_quantize_state_counters`,
+//! `llama_tensor_get_type` (the `--token-embedding-type`, `--output-tensor-type`,
+//! `--tensor-type` and `--pure` precedence), `llama_tensor_get_type_impl` (the mixes, with the
+//! `n_attention_wv` / `n_ffn_down` / ... counters and `use_more_bits`), `tensor_type_fallback`
+//! ([`super::type_rules::fallback`]) and `tensor_requires_imatrix`; plus the model facts
+//! llama.cpp reads from the GGUF (`llama_model::load_hparams`, the per-architecture
+//! `LLM_TYPE_70B` decision).
+//!
+//! As in `llama_model_quantize_impl`, tensors are visited in `weight_name_comparer` order
+//! ([`quantize_order`]: layer number, then name), which is the order the counters advance in,
+//! whatever the order of the input list.
+
+use std::cmp::Ordering;
+use std::str::FromStr;
+
+use anyhow::{bail, Context, Result};
+use regex::Regex;
+
+use super::file_type::FileType;
+use super::type_rules::fallback;
+use crate::gguf::Value;
+use crate::quant::GgmlType;
+
+use GgmlType as G;
+
+/// `tensor_category`: llama-quantize's broad tensor roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    TokenEmbd,
+    AttnQ,
+    AttnV,
+    AttnK,
+    AttnQkv,
+    AttnKvB,
+    AttnOutput,
+    FfnUp,
+    FfnGate,
+    FfnDown,
+    Output,
+    Other,
+}
+
+/// Exact names, then substrings, in the order `tensor_get_category` tests them.
+const CATEGORY_NAMES: &[(&str, Category)] = &[
+    ("output.weight", Category::Output),
+    ("token_embd.weight", Category::TokenEmbd),
+    ("per_layer_token_embd.weight", Category::TokenEmbd),
+];
+const CATEGORY_SUBSTRINGS: &[(&str, Category)] = &[
+    ("attn_qkv.weight", Category::AttnQkv),
+    ("attn_kv_b.weight", Category::AttnKvB),
+    ("attn_v.weight", Category::AttnV),
+    ("attn_k.weight", Category::AttnK),
+    ("attn_q.weight", Category::AttnQ),
+    ("attn_output.weight", Category::AttnOutput),
+    ("ffn_up", Category::FfnUp),
+    ("ffn_gate", Category::FfnGate),
+    ("ffn_down", Category::FfnDown),
+];
+
+/// `tensor_get_category`.
+pub fn category(name: &str) -> Category {
+    if let Some((_, c)) = CATEGORY_NAMES.iter().find(|(n, _)| *n == name) {
+        return *c;
+    }
+    CATEGORY_SUBSTRINGS
+        .iter()
+        .find(|(s, _)| name.contains(s))
+        .map_or(Category::Other, |(_, c)| *c)
+}
+
+impl Category {
+    /// `category_is_attn_v`: tensors as sensitive as attn_v.
+    fn is_attn_v(self) -> bool {
+        matches!(
+            self,
+            Category::AttnV | Category::AttnQkv | Category::AttnKvB
+        )
+    }
+}
+
+/// Name parts `tensor_allows_quantization` never quantizes (besides 1-D tensors and names that
+/// do not end in `weight`).
+const NEVER_QUANTIZED: &[&str] = &[
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
+    "indexer.q_proj.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
+    "mm.a.code_embd",
+];
+
+/// Whole names never quantized (`LLM_TENSOR_POS_EMBD` and `LLM_TENSOR_TOKEN_TYPES`).
+const NEVER_QUANTIZED_NAMES: &[&str] = &["position_embd.weight", "token_types.weight"];
+
+/// Further name parts kept for architecture `glm5-next`.
+const NEVER_QUANTIZED_GLM5_NEXT: &[&str] = &[
+    "hc_",
+    "indexer.attn_q_b",
+    "indexer.attn_k",
+    "indexer.proj",
+    "indexer_compressor_gate",
+    "indexer_compressor_ape",
+    "ssm_f_a.weight",
+    "ssm_f_b.weight",
+    "ssm_g_a.weight",
+    "ssm_g_b.weight",
+    "ssm_beta.weight",
+    "attn_kv_a_mqa.weight",
+    "attn_k_b.weight",
+    "attn_v_b.weight",
+];
+
+/// `ggml_n_dims`: the number of dimensions, not counting outer dimensions of size 1.
+pub fn ggml_n_dims(dims: &[u64]) -> usize {
+    dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1)
+}
+
+/// `tensor_allows_quantization`. `quantize_output` is false under `--leave-output-tensor`.
+pub fn allows_quantization(arch: &str, name: &str, dims: &[u64], quantize_output: bool) -> bool {
+    ggml_n_dims(dims) >= 2
+        && name.ends_with("weight")
+        && (quantize_output || name != "output.weight")
+        && !NEVER_QUANTIZED.iter().any(|s| name.contains(s))
+        && !NEVER_QUANTIZED_NAMES.contains(&name)
+        && !(arch == "glm5-next" && NEVER_QUANTIZED_GLM5_NEXT.iter().any(|s| name.contains(s)))
+}
+
+/// `sscanf(name, "blk.%d.", &layer)`: the block number a name starts with.
+fn block_number(name: &str) -> Option<i64> {
+    let rest = name.strip_prefix("blk.")?.trim_start();
+    let digits_end = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && (c == '-' || c == '+'))))
+        .map_or(rest.len(), |(i, _)| i);
+    rest[..digits_end].parse().ok()
+}
+
+/// `llama_model_loader::weight_name_comparer`: layer number (-1 outside blocks), then name.
+fn compare_names(a: &str, b: &str) -> Ordering {
+    let la = block_number(a).unwrap_or(-1);
+    let lb = block_number(b).unwrap_or(-1);
+    la.cmp(&lb).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// The order llama-quantize visits (and writes) tensors in: indices into `names`.
+pub fn quantize_order<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut order: Vec<usize> = (0..names.len()).collect();
+    order.sort_by(|&a, &b| compare_names(names[a], names[b]));
+    order
+}
+
+/// What llama-quantize knows about the model (from its GGUF metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// `general.architecture`.
+    pub arch: String,
+    /// `block_count` (`hparams.n_layer_all`).
+    pub n_layer: u32,
+    /// `attention.head_count` of layer 0.
+    pub n_head: u32,
+    /// `attention.head_count_kv` of layer 0 (defaults to `n_head`).
+    pub n_head_kv: u32,
+    /// `expert_count` (0 without experts).
+    pub n_expert: u32,
+    /// `model.type == LLM_TYPE_70B`.
+    pub is_70b: bool,
+}
+
+impl ModelFacts {
+    /// Facts from hyper-parameters; the 70B flag as the architecture's `load_arch_hparams` sets it.
+    pub fn new(arch: &str, n_layer: u32, n_head: u32, n_head_kv: u32, n_expert: u32) -> Self {
+        ModelFacts {
+            arch: arch.to_string(),
+            n_layer,
+            n_head,
+            n_head_kv,
+            n_expert,
+            is_70b: is_llm_type_70b(arch, n_layer, n_head, n_head_kv, n_expert),
+        }
+    }
+
+    /// Reads the keys llama.cpp's loader reads from GGUF metadata.
+    pub fn from_gguf_metadata(metadata: &[(String, Value)]) -> Result<Self> {
+        let get = |k: &str| metadata.iter().find(|(mk, _)| mk == k).map(|(_, v)| v);
+        let arch = match get("general.architecture") {
+            Some(Value::String(s)) => s.clone(),
+            _ => bail!("metadata has no general.architecture"),
+        };
+        let num = |k: &str| -> Result<Option<u32>> {
+            let key = format!("{arch}.{k}");
+            Ok(match get(&key) {
+                None => None,
+                Some(Value::U32(n)) => Some(*n),
+                Some(Value::I32(n)) if *n >= 0 => Some(*n as u32),
+                Some(v) => bail!("metadata key {key} is {v:?}; expected an unsigned integer"),
+            })
+        };
+        let n_layer = num("block_count")?.context("metadata has no block_count")?;
+        let n_head = num("attention.head_count")?.unwrap_or(0);
+        let n_head_kv = num("attention.head_count_kv")?.unwrap_or(n_head);
+        let n_expert = num("expert_count")?.unwrap_or(0);
+        Ok(ModelFacts::new(&arch, n_layer, n_head, n_head_kv, n_expert))
+    }
+
+    /// `hparams.n_gqa()` of layer 0.
+    fn n_gqa(&self) -> u32 {
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
+    }
+}
+
+/// Whether `load_arch_hparams` of `arch` gives `LLM_TYPE_70B` (the only model type the mixes
+/// look at).
+pub fn is_llm_type_70b(
+    arch: &str,
+    n_layer: u32,
+    n_head: u32,
+    n_head_kv: u32,
+    n_expert: u32,
+) -> bool {
+    match arch {
+        "llama" => n_expert != 8 && n_layer == 80 && n_head != n_head_kv,
+        "qwen2" | "deci" | "olmo" => n_layer == 80,
+        "jais2" => n_layer == 68,
+        _ => false,
+    }
+}
+
+/// One `--tensor-type REGEX=TYPE` rule: the first rule whose regex is found in a tensor's name
+/// gives it TYPE (still subject to the shape fallback), in place of the mix rules.
+#[derive(Clone, Debug)]
+pub struct TensorTypeRule {
+    /// The pattern, lower-cased as llama-quantize does.
+    pub pattern: String,
+    regex: Regex,
+    pub ty: GgmlType,
+}
+
+impl TensorTypeRule {
+    /// A rule from a pattern (lower-cased, then compiled) and a type.
+    pub fn new(pattern: &str, ty: GgmlType) -> Result<Self> {
+        let pattern = pattern.to_lowercase();
+        let regex = Regex::new(&pattern)
+            .with_context(|| format!("tensor type pattern {pattern:?} is not a valid regex"))?;
+        Ok(TensorTypeRule { pattern, regex, ty })
+    }
+
+    /// Whether the rule names this tensor (`std::regex_search`: anywhere in the name).
+    pub fn matches(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+}
+
+impl FromStr for TensorTypeRule {
+    type Err = String;
+    /// `REGEX=TYPE`, split at the first `=` (`parse_tensor_type` in tools/quantize).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, ty) = s
+            .split_once('=')
+            .ok_or_else(|| format!("malformed tensor type '{s}' (expected REGEX=TYPE)"))?;
+        if name.is_empty() {
+            return Err(format!("missing tensor name in '{s}'"));
+        }
+        if ty.is_empty() {
+            return Err(format!("missing quantization type in '{s}'"));
+        }
+        let ty: GgmlType = ty.parse()?;
+        TensorTypeRule::new(name, ty).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// llama-quantize's options that change tensor types.
+#[derive(Clone, Debug, Default)]
+pub struct MixOptions {
+    /// `--pure`: no mix rules; every quantizable tensor gets the file type's type.
+    pub pure: bool,
+    /// `--output-tensor-type`.
+    pub output_tensor_type: Option<GgmlType>,
+    /// `--token-embedding-type`.
+    pub token_embedding_type: Option<GgmlType>,
+    /// `--tensor-type` rules, first match wins.
+    pub tensor_types: Vec<TensorTypeRule>,
+    /// `--leave-output-tensor`: output.weight keeps its type.
+    pub leave_output_tensor: bool,
+    /// `--imatrix` given (changes a few IQ3_XXS/IQ4/Q4_0/Q5_0 choices and lifts the refusals).
+    pub has_imatrix: bool,
+}
+
+impl MixOptions {
+    fn first_rule(&self, name: &str) -> Option<&TensorTypeRule> {
+        self.tensor_types.iter().find(|r| r.matches(name))
+    }
+}
+
+/// One tensor of the converter's (unquantized) output.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorDesc<'a> {
+    /// GGUF name.
+    pub name: &'a str,
+    /// ggml order: `dims[0]` is the row length.
+    pub dims: &'a [u64],
+    /// Its type in the unquantized file (kept by tensors that are not quantized).
+    pub ty: GgmlType,
+}
+
+/// The type llama-quantize gives every tensor (same order as `tensors`).
+pub fn select_types(
+    model: &ModelFacts,
+    tensors: &[TensorDesc],
+    ft: FileType,
+    opts: &MixOptions,
+) -> Result<Vec<GgmlType>> {
+    let mut qs = QuantState::new(model, ft, opts, tensors);
+    let mut out: Vec<GgmlType> = tensors.iter().map(|t| t.ty).collect();
+    for i in quantize_order(tensors.iter().map(|t| t.name)) {
+        out[i] = qs
+            .tensor_type(&tensors[i])
+            .with_context(|| format!("tensor {}", tensors[i].name))?;
+    }
+    Ok(out)
+}
+
+/// `tensor_requires_imatrix`: types llama-quantize refuses to produce without an importance
+/// matrix.
+pub fn requires_imatrix(name: &str, ty: GgmlType, ft: FileType) -> bool {
+    if CATEGORY_NAMES.iter().any(|(n, _)| *n == name) {
+        return false; // token embeddings and output
+    }
+    match ty {
+        G::IQ3_XXS | G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ1_M | G::IQ1_S => true,
+        G::Q2_K => ft.name == "Q2_K_S",
+        _ => false,
+    }
+}
+
+/// llama-quantize's refusal without an imatrix: the first quantized tensor (in quantize order)
+/// whose type needs one.
+pub fn check_imatrix(
+    model: &ModelFacts,
+    tensors: &[TensorDesc],
+    types: &[GgmlType],
+    ft: FileType,
+    opts: &MixOptions,
+) -> Result<()> {
+    if opts.has_imatrix {
+        return Ok(());
+    }
+    for i in quantize_order(tensors.iter().map(|t| t.name)) {
+        let t = &tensors[i];
+        if allows_quantization(&model.arch, t.name, t.dims, !opts.leave_output_tensor)
+            && requires_imatrix(t.name, types[i], ft)
+        {
+            bail!(
+                "file type {ft} needs an importance matrix: tensor {} would be {} \
+                 (llama-quantize refuses this without --imatrix, and gmat does not read imatrix \
+                 files yet); choose another file type, or give such tensors another type",
+                t.name,
+                types[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `use_more_bits`: the first and last eighth of layers and every third one between.
+fn use_more_bits(i_layer: i64, n_layers: i64) -> bool {
+    i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2
+}
+
+/// `quantize_state_impl`: the counters the mixes use.
+struct QuantState<'a> {
+    model: &'a ModelFacts,
+    ft: FileType,
+    opts: &'a MixOptions,
+    n_attention_wv: i64,
+    n_ffn_down: i64,
+    n_ffn_gate: i64,
+    n_ffn_up: i64,
+    i_attention_wv: i64,
+    i_ffn_down: i64,
+    i_ffn_gate: i64,
+    i_ffn_up: i64,
+    has_tied_embeddings: bool,
+}
+
+impl<'a> QuantState<'a> {
+    /// `init_quantize_state_counters`.
+    fn new(
+        model: &'a ModelFacts,
+        ft: FileType,
+        opts: &'a MixOptions,
+        tensors: &[TensorDesc],
+    ) -> Self {
+        let cats = || tensors.iter().map(|t| category(t.name));
+        let n_layer = i64::from(model.n_layer);
+        QuantState {
+            model,
+            ft,
+            opts,
+            n_attention_wv: cats().filter(|c| c.is_attn_v()).count() as i64,
+            n_ffn_down: n_layer,
+            n_ffn_gate: n_layer,
+            n_ffn_up: n_layer,
+            i_attention_wv: 0,
+            i_ffn_down: 0,
+            i_ffn_gate: 0,
+            i_ffn_up: 0,
+            has_tied_embeddings: !cats().any(|c| c == Category::Output),
+        }
+    }
+
+    /// Whether the file type is one of `names`.
+    fn ft_is(&self, names: &[&str]) -> bool {
+        names.contains(&self.ft.name)
+    }
+
+    /// `llama_tensor_get_type`: the options' precedence, then the mix, then the fallback.
+    fn tensor_type(&mut self, t: &TensorDesc) -> Result<GgmlType> {
+        let opts = self.opts;
+        if !allows_quantization(&self.model.arch, t.name, t.dims, !opts.leave_output_tensor) {
+            return Ok(t.ty);
+        }
+        let cat = category(t.name);
+        if let Some(ty) = opts.token_embedding_type {
+            // per_layer_token_embd follows --token-embedding-type unless a --tensor-type names it
+            let named =
+                t.name == "per_layer_token_embd.weight" && opts.first_rule(t.name).is_some();
+            if cat == Category::TokenEmbd && !named {
+                return Ok(ty);
+            }
+        }
+        if let (Some(ty), Category::Output) = (opts.output_tensor_type, cat) {
+            return Ok(ty);
+        }
+        let mut new_type = self.ft.default_type;
+        if new_type.is_quantized() {
+            let manual = opts.first_rule(t.name);
+            if let Some(rule) = manual {
+                new_type = rule.ty;
+            } else if !opts.pure {
+                new_type = self.mix_type(new_type, t, cat)?;
+            }
+            new_type = fallback(t.dims[0], new_type)?;
+        }
+        Ok(new_type)
+    }
+
+    /// `llama_tensor_get_type_impl`: the file type's mix for one tensor.
+    fn mix_type(&mut self, new_type: GgmlType, t: &TensorDesc, cat: Category) -> Result<GgmlType> {
+        let arch = self.model.arch.as_str();
+        if arch == "glm5-next"
+            && ["attn_q_a", "attn_q_b", "nextn.eh_proj"]
+                .iter()
+                .any(|s| t.name.contains(s))
+            && !matches!(new_type, G::F32 | G::BF16 | G::F16)
+        {
+            return Ok(G::Q8_0);
+        }
+        Ok(
+            if cat == Category::Output || (self.has_tied_embeddings && cat == Category::TokenEmbd) {
+                self.output_type(new_type, t)
+            } else if self.ft_is(&["MXFP4_MOE"]) {
+                self.mxfp4_moe_type(t, cat)
+            } else if cat == Category::TokenEmbd {
+                self.token_embd_type(new_type)
+            } else if self.ft_is(&["IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"]) {
+                self.very_low_bit_type(new_type, cat)
+            } else if cat.is_attn_v() {
+                // (the reference's later ATTENTION_QKV branch is unreachable: QKV is attn_v-like)
+                self.attn_v_type(new_type)
+            } else {
+                match cat {
+                    Category::AttnK => self.attn_k_type(new_type),
+                    Category::AttnQ => self.attn_q_type(new_type),
+                    Category::FfnDown => self.ffn_down_type(new_type, t)?,
+                    Category::AttnOutput => self.attn_output_type(new_type),
+                    Category::FfnGate | Category::FfnUp => {
+                        self.ffn_gate_up_type(new_type, t, cat)?
+                    }
+                    _ => new_type,
+                }
+            },
+        )
+    }
+
+    /// output.weight, and tied token embeddings.
+    // branches kept one for one with the reference, in its order
+    #[allow(clippy::if_same_then_else)]
+    fn output_type(&self, new_type: GgmlType, t: &TensorDesc) -> GgmlType {
+        if let Some(ty) = self.opts.output_tensor_type {
+            return ty;
+        }
+        let nx = t.dims[0];
+        if self.ft_is(&["MXFP4_MOE"]) {
+            G::Q8_0
+        } else if self.model.arch == "falcon" || !nx.is_multiple_of(new_type.block_size() as u64) {
+            G::Q8_0
+        } else if self.ft_is(&[
+            "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M",
+        ]) {
+            G::Q5_K
+        } else if new_type != G::Q8_0 {
+            G::Q6_K
+        } else {
+            new_type
+        }
+    }
+
+    /// MXFP4_MOE: experts MXFP4, everything else Q8_0.
+    fn mxfp4_moe_type(&self, t: &TensorDesc, cat: Category) -> GgmlType {
+        let bailing = self.model.arch == "bailingmoe3";
+        let bailing_expert =
+            bailing && matches!(cat, Category::FfnUp | Category::FfnGate | Category::FfnDown);
+        let ne2 = t.dims.get(2).copied().unwrap_or(1);
+        if ne2 > 1 && (!bailing || bailing_expert) {
+            G::MXFP4
+        } else {
+            G::Q8_0
+        }
+    }
+
+    /// Untied token embeddings.
+    fn token_embd_type(&self, new_type: GgmlType) -> GgmlType {
+        if let Some(ty) = self.opts.token_embedding_type {
+            ty
+        } else if self.ft_is(&["IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"]) {
+            G::Q2_K
+        } else if self.ft_is(&["IQ2_S", "IQ2_M", "IQ3_XXS"]) {
+            G::IQ3_S
+        } else if self.ft_is(&["TQ1_0", "TQ2_0", "Q2_0"]) {
+            G::Q4_K
+        } else {
+            new_type
+        }
+    }
+
+    /// The IQ1/IQ2 file types.
+    fn very_low_bit_type(&mut self, new_type: GgmlType, cat: Category) -> GgmlType {
+        let n_expert = self.model.n_expert;
+        let iq2_s_or_m = self.ft_is(&["IQ2_S", "IQ2_M"]);
+        if cat.is_attn_v() {
+            self.i_attention_wv += 1;
+            if self.model.n_gqa() >= 4 || n_expert >= 4 {
+                G::Q4_K
+            } else if iq2_s_or_m {
+                G::IQ3_S
+            } else {
+                G::Q2_K
+            }
+        } else if n_expert == 8 && cat == Category::AttnK {
+            G::Q4_K
+        } else if cat == Category::FfnDown {
+            let low = self.i_ffn_down < self.n_ffn_down / 8;
+            self.i_ffn_down += 1;
+            match (low, iq2_s_or_m) {
+                (true, true) => G::IQ3_S,
+                (true, false) => G::Q2_K,
+                _ => new_type,
+            }
+        } else if cat == Category::AttnOutput {
+            if n_expert == 8 {
+                G::Q5_K
+            } else if self.ft_is(&["IQ1_S", "IQ1_M"]) {
+                G::IQ2_XXS
+            } else if iq2_s_or_m {
+                G::IQ3_S
+            } else {
+                new_type
+            }
+        } else {
+            new_type
+        }
+    }
+
+    /// attn_v (and attn_qkv, attn_kv_b).
+    // branches kept one for one with the reference, in its order
+    #[allow(clippy::if_same_then_else)]
+    fn attn_v_type(&mut self, new_type: GgmlType) -> GgmlType {
+        let gqa = self.model.n_gqa();
+        let (i, n) = (self.i_attention_wv, self.n_attention_wv);
+        let mut ty = if self.ft_is(&["Q2_K"]) {
+            if gqa >= 4 {
+                G::Q4_K
+            } else {
+                G::Q3_K
+            }
+        } else if self.ft_is(&["Q2_K_S"]) && gqa >= 4 {
+            G::Q4_K
+        } else if self.ft_is(&["IQ3_XXS"]) {
+            if gqa >= 4 {
+                G::Q4_K
+            } else if !self.opts.has_imatrix {
+                G::IQ3_S
+            } else {
+                G::IQ3_XXS
+            }
+        } else if self.ft_is(&["IQ3_XS", "IQ3_S"]) && gqa >= 4 {
+            G::Q4_K
+        } else if self.ft_is(&["IQ3_M"]) {
+            G::Q4_K
+        } else if self.ft_is(&["Q3_K_M"]) {
+            if i < 2 {
+                G::Q5_K
+            } else {
+                G::Q4_K
+            }
+        } else if self.ft_is(&["Q3_K_L"]) {
+            G::Q5_K
+        } else if self.ft_is(&["IQ4_NL", "IQ4_XS"]) && gqa >= 4 {
+            G::Q5_K
+        } else if self.ft_is(&["Q4_K_M", "Q5_K_M"]) && use_more_bits(i, n) {
+            G::Q6_K
+        } else if self.ft_is(&["Q4_K_S"]) && i < 4 {
+            G::Q5_K
+        } else {
+            new_type
+        };
+        if self.model.is_70b && matches!(ty, G::Q3_K | G::Q4_K) {
+            // 8 heads share attn_v in the 70B models: more bits cost little
+            ty = G::Q5_K;
+        }
+        if self.model.n_expert == 8 {
+            ty = G::Q8_0;
+        }
+        self.i_attention_wv += 1;
+        ty
+    }
+
+    fn attn_k_type(&self, new_type: GgmlType) -> GgmlType {
+        if self.model.n_expert == 8 {
+            G::Q8_0
+        } else {
+            self.attn_q_type(new_type)
+        }
+    }
+
+    fn attn_q_type(&self, new_type: GgmlType) -> GgmlType {
+        if self.ft_is(&["IQ3_XS"]) {
+            G::IQ3_XXS
+        } else if self.ft_is(&["IQ3_XXS"]) {
+            G::IQ2_S
+        } else {
+            new_type
+        }
+    }
+
+    /// `layer_info`: the layer of a FFN tensor; with experts, parsed from the name.
+    fn layer_info(&self, counter: i64, n_layer: i64, name: &str) -> Result<(i64, i64)> {
+        if self.model.n_expert.max(1) > 1 {
+            let Some(i_layer) = block_number(name) else {
+                bail!("Failed to determine layer for tensor {name}");
+            };
+            if i_layer < 0 || i_layer >= n_layer {
+                bail!("Bad layer {i_layer} for tensor {name}. Must be in [0, {n_layer})");
+            }
+            return Ok((i_layer, n_layer));
+        }
+        Ok((counter, n_layer))
+    }
+
+    fn ffn_down_type(&mut self, new_type: GgmlType, t: &TensorDesc) -> Result<GgmlType> {
+        let (i, n) = self.layer_info(self.i_ffn_down, self.n_ffn_down, t.name)?;
+        let falcon = self.model.arch == "falcon";
+        let more = use_more_bits(i, n);
+        let imatrix = self.opts.has_imatrix;
+        let ty = if self.ft_is(&["Q2_K"]) {
+            G::Q3_K
+        } else if self.ft_is(&["Q2_K_S"]) {
+            if i < n / 8 {
+                G::Q4_K
+            } else {
+                new_type
+            }
+        } else if self.ft_is(&["IQ3_XXS"]) && !imatrix {
+            if i < n / 8 {
+                G::Q4_K
+            } else {
+                G::Q3_K
+            }
+        } else if self.ft_is(&["Q3_K_M"]) {
+            if i < n / 16 {
+                G::Q5_K
+            } else if !falcon || more {
+                G::Q4_K
+            } else {
+                G::Q3_K
+            }
+        } else if self.ft_is(&["IQ3_M"]) && (i < n / 8 || (self.model.n_expert == 8 && more)) {
+            G::Q4_K
+        } else if self.ft_is(&["Q3_K_L"]) {
+            if falcon {
+                G::Q4_K
+            } else {
+                G::Q5_K
+            }
+        } else if self.ft_is(&["Q4_K_M"]) {
+            if falcon {
+                if i < n / 16 {
+                    G::Q6_K
+                } else if more {
+                    G::Q5_K
+                } else {
+                    G::Q4_K
+                }
+            } else if more {
+                G::Q6_K
+            } else {
+                new_type
+            }
+        } else if i < n / 8 && self.ft_is(&["IQ4_NL", "IQ4_XS"]) && !imatrix {
+            G::Q5_K
+        } else if self.ft_is(&["Q5_K_M"]) && more {
+            G::Q6_K
+        } else if self.ft_is(&["Q4_K_S"]) && !falcon && i < n / 8 {
+            G::Q5_K
+        } else if self.ft_is(&["Q4_0", "Q5_0"]) && imatrix && i < n / 8 {
+            // guards the first ffn_down layers, only with an imatrix
+            if self.ft_is(&["Q4_0"]) {
+                G::Q4_1
+            } else {
+                G::Q5_1
+            }
+        } else {
+            new_type
+        };
+        self.i_ffn_down += 1;
+        Ok(ty)
+    }
+
+    fn attn_output_type(&self, new_type: GgmlType) -> GgmlType {
+        if self.model.arch == "falcon" {
+            return if self.ft_is(&["Q3_K_L"]) {
+                G::Q4_K
+            } else {
+                new_type
+            };
+        }
+        if self.model.n_expert == 8 {
+            return if self.ft_is(&[
+                "Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
+                "IQ3_S", "IQ3_M", "IQ4_XS",
+            ]) {
+                G::Q5_K
+            } else {
+                new_type
+            };
+        }
+        /// (file type, attn_output type) for models without 8 experts.
+        const TABLE: &[(&str, GgmlType)] = &[
+            ("Q2_K", G::Q3_K),
+            ("IQ3_XXS", G::IQ3_S),
+            ("Q3_K_M", G::Q4_K),
+            ("Q3_K_L", G::Q5_K),
+            ("IQ3_M", G::Q4_K),
+        ];
+        TABLE
+            .iter()
+            .find(|(f, _)| *f == self.ft.name)
+            .map_or(new_type, |(_, t)| *t)
+    }
+
+    /// ffn_gate and ffn_up: IQ3_XS drops the middle layers to IQ3_XXS.
+    fn ffn_gate_up_type(
+        &mut self,
+        new_type: GgmlType,
+        t: &TensorDesc,
+        cat: Category,
+    ) -> Result<GgmlType> {
+        let (counter, n) = if cat == Category::FfnGate {
+            (self.i_ffn_gate, self.n_ffn_gate)
+        } else {
+            (self.i_ffn_up, self.n_ffn_up)
+        };
+        let (i, n) = self.layer_info(counter, n, t.name)?;
+        let ty = if self.ft_is(&["IQ3_XS"]) && i >= n / 8 && i < 7 * n / 8 {
+            G::IQ3_XXS
+        } else {
+            new_type
+        };
+        if cat == Category::FfnGate {
+            self.i_ffn_gate += 1;
+        } else {
+            self.i_ffn_up += 1;
+        }
+        Ok(ty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn ft(name: &str) -> FileType {
+        name.parse().unwrap()
+    }
+
+    /// A tensor list the way the converter writes a llama/qwen3 model.
+    struct Model {
+        names: Vec<String>,
+        dims: Vec<Vec<u64>>,
+    }
+
+    impl Model {
+        fn descs(&self) -> Vec<TensorDesc<'_>> {
+            self.names
+                .iter()
+                .zip(&self.dims)
+                .map(|(n, d)| TensorDesc {
+                    name: n,
+                    dims: d,
+                    ty: if d.len() == 1 { G::F32 } else { G::BF16 },
+                })
+                .collect()
+        }
+    }
+
+    struct Shape {
+        n_embd: u64,
+        n_ff: u64,
+        n_vocab: u64,
+        n_layer: u64,
+        n_head: u64,
+        n_head_kv: u64,
+        head_dim: u64,
+        qk_norm: bool,
+        has_output: bool,
+    }
+
+    /// Converter order (token_embd, blocks in HF order, output_norm, output), which is not
+    /// llama-quantize's order: the rules must sort.
+    fn build_model(s: &Shape) -> Model {
+        let mut m = Model {
+            names: Vec::new(),
+            dims: Vec::new(),
+        };
+        let mut push = |n: String, d: Vec<u64>| {
+            m.names.push(n);
+            m.dims.push(d);
+        };
+        let (q, kv) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
+        push("token_embd.weight".into(), vec![s.n_embd, s.n_vocab]);
+        for b in 0..s.n_layer {
+            let mut t = |n: &str, d: Vec<u64>| push(format!("blk.{b}.{n}.weight"), d);
+            t("attn_norm", vec![s.n_embd]);
+            t("attn_q", vec![s.n_embd, q]);
+            t("attn_k", vec![s.n_embd, kv]);
+            t("attn_v", vec![s.n_embd, kv]);
+            t("attn_output", vec![q, s.n_embd]);
+            if s.qk_norm {
+                t("attn_q_norm", vec![s.head_dim]);
+                t("attn_k_norm", vec![s.head_dim]);
+            }
+            t("ffn_norm", vec![s.n_embd]);
+            t("ffn_gate", vec![s.n_embd, s.n_ff]);
+            t("ffn_up", vec![s.n_embd, s.n_ff]);
+            t("ffn_down", vec![s.n_ff, s.n_embd]);
+        }
+        push("output_norm.weight".into(), vec![s.n_embd]);
+        if s.has_output {
+            push("output.weight".into(), vec![s.n_embd, s.n_vocab]);
+        }
+        m
+    }
+
+    struct Section {
+        ft: String,
+        default_type: String,
+        overrides: Vec<(String, String)>,
+    }
+
+    /// `parse_snapshot_file` of tests/test-quant-type-selection.cpp, plus the header numbers.
+    fn parse_snapshot(text: &str) -> (HashMap<String, u64>, Vec<Section>) {
+        let mut header = HashMap::new();
+        let mut sections: Vec<Section> = Vec::new();
+        for line in text.lines() {
+            if let Some(h) = line.strip_prefix("# n_embd=") {
+                for kv in format!("n_embd={h}").split(", ") {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    header.insert(k.to_string(), v.parse().unwrap());
+                }
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix('[') {
+                let (name, default_type) = rest.split_once(']').unwrap();
+                sections.push(Section {
+                    ft: name.to_string(),
+                    default_type: default_type.trim_start().to_string(),
+                    overrides: Vec::new(),
+                });
+                continue;
+            }
+            let (name, ty) = line.rsplit_once(' ').unwrap();
+            let section = sections.last_mut().expect("tensor line before any section");
+            section.overrides.push((name.to_string(), ty.to_string()));
+        }
+        (header, sections)
+    }
+
+    /// llama.cpp's own expected types (tests/snapshots of the reference build) for the models
+    /// of the architectures gmat supports: every tensor under every file type section.
+    #[test]
+    fn matches_llama_cpp_quant_type_snapshots() {
+        // (file, architecture, head_dim, q/k norms). head_dim is not in the header; all three
+        // models use 128 (their config.json).
+        let models: &[(&str, &str, &str, u64, bool)] = &[
+            (
+                "qwen3-0.6b",
+                include_str!("../../testdata/quant-snapshots/qwen3-0.6b.schema"),
+                "qwen3",
+                128,
+                true,
+            ),
+            (
+                "qwen3-14b",
+                include_str!("../../testdata/quant-snapshots/qwen3-14b.schema"),
+                "qwen3",
+                128,
+                true,
+            ),
+            (
+                "meta-llama-3.1-70b-instruct",
+                include_str!("../../testdata/quant-snapshots/meta-llama-3.1-70b-instruct.schema"),
+                "llama",
+                128,
+                false,
+            ),
+        ];
+        let mut failures = Vec::new();
+        let (mut n_checked, mut n_sections) = (0usize, 0usize);
+        for &(file, text, arch, head_dim, qk_norm) in models {
+            let (h, sections) = parse_snapshot(text);
+            assert!(sections.len() >= 30, "{file}: {} sections", sections.len());
+            let shape = Shape {
+                n_embd: h["n_embd"],
+                n_ff: h["n_ff"],
+                n_vocab: h["n_vocab"],
+                n_layer: h["n_layer"],
+                n_head: h["n_head"],
+                n_head_kv: h["n_head_kv"],
+                head_dim,
+                qk_norm,
+                has_output: true,
+            };
+            let model = build_model(&shape);
+            let descs = model.descs();
+            let facts = ModelFacts::new(
+                arch,
+                shape.n_layer as u32,
+                shape.n_head as u32,
+                shape.n_head_kv as u32,
+                h.get("n_expert").copied().unwrap_or(0) as u32,
+            );
+            assert_eq!(facts.is_70b, file.contains("70b"));
+            for s in &sections {
+                n_sections += 1;
+                let f: FileType =
+                    s.ft.parse()
+                        .unwrap_or_else(|e| panic!("{file}: section [{}]: {e}", s.ft));
+                let default_type: GgmlType = s.default_type.parse().unwrap();
+                assert_eq!(f.default_type, default_type, "{file} [{}]", s.ft);
+                let types = select_types(&facts, &descs, f, &MixOptions::default()).unwrap();
+                let expected: HashMap<&str, GgmlType> = s
+                    .overrides
+                    .iter()
+                    .map(|(n, t)| (n.as_str(), t.parse().unwrap()))
+                    .collect();
+                let mut n_found = 0;
+                for (t, got) in descs.iter().zip(&types) {
+                    let want = if allows_quantization(arch, t.name, t.dims, true) {
+                        n_checked += 1;
+                        match expected.get(t.name) {
+                            Some(e) => {
+                                n_found += 1;
+                                *e
+                            }
+                            None => default_type,
+                        }
+                    } else {
+                        t.ty
+                    };
+                    if *got != want {
+                        failures.push(format!(
+                            "{file} [{}] {}: expected {want}, got {got}",
+                            s.ft, t.name
+                        ));
+                    }
+                }
+                if n_found != expected.len() {
+                    failures.push(format!(
+                        "{file} [{}]: snapshot lists {} tensors, {n_found} exist",
+                        s.ft,
+                        expected.len()
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} mismatches:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        eprintln!(
+            "quant snapshots: {n_checked} tensor types checked in {n_sections} file type sections"
+        );
+        assert_eq!(
+            n_checked, 34_386,
+            "(28 + 40 + 80 layers) x 7 + 2 per model, x 33 sections"
+        );
+    }
+
+    fn tiny(n_layer: u64, has_output: bool) -> Model {
+        build_model(&Shape {
+            n_embd: 256,
+            n_ff: 768,
+            n_vocab: 1000,
+            n_layer,
+            n_head: 8,
+            n_head_kv: 2,
+            head_dim: 32,
+            qk_norm: false,
+            has_output,
+        })
+    }
+
+    fn type_of(m: &Model, types: &[GgmlType], name: &str) -> GgmlType {
+        types[m.names.iter().position(|n| n == name).unwrap()]
+    }
+
+    #[test]
+    fn counters_follow_layer_order_not_list_order() {
+        let m = tiny(16, true);
+        let facts = ModelFacts::new("llama", 16, 8, 2, 0);
+        let forward =
+            select_types(&facts, &m.descs(), ft("Q4_K_M"), &MixOptions::default()).unwrap();
+        let mut rev = m.descs();
+        rev.reverse();
+        let mut backward =
+            select_types(&facts, &rev, ft("Q4_K_M"), &MixOptions::default()).unwrap();
+        backward.reverse();
+        assert_eq!(forward, backward);
+        // use_more_bits(i, 16): 0, 1, 4, 7, 10, 13, 14, 15
+        let q6: Vec<u64> = (0..16)
+            .filter(|b| type_of(&m, &forward, &format!("blk.{b}.ffn_down.weight")) == G::Q6_K)
+            .collect();
+        assert_eq!(q6, [0, 1, 4, 7, 10, 13, 14, 15]);
+        let order = quantize_order(m.names.iter().map(String::as_str));
+        let sorted: Vec<&str> = order.iter().map(|&i| m.names[i].as_str()).collect();
+        assert_eq!(sorted[0], "output.weight");
+        assert_eq!(sorted[3], "blk.0.attn_k.weight");
+        assert!(
+            sorted.iter().position(|n| n.starts_with("blk.9."))
+                < sorted.iter().position(|n| n.starts_with("blk.10."))
+        );
+    }
+
+    #[test]
+    fn manual_rules_win_and_skip_the_counters() {
+        let m = tiny(4, true);
+        let facts = ModelFacts::new("llama", 4, 8, 2, 0);
+        let opts = MixOptions {
+            tensor_types: vec![
+                "BLK\\.0\\.attn_v=Q8_0".parse().unwrap(),
+                "attn_v=q4_0".parse().unwrap(),
+            ],
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q3_K_M"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "blk.0.attn_v.weight"), G::Q8_0);
+        assert_eq!(type_of(&m, &types, "blk.1.attn_v.weight"), G::Q4_0);
+        let opts = MixOptions {
+            tensor_types: vec!["blk\\.0\\.attn_v=q8_0".parse().unwrap()],
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q3_K_M"), &opts).unwrap();
+        // blk.0 did not advance i_attention_wv: blk.1 and blk.2 are the first two
+        let v: Vec<GgmlType> = (0..4)
+            .map(|b| type_of(&m, &types, &format!("blk.{b}.attn_v.weight")))
+            .collect();
+        assert_eq!(v, [G::Q8_0, G::Q5_K, G::Q5_K, G::Q4_K]);
+        // a manual type still falls back when rows do not fit its blocks
+        let m = build_model(&Shape {
+            n_embd: 96,
+            n_ff: 192,
+            n_vocab: 100,
+            n_layer: 1,
+            n_head: 2,
+            n_head_kv: 2,
+            head_dim: 48,
+            qk_norm: false,
+            has_output: true,
+        });
+        let opts = MixOptions {
+            tensor_types: vec!["ffn_up=q6_k".parse().unwrap()],
+            ..MixOptions::default()
+        };
+        let facts = ModelFacts::new("llama", 1, 2, 2, 0);
+        let types = select_types(&facts, &m.descs(), ft("Q8_0"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "blk.0.ffn_up.weight"), G::Q8_0);
+    }
+
+    #[test]
+    fn output_and_token_embedding_options() {
+        let facts = ModelFacts::new("llama", 2, 8, 2, 0);
+        // tied: token_embd is treated as the output tensor
+        let m = tiny(2, false);
+        let opts = MixOptions {
+            output_tensor_type: Some(G::Q8_0),
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q8_0);
+        let types = select_types(&facts, &m.descs(), ft("Q4_0"), &MixOptions::default()).unwrap();
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q6_K);
+        // untied
+        let m = tiny(2, true);
+        let opts = MixOptions {
+            output_tensor_type: Some(G::Q5_0),
+            token_embedding_type: Some(G::Q2_K),
+            tensor_types: vec![
+                "output=f32".parse().unwrap(),
+                "token_embd=f32".parse().unwrap(),
+            ],
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "output.weight"), G::Q5_0);
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q2_K);
+        // --leave-output-tensor keeps the unquantized type, and the model is still untied
+        let opts = MixOptions {
+            leave_output_tensor: true,
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q4_0"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "output.weight"), G::BF16);
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q4_0);
+        // --pure: one type (except the options)
+        let opts = MixOptions {
+            pure: true,
+            ..MixOptions::default()
+        };
+        let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
+        assert_eq!(type_of(&m, &types, "output.weight"), G::Q4_K);
+        assert_eq!(type_of(&m, &types, "blk.0.attn_norm.weight"), G::F32);
+    }
+
+    #[test]
+    fn imatrix_refusals() {
+        let m = tiny(2, true);
+        let facts = ModelFacts::new("llama", 2, 8, 2, 0);
+        let descs = m.descs();
+        for (name, refused) in [
+            ("Q2_K_S", true),
+            ("IQ3_XXS", true),
+            ("IQ2_M", true),
+            ("Q2_K", false),
+            ("IQ3_M", false),
+            ("IQ3_S", false),
+        ] {
+            let f = ft(name);
+            let types = select_types(&facts, &descs, f, &MixOptions::default()).unwrap();
+            let r = check_imatrix(&facts, &descs, &types, f, &MixOptions::default());
+            assert_eq!(r.is_err(), refused, "{name}");
+        }
+    }
+
+    #[test]
+    fn model_facts_and_rule_parsing() {
+        assert!(ModelFacts::new("llama", 80, 64, 8, 0).is_70b);
+        assert!(!ModelFacts::new("llama", 80, 64, 64, 0).is_70b);
+        assert!(ModelFacts::new("qwen2", 80, 64, 64, 0).is_70b);
+        assert!(!ModelFacts::new("qwen3", 80, 64, 8, 0).is_70b);
+        let md = vec![
+            (
+                "general.architecture".to_string(),
+                Value::String("llama".into()),
+            ),
+            ("llama.block_count".to_string(), Value::U32(80)),
+            ("llama.attention.head_count".to_string(), Value::U32(64)),
+        ];
+        let f = ModelFacts::from_gguf_metadata(&md).unwrap();
+        assert_eq!((f.n_head_kv, f.n_expert, f.is_70b), (64, 0, false));
+        assert!("attn_q".parse::<TensorTypeRule>().is_err());
+        assert!("=q8_0".parse::<TensorTypeRule>().is_err());
+        assert!("attn_q=".parse::<TensorTypeRule>().is_err());
+        assert!("attn_q=q9".parse::<TensorTypeRule>().is_err());
+        assert!("attn_(q=q8_0".parse::<TensorTypeRule>().is_err());
+        let r: TensorTypeRule = "ATTN_Q=q8_0".parse().unwrap();
+        assert!(r.matches("blk.3.attn_q.weight") && r.ty == G::Q8_0);
+        assert_eq!(ggml_n_dims(&[64, 1]), 1);
+        assert!(allows_quantization(
+            "llama",
+            "blk.0.attn_q.weight",
+            &[64, 64],
+            true
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "blk.0.attn_q.weight",
+            &[64, 1],
+            true
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "blk.0.attn_norm.weight",
+            &[64, 64],
+            true
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "blk.0.ffn_gate_inp.weight",
+            &[64, 8],
+            true
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "output.weight",
+            &[64, 64],
+            false
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "rope_freqs.weight",
+            &[64],
+            true
+        ));
+        assert!(!allows_quantization(
+            "llama",
+            "blk.0.attn_q.bias",
+            &[64, 64],
+            true
+        ));
+        assert_eq!(block_number("blk.12.ffn_down.weight"), Some(12));
+        assert_eq!(block_number("output.weight"), None);
+    }
+}
