@@ -100,6 +100,16 @@ pub struct ExportCli {
     /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
     #[arg(long)]
     pub leave_output_tensor: bool,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat), used exactly as
+    /// llama-quantize --imatrix uses it; overrides the config's quantization.imatrix.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<String>,
+    /// Use the imatrix only for tensors whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub include_weights: Vec<String>,
+    /// Do not use the imatrix for tensors whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub exclude_weights: Vec<String>,
     /// Write the fully resolved export config (default: export_config.json) instead of a GGUF.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "export_config.json")]
     pub generate_config: Option<PathBuf>,

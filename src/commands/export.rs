@@ -13,6 +13,7 @@ use crate::pipeline::{self, progress::human_bytes};
 use crate::plan::mix_rules::TensorTypeRule;
 use crate::plan::split::{self, SplitLimits};
 use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource};
+use crate::quant::imatrix::Imatrix;
 use crate::quant::GgmlType;
 use crate::source::Dtype;
 use crate::store::Store;
@@ -28,6 +29,10 @@ pub struct ExportArgs {
     pub token_embedding_type: Option<GgmlType>,
     pub tensor_types: Vec<TensorTypeRule>,
     pub leave_output_tensor: bool,
+    /// `--imatrix` as typed (llama-quantize records the argument verbatim).
+    pub imatrix: Option<String>,
+    pub include_weights: Vec<String>,
+    pub exclude_weights: Vec<String>,
     pub generate_config: Option<PathBuf>,
     pub dry_run: bool,
     pub quiet: bool,
@@ -61,6 +66,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .and_then(|v| v.as_str())
         .map(arch::metadata::display_name)
         .unwrap_or_else(|| "Model".into());
+    let imatrix_path = args
+        .imatrix
+        .clone()
+        .or_else(|| config.quantization.imatrix.clone());
+    let (include, exclude) = if args.include_weights.is_empty() && args.exclude_weights.is_empty() {
+        (
+            config.quantization.include_weights.clone(),
+            config.quantization.exclude_weights.clone(),
+        )
+    } else {
+        (args.include_weights.clone(), args.exclude_weights.clone())
+    };
+    let imatrix = match &imatrix_path {
+        Some(path) => Imatrix::prepare(Path::new(path), &include, &exclude)?,
+        None => None,
+    };
     let plan = plan::build(&PlanInput {
         manifest: &store.manifest,
         hparams: &hparams,
@@ -72,11 +93,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
         token_embedding_type: args.token_embedding_type,
         tensor_types: args.tensor_types.clone(),
         leave_output_tensor: args.leave_output_tensor,
+        imatrix: imatrix.as_ref(),
         model_name,
         tokenizer,
     })?;
     if let Some(path) = &args.generate_config {
-        return generate(&plan, &store, path);
+        let q = Quantization {
+            imatrix: imatrix_path,
+            include_weights: include,
+            exclude_weights: exclude,
+            ..Quantization::default()
+        };
+        return generate(&plan, &store, q, path);
     }
     if args.dry_run {
         print!("{}", plan.describe());
@@ -167,7 +195,7 @@ fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> 
 }
 
 /// Writes the fully resolved plan as an export config: the JSON alone reproduces the file.
-fn generate(plan: &ExportPlan, store: &Store, path: &Path) -> Result<()> {
+fn generate(plan: &ExportPlan, store: &Store, imatrix: Quantization, path: &Path) -> Result<()> {
     let mut per_tensor = BTreeMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
@@ -194,6 +222,7 @@ fn generate(plan: &ExportPlan, store: &Store, path: &Path) -> Result<()> {
         quantization: Quantization {
             default_type: Some(plan.file_type.name.to_string()),
             per_tensor: per_tensor.into_iter().collect(),
+            ..imatrix
         },
         tensor_map,
         ..ExportConfig::default()

@@ -16,6 +16,17 @@ pub struct Quantization {
     /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_type: Option<String>,
+    /// Importance matrix file (llama-imatrix output, GGUF or legacy .dat); `--imatrix`
+    /// overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imatrix: Option<String>,
+    /// Use the imatrix only for tensors whose name contains one of these (llama-quantize
+    /// `--include-weights`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_weights: Vec<String>,
+    /// Do not use the imatrix for tensors whose name contains one of these (`--exclude-weights`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_weights: Vec<String>,
     /// Per-tensor ggml types. Keys: a tensor UUID, a GGUF tensor name or a source (HF) name,
     /// or `re:REGEX` matched against GGUF names (the first such key in file order wins).
     #[serde(default)]

@@ -113,17 +113,20 @@ fn write_tensor(store: &Store, t: &PlannedTensor, file: &File, at: u64) -> Resul
     match &t.source {
         TensorSource::Generated(values) => {
             let mut out = vec![0u8; row_bytes * values.len() / ncols];
-            quant::quantize_rows(codec, values, ncols, None, &mut out);
+            quant::quantize_rows(codec, values, ncols, t.imatrix.as_deref(), &mut out);
             file.write_all_at(&out, at)?;
         }
         TensorSource::Stored(pieces) => {
             let rows_per_piece = t.nrows() as usize / pieces.len();
             for (i, piece) in pieces.iter().enumerate() {
                 let at = at + (i * rows_per_piece * row_bytes) as u64;
+                // Stacked experts: piece i is expert i, with its own slice of the weights.
+                let weights = t.imatrix.as_deref().map(|w| &w[i * ncols..(i + 1) * ncols]);
                 write_piece(
                     store,
                     piece,
                     codec,
+                    weights,
                     ncols,
                     rows_per_piece,
                     row_bytes,
@@ -141,6 +144,7 @@ fn write_piece(
     store: &Store,
     piece: &SourcePiece,
     codec: &dyn TypeCodec,
+    weights: Option<&[f32]>,
     ncols: usize,
     nrows: usize,
     row_bytes: usize,
@@ -188,7 +192,7 @@ fn write_piece(
                             vals[c]
                         );
                     }
-                    codec.quantize_row(vals, None, dst);
+                    codec.quantize_row(vals, weights, dst);
                     Ok(())
                 },
             )?;

@@ -1271,4 +1271,41 @@ mod tests {
         assert_eq!(block_number("blk.12.ffn_down.weight"), Some(12));
         assert_eq!(block_number("output.weight"), None);
     }
+
+    #[test]
+    fn types_that_require_an_imatrix() {
+        let q4: FileType = "Q4_K_M".parse().unwrap();
+        let q2ks: FileType = "Q2_K_S".parse().unwrap();
+        for t in [
+            GgmlType::IQ1_S,
+            GgmlType::IQ1_M,
+            GgmlType::IQ2_XXS,
+            GgmlType::IQ2_XS,
+            GgmlType::IQ2_S,
+            GgmlType::IQ3_XXS,
+        ] {
+            assert!(requires_imatrix("blk.0.attn_q.weight", t, q4), "{t}");
+            for exempt in [
+                "token_embd.weight",
+                "per_layer_token_embd.weight",
+                "output.weight",
+            ] {
+                assert!(!requires_imatrix(exempt, t, q4), "{t} {exempt}");
+            }
+        }
+        assert!(requires_imatrix(
+            "blk.0.ffn_up.weight",
+            GgmlType::Q2_K,
+            q2ks
+        ));
+        assert!(!requires_imatrix("blk.0.ffn_up.weight", GgmlType::Q2_K, q4));
+        for t in [
+            GgmlType::IQ3_S,
+            GgmlType::IQ4_XS,
+            GgmlType::Q3_K,
+            GgmlType::Q4_0,
+        ] {
+            assert!(!requires_imatrix("blk.0.ffn_up.weight", t, q4), "{t}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ use crate::arch::metadata::{model_metadata, ParamCount};
 use crate::arch::{match_hf_name, names::SKIPPED_SUFFIXES, rope, Arch, Hparams, TensorKind};
 use crate::config::ExportConfig;
 use crate::gguf::{GgufHeader, Value};
+use crate::quant::imatrix::Imatrix;
 use crate::quant::{self, GgmlType};
 use crate::source::Dtype;
 use crate::store::{Manifest, TensorEntry};
@@ -80,6 +81,9 @@ pub struct PlannedTensor {
     /// Offset within the data section.
     pub offset: u64,
     pub n_bytes: u64,
+    /// Importance weights, `ne0` per expert (`ne0` for a 2-D tensor), when quantized with an
+    /// importance matrix.
+    pub imatrix: Option<Vec<f32>>,
 }
 
 impl PlannedTensor {
@@ -110,6 +114,8 @@ pub struct PlanInput<'a> {
     pub tensor_types: Vec<mix_rules::TensorTypeRule>,
     /// `llama-quantize --leave-output-tensor`.
     pub leave_output_tensor: bool,
+    /// `llama-quantize --imatrix` (already filtered; `None` when no entry is left).
+    pub imatrix: Option<&'a Imatrix>,
     /// `general.name`.
     pub model_name: String,
     /// The tokenizer.* keys, as the converter writes them.
@@ -239,7 +245,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         token_embedding_type: input.token_embedding_type,
         tensor_types: input.tensor_types.clone(),
         leave_output_tensor: input.leave_output_tensor,
-        has_imatrix: false,
+        has_imatrix: input.imatrix.is_some(),
     };
     let descs: Vec<mix_rules::TensorDesc> = tensors
         .iter()
@@ -280,6 +286,23 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
                 t.name
             );
         }
+        if let Some(im) = input.imatrix {
+            // llama-quantize looks weights up only for tensors it converts to a quantized type.
+            if ty != t.ggml_type && ty.is_quantized() {
+                let n_expert = t.dims.get(2).copied().unwrap_or(1) as usize;
+                t.imatrix = im
+                    .for_tensor(&t.name, t.ncols() as usize, n_expert)?
+                    .map(<[f32]>::to_vec);
+                if t.imatrix.is_none() && mix_rules::requires_imatrix(&t.name, ty, *file_type) {
+                    bail!(
+                        "missing importance matrix for tensor {} in a very low-bit quantization ({ty}): \
+                         the imatrix {} has no usable entry for it",
+                        t.name,
+                        im.file()
+                    );
+                }
+            }
+        }
         t.ggml_type = ty;
     }
 
@@ -304,6 +327,12 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         let key = format!("tokenizer.ggml.{k}_token_id");
         metadata.retain(|(mk, _)| *mk != key);
         metadata.push((key, Value::U32(*id)));
+    }
+    if let Some(im) = input.imatrix {
+        // llama-quantize appends these last.
+        let keys = im.metadata();
+        metadata.retain(|(k, _)| !keys.iter().any(|(n, _)| n == k));
+        metadata.extend(keys);
     }
     let plan_hash = plan_hash(file_type, &metadata, &tensors);
     metadata.push((
@@ -345,6 +374,7 @@ fn ordered_tensors(manifest: &Manifest, hp: &Hparams, arch: &Arch) -> Result<Vec
                 source: TensorSource::Generated(f),
                 offset: 0,
                 n_bytes: 0,
+                imatrix: None,
             });
         }
     }
@@ -435,6 +465,7 @@ fn ordered_tensors(manifest: &Manifest, hp: &Hparams, arch: &Arch) -> Result<Vec
             }]),
             offset: 0,
             n_bytes: 0,
+            imatrix: None,
         });
         let _ = mapped.bid;
     }
@@ -492,6 +523,7 @@ fn stack_experts(
         source: TensorSource::Stored(pieces),
         offset: 0,
         n_bytes: 0,
+        imatrix: None,
     })
 }
 
@@ -632,6 +664,11 @@ fn plan_hash(ft: &FileType, metadata: &[(String, Value)], tensors: &[PlannedTens
     }
     for t in tensors {
         h.update(format!("{}:{}:{:?}:{}:", t.name, t.ggml_type, t.dims, t.offset).as_bytes());
+        if let Some(w) = &t.imatrix {
+            for x in w {
+                h.update(&x.to_le_bytes());
+            }
+        }
         match &t.source {
             TensorSource::Stored(p) => {
                 for piece in p {

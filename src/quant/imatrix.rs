@@ -294,28 +294,6 @@ pub fn row_weights(weights: &[f32], ne0: usize, ne1: usize, row: usize) -> &[f32
     &weights[e * ne0..(e + 1) * ne0]
 }
 
-/// llama-quant.cpp's `tensor_requires_imatrix`: quantizing tensor `name` to `dst` needs
-/// importance weights (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, and Q2_K inside a
-/// Q2_K_S file), except for `token_embd.weight`, `per_layer_token_embd.weight` and
-/// `output.weight`. Without any imatrix llama-quantize refuses up front ("this quantization
-/// requires an imatrix!"); with one but no usable entry for the tensor it fails at that tensor
-/// ("Missing importance matrix for tensor ... in a very low-bit quantization").
-pub fn tensor_requires_imatrix(name: &str, dst: GgmlType, ftype_is_q2_k_s: bool) -> bool {
-    if is_token_embd(name) || name == "output.weight" {
-        return false;
-    }
-    match dst {
-        GgmlType::IQ3_XXS
-        | GgmlType::IQ2_XXS
-        | GgmlType::IQ2_XS
-        | GgmlType::IQ2_S
-        | GgmlType::IQ1_M
-        | GgmlType::IQ1_S => true,
-        GgmlType::Q2_K => ftype_is_q2_k_s,
-        _ => false,
-    }
-}
-
 fn is_token_embd(name: &str) -> bool {
     name == "token_embd.weight" || name == "per_layer_token_embd.weight"
 }

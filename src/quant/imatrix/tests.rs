@@ -728,51 +728,6 @@ fn metadata_strings_are_cut_like_strncpy() {
     assert!(e.contains("u.dat") && e.contains("not UTF-8"), "{e}");
 }
 
-#[test]
-fn types_that_require_an_imatrix() {
-    for t in [
-        GgmlType::IQ1_S,
-        GgmlType::IQ1_M,
-        GgmlType::IQ2_XXS,
-        GgmlType::IQ2_XS,
-        GgmlType::IQ2_S,
-        GgmlType::IQ3_XXS,
-    ] {
-        assert!(
-            tensor_requires_imatrix("blk.0.attn_q.weight", t, false),
-            "{t}"
-        );
-        for exempt in [
-            "token_embd.weight",
-            "per_layer_token_embd.weight",
-            "output.weight",
-        ] {
-            assert!(!tensor_requires_imatrix(exempt, t, false), "{t} {exempt}");
-        }
-    }
-    assert!(tensor_requires_imatrix(
-        "blk.0.ffn_up.weight",
-        GgmlType::Q2_K,
-        true
-    ));
-    assert!(!tensor_requires_imatrix(
-        "blk.0.ffn_up.weight",
-        GgmlType::Q2_K,
-        false
-    ));
-    for t in [
-        GgmlType::IQ3_S,
-        GgmlType::IQ4_XS,
-        GgmlType::Q3_K,
-        GgmlType::Q4_0,
-    ] {
-        assert!(
-            !tensor_requires_imatrix("blk.0.ffn_up.weight", t, false),
-            "{t}"
-        );
-    }
-}
-
 // ---- end to end against llama-quantize (needs the reference kit) ----
 
 /// The kit lives beside the clone (`../shared/reference/models`); `GMAT_REFERENCE_MODELS`
