@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::plan::mix_rules::TensorTypeRule;
 use crate::quant::GgmlType;
@@ -13,7 +13,10 @@ Examples:
   gmat import --model ./Llama-3.2-1B -o ./store                # writes ./store/model.gmat
   gmat export --model ./store/model.gmat --type Q8_0 -o llama-q8_0.gguf
   gmat export --model ./store/model.gmat --generate-config     # writes export_config.json
-  gmat export --model ./store/model.gmat --config export_config.json -o llama.gguf";
+  gmat export --model ./store/model.gmat --config export_config.json -o llama.gguf
+  gmat import --model ./Llama-3.2-1B-Instruct --base ./store/model.gmat -o ./instruct
+  gmat inspect ./instruct/model.gmat                           # tensors, encodings, sizes
+  gmat verify ./instruct/model.gmat                            # re-hash every tensor";
 
 /// gmat: a lossless tensor store for LLM weights and a one-pass GGUF exporter for llama.cpp.
 #[derive(Parser, Debug)]
@@ -31,7 +34,9 @@ Examples:
   gmat import --model ./hf-model --generate-config                  # import_config.json + statistics
   gmat import --model ./hf-model -o ./out                           # ./out/model.gmat, all tensors
   gmat import --model ./hf-model --config import_config.json -o ./out
-  gmat import --model ./hf-model/model.safetensors -o ./out         # config.json must sit beside it")]
+  gmat import --model ./hf-model/model.safetensors -o ./out         # config.json must sit beside it
+  gmat import --model ./hf-model -o ./out --encoding raw            # no compression
+  gmat import --model ./finetune --base ./out/model.gmat -o ./ft    # shares/deltas against a base")]
     Import(ImportCli),
     /// Export a GMAT store to a GGUF file for llama.cpp.
     #[command(after_help = "\
@@ -47,6 +52,25 @@ File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
 per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
     Export(ExportCli),
+    /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
+    #[command(after_help = "\
+Examples:
+  gmat inspect ./out/model.gmat
+  gmat inspect ./ft                                                 # a folder holding model.gmat
+
+Encodings: raw (the bytes as they are), zstd (byte planes + zstd), xor_zstd (XOR with the base
+store's tensor, then byte planes + zstd), base_ref (no file: the base store's tensor). A zstd or
+raw tensor shared with the base by a hard link shows as \"(linked)\".")]
+    Inspect(InspectCli),
+    /// Re-hash every tensor of a store (decoding it) and stop at the first mismatch.
+    #[command(after_help = "\
+Examples:
+  gmat verify ./out/model.gmat
+  gmat verify ./ft/model.gmat && echo ok                            # also checks what the base holds for it
+
+Exit status: 0 if every tensor decodes to its recorded content hash, 1 at the first that does
+not (the message names it), or if the store or its base cannot be read.")]
+    Verify(VerifyCli),
 }
 
 #[derive(Args, Debug)]
@@ -64,7 +88,39 @@ pub struct ImportCli {
     /// statistics, instead of importing.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "import_config.json")]
     pub generate_config: Option<PathBuf>,
+    /// How tensors are stored: zstd (lossless byte planes + zstd, in chunks) or raw.
+    #[arg(long, value_enum, default_value_t = StoreEncoding::Zstd)]
+    pub encoding: StoreEncoding,
+    /// Base store of a fine-tune: tensors identical to the base's are shared (hard link, or a
+    /// reference), others of the same name and shape are stored as XOR deltas. The base must
+    /// stay in place for the fine-tune to export.
+    #[arg(long, value_name = "STORE")]
+    pub base: Option<PathBuf>,
     /// No progress bars or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Tensor encodings `gmat import` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreEncoding {
+    /// Byte planes + zstd (lossless, smaller).
+    Zstd,
+    /// The source bytes as they are.
+    Raw,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectCli {
+    /// GMAT store (a model.gmat folder, or the folder holding it).
+    pub store: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyCli {
+    /// GMAT store (a model.gmat folder, or the folder holding it).
+    pub store: PathBuf,
+    /// No progress bar or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }

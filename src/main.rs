@@ -1,6 +1,6 @@
 use clap::Parser;
 
-use gmat::cli::{Cli, Command};
+use gmat::cli::{Cli, Command, StoreEncoding};
 use gmat::commands;
 
 fn main() {
@@ -11,6 +11,11 @@ fn main() {
             output: a.output,
             config: a.config,
             generate_config: a.generate_config,
+            encoding: match a.encoding {
+                StoreEncoding::Zstd => gmat::store::Encoding::Zstd,
+                StoreEncoding::Raw => gmat::store::Encoding::Raw,
+            },
+            base: a.base,
             quiet: a.quiet,
         }),
         Command::Export(a) => commands::export::run(commands::export::ExportArgs {
@@ -32,6 +37,8 @@ fn main() {
             shard_size: a.shard_size,
             shard_max_tensors: a.shard_max_tensors,
         }),
+        Command::Inspect(a) => commands::inspect::run(&a.store),
+        Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
     };
     if let Err(e) = result {
         eprintln!("gmat: error: {e:#}");

@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 
 use crate::config::import_config::{default_uuid, model_summary, ImportConfig, ImportMapEntry};
 use crate::config::read_config;
+use crate::pipeline::import::ImportOptions;
 use crate::pipeline::{self, progress::human_bytes};
 use crate::source::HfModel;
+use crate::store::{Encoding, Holding, Store};
 
 /// Options of `gmat import`.
 pub struct ImportArgs {
@@ -17,6 +19,10 @@ pub struct ImportArgs {
     pub output: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub generate_config: Option<PathBuf>,
+    /// Encoding of tensors not shared with a base: `raw` or `zstd`.
+    pub encoding: Encoding,
+    /// Base store of a fine-tune: identical tensors are shared, others stored as deltas.
+    pub base: Option<PathBuf>,
     pub quiet: bool,
 }
 
@@ -56,18 +62,60 @@ pub fn run(args: ImportArgs) -> Result<()> {
         );
     }
     let root = out.join("model.gmat");
-    let manifest =
-        pipeline::import::run(&model, &args.model, &decisions, summary, &root, args.quiet)?;
-    let raw: u64 = manifest.tensors.iter().map(|t| t.raw_bytes).sum();
-    let stored: u64 = manifest.tensors.iter().map(|t| t.stored_bytes).sum();
+    let base = match &args.base {
+        Some(p) => Some(Store::open(p).with_context(|| format!("--base {}", p.display()))?),
+        None => None,
+    };
+    let options = ImportOptions {
+        encoding: args.encoding,
+        base: base.as_ref(),
+    };
+    let manifest = pipeline::import::run(
+        &model,
+        &args.model,
+        &decisions,
+        summary,
+        &root,
+        &options,
+        args.quiet,
+    )?;
     if !args.quiet {
+        let raw = manifest.raw_bytes();
+        let mut own = 0u64;
+        let (mut shared, mut shared_bytes) = (0usize, 0u64);
+        let (mut deltas, mut delta_bytes) = (0usize, 0u64);
+        for t in &manifest.tensors {
+            match t.holding() {
+                Holding::Own => own += t.stored_bytes,
+                Holding::Linked | Holding::Referenced => {
+                    shared += 1;
+                    shared_bytes += t.raw_bytes;
+                }
+                Holding::Delta => {
+                    deltas += 1;
+                    delta_bytes += t.stored_bytes;
+                    own += t.stored_bytes;
+                }
+            }
+        }
+        let based = match &base {
+            Some(b) => format!(
+                "; against base {}: {shared} tensors ({}) shared, {deltas} stored as deltas ({})",
+                b.root.display(),
+                human_bytes(shared_bytes),
+                human_bytes(delta_bytes)
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "imported {} tensors ({}) into {} in {:.2?}: {} stored{}",
+            "imported {} tensors ({}) into {} in {:.2?}: {} stored ({:.1}% of the source, {}){based}{}",
             manifest.tensors.len(),
             human_bytes(raw),
             root.display(),
             started.elapsed(),
-            human_bytes(stored),
+            human_bytes(own),
+            100.0 * own as f64 / raw.max(1) as f64,
+            args.encoding,
             pipeline::progress::peak_rss_bytes()
                 .map(|b| format!(", peak memory {}", human_bytes(b)))
                 .unwrap_or_default()

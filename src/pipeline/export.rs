@@ -151,9 +151,10 @@ fn write_piece(
     file: &File,
     at: u64,
 ) -> Result<()> {
-    let tf = store.open_tensor(&piece.entry)?;
-    tf.verify(&piece.entry.hash)?;
-    let bytes = tf.bytes();
+    // Any encoding: raw tensors are read from the map, encoded ones decoded a window of rows
+    // at a time (deltas and references through the base store). The content hash is checked by
+    // `finish`, after the rows are written to the (still temporary) output.
+    let mut reader = store.reader(&piece.entry)?;
     let dtype = piece.entry.dtype;
     let esize = dtype.size();
     // 1-D tensors are permuted element-wise (a bias): treat elements as rows of one value.
@@ -164,43 +165,73 @@ fn write_piece(
     };
     let source_row = |r: usize| piece.transform.source_row(r, perm_rows);
     let chunk_rows = (CHUNK_VALUES / ncols.max(1)).max(1);
+    // The source bytes rows r0..r1 read: the permutation stays within a head's rows.
+    let source_range = |r0: usize, r1: usize| -> (usize, usize) {
+        if perm_len == 1 && piece.transform != Transform::None {
+            (0, piece.entry.raw_bytes as usize)
+        } else {
+            let (a, b) = (r0..r1)
+                .map(source_row)
+                .fold((usize::MAX, 0), |(a, b), s| (a.min(s), b.max(s + 1)));
+            (a * ncols * esize, b * ncols * esize)
+        }
+    };
     let mut out = Vec::new();
     let mut r0 = 0;
     while r0 < nrows {
         let r1 = (r0 + chunk_rows).min(nrows);
+        let (lo, hi) = source_range(r0, r1);
+        // Encoded tensors decode the next rows' bytes while these are converted.
+        let next = (r1 < nrows).then(|| source_range(r1, (r1 + chunk_rows).min(nrows)));
         out.resize((r1 - r0) * row_bytes, 0);
-        out.par_chunks_mut(row_bytes)
-            .enumerate()
-            .try_for_each_init(
-                || Vec::with_capacity(ncols),
-                |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
-                    let r = r0 + i;
-                    vals.clear();
-                    if perm_len == 1 && piece.transform != Transform::None {
-                        for c in 0..ncols {
-                            let s = source_row(c) * esize;
-                            dtype.extend_f32(&bytes[s..s + esize], vals);
+        let out_rows = &mut out;
+        let done = reader.with_window(lo, hi, next, |bytes| {
+            out_rows
+                .par_chunks_mut(row_bytes)
+                .enumerate()
+                .try_for_each_init(
+                    || Vec::with_capacity(ncols),
+                    |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
+                        let r = r0 + i;
+                        vals.clear();
+                        if perm_len == 1 && piece.transform != Transform::None {
+                            for c in 0..ncols {
+                                let s = source_row(c) * esize - lo;
+                                dtype.extend_f32(&bytes[s..s + esize], vals);
+                            }
+                        } else {
+                            let s = source_row(r) * ncols * esize - lo;
+                            dtype.extend_f32(&bytes[s..s + ncols * esize], vals);
                         }
-                    } else {
-                        let s = source_row(r) * ncols * esize;
-                        dtype.extend_f32(&bytes[s..s + ncols * esize], vals);
-                    }
-                    if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
-                        bail!(
-                            "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
-                            piece.entry.name,
-                            vals[c]
-                        );
-                    }
-                    codec.quantize_row(vals, weights, dst);
-                    Ok(())
-                },
-            )?;
+                        if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
+                            bail!(
+                                "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
+                                piece.entry.name,
+                                vals[c]
+                            );
+                        }
+                        codec.quantize_row(vals, weights, dst);
+                        Ok(())
+                    },
+                )
+        });
+        if let Err(e) = done.and_then(|d| d) {
+            return Err(prefer_corruption(reader, e));
+        }
         file.write_all_at(&out, at + (r0 * row_bytes) as u64)?;
         if perm_len != 1 {
-            tf.release(r0 * ncols * esize..r1 * ncols * esize);
+            reader.release(r0 * ncols * esize, r1 * ncols * esize);
         }
         r0 = r1;
     }
-    Ok(())
+    reader.finish()
+}
+
+/// A failure while reading a tensor (a NaN, a bad chunk) is reported as corruption when the
+/// tensor does not match its content hash.
+fn prefer_corruption(reader: crate::store::TensorReader<'_>, e: anyhow::Error) -> anyhow::Error {
+    match reader.finish() {
+        Err(corrupt) => corrupt,
+        Ok(()) => e,
+    }
 }

@@ -1,20 +1,48 @@
-//! Streams every source tensor into the store: hash, write under a temporary name, rename.
-//! Tensors are written straight from the memory-mapped source, so memory stays flat; tensors
-//! already present with the right content hash are kept, so an interrupted import resumes.
+//! Streams every source tensor into the store: hash, encode, write under a temporary name,
+//! rename. Tensors are read straight from the memory-mapped source and encoded in bounded
+//! chunks, so memory stays flat; tensors already present with the right header are kept, so an
+//! interrupted import resumes.
+//!
+//! With a base store (`--base`), a tensor whose content the base already holds is shared: its
+//! file is hard-linked from the base when the filesystem allows it, and otherwise recorded as a
+//! reference to the base's tensor. A tensor with the same name, dtype and shape as a base tensor
+//! but other content is stored as the XOR with it (`xor_zstd`) when that codes smaller.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::progress;
 use crate::config::import_config::ImportDecision;
 use crate::source::HfModel;
-use crate::store::manifest::{SourceInfo, FORMAT_VERSION};
+use crate::store::codec::{self, Planes, CHUNK_BYTES};
+use crate::store::manifest::{BaseStore, SourceInfo, FORMAT_VERSION};
+use crate::store::tensor_file::{self, ByteSource};
 use crate::store::{
-    tensor_file, Encoding, Manifest, Store, TensorEntry, TensorFile, TensorHeader, MANIFEST,
-    TENSOR_DIR,
+    BaseTensor, Encoding, Holding, Manifest, Store, TensorEntry, TensorFile, TensorHeader,
+    MANIFEST, TENSOR_DIR,
 };
+
+/// How tensors are stored.
+#[derive(Clone, Copy)]
+pub struct ImportOptions<'a> {
+    /// `raw` or `zstd`: the encoding of tensors that are not shared with or deltas of a base.
+    pub encoding: Encoding,
+    /// The base store of a fine-tune.
+    pub base: Option<&'a Store>,
+}
+
+impl Default for ImportOptions<'_> {
+    fn default() -> Self {
+        ImportOptions {
+            encoding: Encoding::Zstd,
+            base: None,
+        }
+    }
+}
 
 /// Imports `model` into the store folder `root` (`.../model.gmat`).
 pub fn run(
@@ -23,10 +51,21 @@ pub fn run(
     decisions: &[ImportDecision],
     summary: serde_json::Map<String, serde_json::Value>,
     root: &Path,
+    options: &ImportOptions,
     quiet: bool,
 ) -> Result<Manifest> {
+    if !matches!(options.encoding, Encoding::Raw | Encoding::Zstd) {
+        bail!(
+            "import writes raw or zstd tensors, not {}",
+            options.encoding
+        );
+    }
     std::fs::create_dir_all(root.join(TENSOR_DIR))
         .with_context(|| format!("cannot create {}", root.display()))?;
+    let base_info = match options.base {
+        Some(base) => Some(base_info(base, root)?),
+        None => None,
+    };
     // Until the new manifest lands, the store is visibly incomplete.
     let manifest_path = root.join(MANIFEST);
     if manifest_path.exists() {
@@ -42,43 +81,30 @@ pub fn run(
         .iter()
         .map(|(r, _)| r.tensor.range.len() as u64)
         .sum();
+    let index = options.base.map(BaseIndex::new);
     let bar = progress::bytes_bar(total, "import", quiet);
     let entries: Vec<TensorEntry> = sources
         .par_iter()
         .map(|(r, d)| {
             let bytes = r.file.data(r.tensor);
-            let h = r.file.hash(r.tensor);
-            let path = Store::tensor_path(root, &d.uuid);
-            let header = TensorHeader {
-                name: r.tensor.name.clone(),
-                dtype: r.tensor.dtype,
-                shape: r.tensor.shape.clone(),
-                encoding: Encoding::Raw,
-                raw_bytes: bytes.len() as u64,
-                hash: h.clone(),
-            };
-            let existing = TensorFile::open(&path).ok().filter(|f| f.header == header);
-            let stored_bytes = match existing {
-                Some(_) => std::fs::metadata(&path)?.len(),
-                None => {
-                    let base = r.tensor.range.start;
-                    tensor_file::write_raw_releasing(&path, &header, bytes, |w| {
-                        r.file.release(base + w.start..base + w.end)
-                    })
-                    .with_context(|| format!("tensor {}", r.tensor.name))?
-                }
-            };
-            bar.inc(bytes.len() as u64);
-            Ok(TensorEntry {
+            let entry = TensorEntry {
                 name: r.tensor.name.clone(),
                 uuid: d.uuid,
                 dtype: r.tensor.dtype,
                 shape: r.tensor.shape.clone(),
-                encoding: Encoding::Raw,
+                encoding: options.encoding,
                 raw_bytes: bytes.len() as u64,
-                stored_bytes,
-                hash: h,
-            })
+                stored_bytes: 0,
+                hash: r.file.hash(r.tensor),
+                base: None,
+            };
+            let path = Store::tensor_path(root, &d.uuid);
+            let start = r.tensor.range.start;
+            let release = |w: Range<usize>| r.file.release(start + w.start..start + w.end);
+            let entry = store_tensor(entry, bytes, &path, options, index.as_ref(), &release)
+                .with_context(|| format!("tensor {}", r.tensor.name))?;
+            bar.inc(bytes.len() as u64);
+            Ok(entry)
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
@@ -110,10 +136,242 @@ pub fn run(
         model: summary,
         side_files,
         tensors: entries,
+        base: base_info,
     };
     let tmp = root.join(".metadata.json.partial");
     std::fs::write(&tmp, serde_json::to_vec_pretty(&manifest)?)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &manifest_path)?;
     Ok(manifest)
+}
+
+/// The base's tensors by content hash and by name.
+struct BaseIndex<'a> {
+    store: &'a Store,
+    by_hash: HashMap<&'a str, Vec<&'a TensorEntry>>,
+    by_name: HashMap<&'a str, &'a TensorEntry>,
+}
+
+impl<'a> BaseIndex<'a> {
+    fn new(store: &'a Store) -> Self {
+        let mut by_hash: HashMap<&str, Vec<&TensorEntry>> = HashMap::new();
+        let mut by_name = HashMap::new();
+        for t in &store.manifest.tensors {
+            by_hash.entry(t.hash.as_str()).or_default().push(t);
+            by_name.insert(t.name.as_str(), t);
+        }
+        BaseIndex {
+            store,
+            by_hash,
+            by_name,
+        }
+    }
+
+    /// A base tensor with this content, preferably of the same name.
+    fn same_content(&self, e: &TensorEntry) -> Option<&'a TensorEntry> {
+        let list = self.by_hash.get(e.hash.as_str())?;
+        list.iter()
+            .find(|b| b.name == e.name)
+            .or_else(|| list.first())
+            .copied()
+    }
+}
+
+fn header(e: &TensorEntry, encoding: Encoding, base: Option<BaseTensor>) -> TensorHeader {
+    TensorHeader {
+        name: e.name.clone(),
+        dtype: e.dtype,
+        shape: e.shape.clone(),
+        encoding,
+        raw_bytes: e.raw_bytes,
+        hash: e.hash.clone(),
+        chunk_bytes: encoding.is_chunked().then_some(CHUNK_BYTES as u64),
+        base,
+    }
+}
+
+/// Writes one tensor (or links or references it) and fills in how it is stored.
+fn store_tensor(
+    mut e: TensorEntry,
+    bytes: &[u8],
+    path: &Path,
+    options: &ImportOptions,
+    index: Option<&BaseIndex>,
+    release: &(dyn Fn(Range<usize>) + Sync),
+) -> Result<TensorEntry> {
+    let existing = TensorFile::open(path).ok();
+    if let Some(index) = index {
+        if let Some(b) = index.same_content(&e) {
+            e.base = Some(BaseTensor {
+                uuid: b.uuid,
+                hash: b.hash.clone(),
+            });
+            let linkable = matches!(b.holding(), Holding::Own | Holding::Linked)
+                && b.name == e.name
+                && b.dtype == e.dtype
+                && b.shape == e.shape;
+            if linkable {
+                let from = Store::tensor_path(&index.store.root, &b.uuid);
+                if !from.is_file() {
+                    bail!(
+                        "the base store {} has no file for its tensor {} ({}); check it with `gmat verify`",
+                        index.store.root.display(),
+                        b.name,
+                        from.display()
+                    );
+                }
+                if let Ok(size) = hard_link(&from, path) {
+                    e.encoding = b.encoding;
+                    e.stored_bytes = size;
+                    return Ok(e);
+                }
+            }
+            // No file of its own: drop one a previous import may have left.
+            if existing.is_some() {
+                let _ = std::fs::remove_file(path);
+            }
+            e.encoding = Encoding::BaseRef;
+            e.stored_bytes = 0;
+            return Ok(e);
+        }
+        if let Some(&b) = index.by_name.get(e.name.as_str()) {
+            if b.dtype == e.dtype && b.shape == e.shape && e.raw_bytes > 0 {
+                let link = BaseTensor {
+                    uuid: b.uuid,
+                    hash: b.hash.clone(),
+                };
+                let xh = header(&e, Encoding::XorZstd, Some(link.clone()));
+                if let Some(f) = existing.as_ref().filter(|f| f.header == xh) {
+                    e.encoding = Encoding::XorZstd;
+                    e.base = Some(link);
+                    e.stored_bytes = f.file_bytes();
+                    return Ok(e);
+                }
+                let mut reader = index.store.reader(b).with_context(|| {
+                    format!("base tensor {} of {}", b.name, index.store.root.display())
+                })?;
+                if delta_pays(bytes, &mut reader, e.dtype, options.encoding)? {
+                    e.stored_bytes =
+                        tensor_file::write_chunked(path, &xh, bytes, Some(&mut reader), release)?;
+                    reader.finish().with_context(|| {
+                        format!(
+                            "the base store {} is corrupt; the delta written against it is unusable",
+                            index.store.root.display()
+                        )
+                    })?;
+                    e.encoding = Encoding::XorZstd;
+                    e.base = Some(link);
+                    return Ok(e);
+                }
+            }
+        }
+    }
+    let h = header(&e, options.encoding, None);
+    if let Some(f) = existing.as_ref().filter(|f| f.header == h) {
+        e.stored_bytes = f.file_bytes();
+        return Ok(e);
+    }
+    drop(existing);
+    e.stored_bytes = match options.encoding {
+        Encoding::Raw => tensor_file::write_raw_releasing(path, &h, bytes, release)?,
+        _ => tensor_file::write_chunked(path, &h, bytes, None, release)?,
+    };
+    Ok(e)
+}
+
+/// Whether the XOR with the base codes smaller than the tensor alone, judged on one chunk from
+/// the middle of the tensor.
+fn delta_pays(
+    bytes: &[u8],
+    base: &mut dyn ByteSource,
+    dtype: crate::source::Dtype,
+    encoding: Encoding,
+) -> Result<bool> {
+    let n = bytes.len().div_ceil(CHUNK_BYTES);
+    let s = (n / 2) * CHUNK_BYTES;
+    let e = (s + CHUNK_BYTES).min(bytes.len());
+    let planes = Planes::for_dtype(dtype);
+    let xor = codec::encode_chunk(&bytes[s..e], Some(base.range(s, e)?), planes)?.len();
+    let alone = match encoding {
+        Encoding::Raw => e - s,
+        _ => codec::encode_chunk(&bytes[s..e], None, planes)?.len(),
+    };
+    Ok(xor < alone)
+}
+
+/// Makes `to` a hard link of `from` (atomically, via a temporary name). Returns the file's size.
+fn hard_link(from: &Path, to: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let src = std::fs::metadata(from)?;
+    if let Ok(dst) = std::fs::metadata(to) {
+        if dst.ino() == src.ino() && dst.dev() == src.dev() {
+            return Ok(src.len());
+        }
+    }
+    let tmp = tensor_file::partial_path(to);
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(from, &tmp)?;
+    std::fs::rename(&tmp, to).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(src.len())
+}
+
+/// The manifest's record of the base: its path relative to the new store, and its model hash.
+fn base_info(base: &Store, root: &Path) -> Result<BaseStore> {
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))
+    };
+    let (b, r) = (canon(&base.root)?, canon(root)?);
+    if b == r {
+        bail!(
+            "the fine-tune cannot be written into its own base store {}; choose another -o",
+            base.root.display()
+        );
+    }
+    if base.manifest.base.is_some() {
+        // A chain works, but each link is one more store that must stay in place.
+        eprintln!(
+            "note: the base store {} is itself a fine-tune of another store; both must be kept",
+            base.root.display()
+        );
+    }
+    Ok(BaseStore {
+        path: relative_path(&r, &b).display().to_string(),
+        model_hash: base.manifest.model_hash(),
+    })
+}
+
+/// `to` as a path relative to the folder `from` (both absolute and canonical).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<Component> = from.components().collect();
+    let t: Vec<Component> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..f.len() {
+        p.push("..");
+    }
+    for c in &t[common..] {
+        p.push(c.as_os_str());
+    }
+    if p.as_os_str().is_empty() {
+        p.push(".");
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        let r = |a: &str, b: &str| relative_path(Path::new(a), Path::new(b));
+        assert_eq!(
+            r("/a/ft/model.gmat", "/a/base/model.gmat"),
+            Path::new("../../base/model.gmat")
+        );
+        assert_eq!(r("/a/b", "/a/b/c"), Path::new("c"));
+        assert_eq!(r("/x", "/y/z"), Path::new("../y/z"));
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::hash;
-use super::tensor_file::Encoding;
+use super::tensor_file::{BaseTensor, Encoding};
 use crate::source::Dtype;
 
 /// The manifest format version this build reads and writes.
@@ -39,10 +39,84 @@ pub struct TensorEntry {
     pub encoding: Encoding,
     /// Decoded size in bytes.
     pub raw_bytes: u64,
-    /// Size of the tensor file on disk.
+    /// Size of the tensor file on disk (0 for `base_ref`: no file of its own).
     pub stored_bytes: u64,
     /// Content hash of the decoded bytes.
     pub hash: String,
+    /// The base store's tensor this one depends on or shares: the base of an `xor_zstd` delta,
+    /// the content of a `base_ref`, or, with `raw`/`zstd`, the base file this file is a hard
+    /// link of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseTensor>,
+}
+
+/// How a tensor's bytes are held, relative to a base store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holding {
+    /// A file of this store alone.
+    Own,
+    /// A hard link to the base store's file (shared on disk).
+    Linked,
+    /// No file: read from the base store.
+    Referenced,
+    /// A file holding the XOR with the base store's tensor.
+    Delta,
+}
+
+impl TensorEntry {
+    fn validate(&self) -> Result<()> {
+        hash::validate(&self.hash)?;
+        let n: Option<u64> = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        if n.and_then(|n| n.checked_mul(self.dtype.size() as u64)) != Some(self.raw_bytes) {
+            bail!(
+                "raw_bytes {} does not match shape {:?} of {}",
+                self.raw_bytes,
+                self.shape,
+                self.dtype
+            );
+        }
+        match (self.encoding, &self.base) {
+            (Encoding::XorZstd | Encoding::BaseRef, None) => {
+                bail!("encoding {} needs a base tensor", self.encoding)
+            }
+            (Encoding::XorZstd, Some(b)) => hash::validate(&b.hash).context("base hash")?,
+            (_, Some(b)) if b.hash != self.hash => bail!(
+                "encoding {} shares base tensor {} but the hashes differ",
+                self.encoding,
+                b.uuid
+            ),
+            (Encoding::BaseRef, Some(_)) if self.stored_bytes != 0 => {
+                bail!("a base_ref tensor stores no bytes")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// How the tensor is held.
+    pub fn holding(&self) -> Holding {
+        match (self.encoding, &self.base) {
+            (Encoding::BaseRef, _) => Holding::Referenced,
+            (Encoding::XorZstd, _) => Holding::Delta,
+            (_, Some(_)) => Holding::Linked,
+            (_, None) => Holding::Own,
+        }
+    }
+
+    /// Whether this tensor needs the base store to be decoded.
+    pub fn needs_base(&self) -> bool {
+        matches!(self.holding(), Holding::Referenced | Holding::Delta)
+    }
+}
+
+/// The store a fine-tune was imported against (`gmat import --base`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseStore {
+    /// Path of the base store, relative to this store's folder (or absolute).
+    pub path: String,
+    /// The base's model hash at import time ([`Manifest::model_hash`]).
+    pub model_hash: String,
 }
 
 /// The whole manifest.
@@ -61,6 +135,9 @@ pub struct Manifest {
     pub side_files: Vec<String>,
     /// Tensors in source order.
     pub tensors: Vec<TensorEntry>,
+    /// The base store of a fine-tune imported with `--base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseStore>,
 }
 
 impl Manifest {
@@ -94,7 +171,20 @@ impl Manifest {
             if !names.insert(t.name.as_str()) {
                 bail!("tensor {} is listed twice", t.name);
             }
-            hash::validate(&t.hash).with_context(|| format!("tensor {}", t.name))?;
+            t.validate().with_context(|| format!("tensor {}", t.name))?;
+            if t.needs_base() && self.base.is_none() {
+                bail!(
+                    "tensor {} is stored as {} but the manifest names no base store",
+                    t.name,
+                    t.encoding
+                );
+            }
+        }
+        if let Some(b) = &self.base {
+            hash::validate(&b.model_hash).context("base model hash")?;
+            if b.path.is_empty() {
+                bail!("the base store path is empty");
+            }
         }
         for f in &self.side_files {
             if f.contains('/') || f.contains('\\') || f.starts_with('.') {
@@ -102,6 +192,11 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// Total decoded bytes of every tensor.
+    pub fn raw_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.raw_bytes).sum()
     }
 
     /// The tensor with this source name.

@@ -1,26 +1,38 @@
 //! The GMAT store: `model.gmat/` holding `metadata.json`, verbatim side files and one file per
 //! tensor under `tensors/<uuid>.gmat`.
 
+pub mod codec;
 pub mod hash;
 pub mod manifest;
+pub mod reader;
 pub mod tensor_file;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
-pub use manifest::{Manifest, TensorEntry};
-pub use tensor_file::{Encoding, TensorFile, TensorHeader};
+pub use manifest::{BaseStore, Holding, Manifest, TensorEntry};
+pub use reader::TensorReader;
+pub use tensor_file::{BaseTensor, Encoding, TensorFile, TensorHeader};
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "metadata.json";
 /// The folder of tensor files.
 pub const TENSOR_DIR: &str = "tensors";
 
+/// How many stores a chain of `--base` references may cross (guards against cycles).
+const MAX_BASE_DEPTH: usize = 8;
+
 /// An opened store.
 pub struct Store {
     pub root: PathBuf,
     pub manifest: Manifest,
+    /// The base store, opened on first use.
+    base: OnceLock<Box<Store>>,
+    depth: usize,
 }
 
 impl Store {
@@ -37,7 +49,90 @@ impl Store {
             );
         };
         let manifest = Manifest::load(&root.join(MANIFEST))?;
-        Ok(Store { root, manifest })
+        Ok(Store {
+            root,
+            manifest,
+            base: OnceLock::new(),
+            depth: 0,
+        })
+    }
+
+    /// Where the manifest says the base store is, if it names one.
+    pub fn base_path(&self) -> Option<PathBuf> {
+        let b = self.manifest.base.as_ref()?;
+        Some(self.root.join(&b.path))
+    }
+
+    /// The base store this fine-tune depends on (opened once, then cached).
+    pub fn base(&self) -> Result<&Store> {
+        if let Some(b) = self.base.get() {
+            return Ok(b);
+        }
+        let (Some(info), Some(path)) = (&self.manifest.base, self.base_path()) else {
+            bail!("{} has no base store", self.root.display());
+        };
+        let fail = |why: String| {
+            anyhow::anyhow!(
+                "{} is a fine-tune stored against the base store {} (model hash {}), {why}; \
+                 restore that base, or re-import the fine-tune without --base",
+                self.root.display(),
+                path.display(),
+                info.model_hash
+            )
+        };
+        if self.depth + 1 > MAX_BASE_DEPTH {
+            return Err(fail(format!(
+                "but the chain of base stores is longer than {MAX_BASE_DEPTH} (a cycle?)"
+            )));
+        }
+        let mut base =
+            Store::open(&path).map_err(|e| fail(format!("which cannot be opened: {e:#}")))?;
+        base.depth = self.depth + 1;
+        let _ = self.base.set(Box::new(base));
+        self.base.get().map(|b| &**b).context("base store")
+    }
+
+    /// The base store's entry for `link` (a tensor this store shares or is a delta of), checked
+    /// to still hold the content this store was made against.
+    pub fn base_entry(&self, entry: &TensorEntry) -> Result<(&Store, &TensorEntry)> {
+        let link = entry
+            .base
+            .as_ref()
+            .with_context(|| format!("tensor {} has no base tensor", entry.name))?;
+        let base = self.base()?;
+        let changed = |why: String| {
+            anyhow::anyhow!(
+                "base store {} has changed since {} was imported against it: {why}; restore the \
+                 base it was made from (model hash {}), or re-import the fine-tune",
+                base.root.display(),
+                self.root.display(),
+                self.manifest
+                    .base
+                    .as_ref()
+                    .map(|b| b.model_hash.as_str())
+                    .unwrap_or("?")
+            )
+        };
+        let Some(b) = base.manifest.tensors.iter().find(|t| t.uuid == link.uuid) else {
+            return Err(changed(format!(
+                "it no longer has tensor {} (the base of {})",
+                link.uuid, entry.name
+            )));
+        };
+        if b.hash != link.hash {
+            return Err(changed(format!(
+                "its tensor {} now has content hash {}, not {}",
+                b.name, b.hash, link.hash
+            )));
+        }
+        Ok((base, b))
+    }
+
+    /// A reader of the decoded bytes of `entry`, whatever its encoding; deltas and references
+    /// are resolved through the base store. The content hash is checked by
+    /// [`TensorReader::finish`].
+    pub fn reader(&self, entry: &TensorEntry) -> Result<TensorReader<'_>> {
+        TensorReader::open(self, entry, true)
     }
 
     /// Path of a tensor file.
@@ -45,16 +140,30 @@ impl Store {
         root.join(TENSOR_DIR).join(format!("{uuid}.gmat"))
     }
 
-    /// Opens a tensor and checks that its file describes the manifest entry. The content hash
-    /// is checked separately ([`TensorFile::verify`]) because it reads every byte.
+    /// Opens a tensor's own file and checks that it describes the manifest entry. The content
+    /// hash is checked separately ([`TensorFile::verify`], [`TensorReader::finish`]) because it
+    /// reads every byte. `base_ref` tensors have no file: read them with [`Store::reader`].
     pub fn open_tensor(&self, entry: &TensorEntry) -> Result<TensorFile> {
+        if entry.encoding == Encoding::BaseRef {
+            bail!(
+                "tensor {} (uuid {}) has no file of its own: it is read from the base store",
+                entry.name,
+                entry.uuid
+            );
+        }
         let f = TensorFile::open(&Self::tensor_path(&self.root, &entry.uuid))
             .with_context(|| format!("tensor {} (uuid {})", entry.name, entry.uuid))?;
         let h = &f.header;
+        let own_base = match entry.holding() {
+            Holding::Delta => entry.base.as_ref(),
+            _ => None,
+        };
         if h.name != entry.name
             || h.dtype != entry.dtype
             || h.shape != entry.shape
             || h.hash != entry.hash
+            || h.encoding != entry.encoding
+            || h.base.as_ref() != own_base
         {
             bail!(
                 "tensor file for {} (uuid {}) describes {} {} {:?}, not what {MANIFEST} records",

@@ -1,0 +1,405 @@
+//! Reading a stored tensor's decoded bytes, whatever its encoding, in bounded windows.
+//!
+//! A raw tensor is served straight from its memory map. A chunked tensor is decoded on demand,
+//! only the chunks covering the requested window, in parallel; moving the window forward drops
+//! the chunks behind it, so memory is bounded by the window, not by the tensor. Deltas read the
+//! same window of their base tensor (itself possibly a delta or a reference, in the base's own
+//! base store), and references read the base tensor. Every chunk is hashed the first time it
+//! is decoded in order; [`TensorReader::finish`] decodes whatever was not read and compares the
+//! content hash with the manifest's.
+
+use anyhow::{bail, Context, Result};
+
+use super::hash;
+use super::tensor_file::{ByteSource, TensorFile, BATCH_CHUNKS};
+use super::{Encoding, Store, TensorEntry};
+
+/// Decoded bytes of one stored tensor. See the module documentation.
+pub struct TensorReader<'s> {
+    name: String,
+    hash: String,
+    len: usize,
+    /// Whether [`TensorReader::finish`] checks the content hash.
+    hashing: bool,
+    kind: Kind<'s>,
+}
+
+enum Kind<'s> {
+    Raw(TensorFile),
+    Chunked(Box<Chunked<'s>>),
+    Ref {
+        inner: Box<TensorReader<'s>>,
+        base_root: String,
+    },
+}
+
+struct Chunked<'s> {
+    file: TensorFile,
+    /// For deltas: the base tensor's reader, and where it lives (to name it in errors).
+    base: Option<(TensorReader<'s>, &'s Store, &'s TensorEntry)>,
+    buf: Vec<u8>,
+    /// Chunks held in `buf`: `held.0..held.1`.
+    held: (usize, usize),
+    /// Read-ahead ([`TensorReader::with_window`]): chunks `ahead.1..ahead.2` decoded into
+    /// `ahead_buf` at the offset they will have in a window starting at chunk `ahead.0` (whose
+    /// first chunks, up to `ahead.1`, are still in `buf`).
+    ahead_buf: Vec<u8>,
+    ahead: Option<(usize, usize, usize)>,
+    /// Chunks `0..hashed` have been fed to `hasher`.
+    hashed: usize,
+    /// Whether to hash at all (not for the base of a delta).
+    hashing: bool,
+    hasher: blake3::Hasher,
+}
+
+impl<'s> TensorReader<'s> {
+    /// Opens `entry` of `store`. With `hashing` false, [`TensorReader::finish`] does not check
+    /// the content hash (used for the base of a delta, whose result is checked instead).
+    pub fn open(store: &'s Store, entry: &TensorEntry, hashing: bool) -> Result<Self> {
+        let kind = match entry.encoding {
+            Encoding::BaseRef => {
+                let (base, b) = store.base_entry(entry)?;
+                let inner = TensorReader::open(base, b, hashing).with_context(|| {
+                    format!(
+                        "tensor {} is read from the base store {}",
+                        entry.name,
+                        base.root.display()
+                    )
+                })?;
+                if inner.len() as u64 != entry.raw_bytes {
+                    bail!(
+                        "tensor {}: its base tensor {} has another size",
+                        entry.name,
+                        b.name
+                    );
+                }
+                Kind::Ref {
+                    inner: Box::new(inner),
+                    base_root: base.root.display().to_string(),
+                }
+            }
+            Encoding::Raw => Kind::Raw(store.open_tensor(entry)?),
+            Encoding::Zstd | Encoding::XorZstd => {
+                let file = store.open_tensor(entry)?;
+                let base = if entry.encoding == Encoding::XorZstd {
+                    let (bs, be) = store.base_entry(entry)?;
+                    if be.raw_bytes != entry.raw_bytes {
+                        bail!(
+                            "tensor {} is a delta against base tensor {} of another size",
+                            entry.name,
+                            be.name
+                        );
+                    }
+                    let r = TensorReader::open(bs, be, false).with_context(|| {
+                        format!(
+                            "tensor {} is a delta against tensor {} of the base store {}",
+                            entry.name,
+                            be.name,
+                            bs.root.display()
+                        )
+                    })?;
+                    Some((r, bs, be))
+                } else {
+                    None
+                };
+                Kind::Chunked(Box::new(Chunked {
+                    file,
+                    base,
+                    buf: take_buffer(),
+                    held: (0, 0),
+                    ahead_buf: take_buffer(),
+                    ahead: None,
+                    hashed: 0,
+                    hashing,
+                    hasher: blake3::Hasher::new(),
+                }))
+            }
+        };
+        Ok(TensorReader {
+            name: entry.name.clone(),
+            hash: entry.hash.clone(),
+            len: entry.raw_bytes as usize,
+            hashing,
+            kind,
+        })
+    }
+
+    /// Decoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the tensor has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole tensor without decoding, when it is stored raw (in this store or, for a
+    /// reference, in the base).
+    pub fn as_slice(&self) -> Option<&[u8]> {
+        match &self.kind {
+            Kind::Raw(f) => Some(f.bytes()),
+            Kind::Ref { inner, .. } => inner.as_slice(),
+            Kind::Chunked(_) => None,
+        }
+    }
+
+    /// The decoded bytes `start..end`. Windows may go anywhere, but reading forward (each window
+    /// starting at or after the previous one's start) decodes every chunk once.
+    pub fn window(&mut self, start: usize, end: usize) -> Result<&[u8]> {
+        if start > end || end > self.len {
+            bail!(
+                "tensor {}: range {start}..{end} is outside its {} bytes",
+                self.name,
+                self.len
+            );
+        }
+        match &mut self.kind {
+            Kind::Raw(f) => Ok(&f.bytes()[start..end]),
+            Kind::Ref { inner, .. } => inner.window(start, end),
+            Kind::Chunked(c) => {
+                if start == end {
+                    return Ok(&[]);
+                }
+                let cb = c.file.chunk_bytes();
+                let (c0, c1) = (start / cb, end.div_ceil(cb));
+                c.load(c0, c1)?;
+                let off = c.held.0 * cb;
+                Ok(&c.buf[start - off..end - off])
+            }
+        }
+    }
+
+    /// Calls `f` with the decoded bytes `start..end` (like [`TensorReader::window`]) while, for
+    /// encoded tensors, the chunks of `next` — the window the caller will ask for next — are
+    /// decoded on the other cores, so decoding overlaps the caller's work.
+    pub fn with_window<R: Send>(
+        &mut self,
+        start: usize,
+        end: usize,
+        next: Option<(usize, usize)>,
+        f: impl FnOnce(&[u8]) -> R + Send,
+    ) -> Result<R> {
+        let len = self.len;
+        let Kind::Chunked(c) = &mut self.kind else {
+            if let Kind::Ref { inner, .. } = &mut self.kind {
+                return inner.with_window(start, end, next, f);
+            }
+            return Ok(f(self.window(start, end)?));
+        };
+        let next = next.filter(|&(s, e)| s < e && e <= len);
+        if start > end || end > len || start == end {
+            return Ok(f(self.window(start, end)?));
+        }
+        let cb = c.file.chunk_bytes();
+        c.load(start / cb, end.div_ceil(cb))?;
+        let off = c.held.0 * cb;
+        let Chunked {
+            file,
+            base,
+            buf,
+            held,
+            ahead_buf,
+            ahead,
+            ..
+        } = &mut **c;
+        let bytes = &buf[start - off..end - off];
+        let Some((n0, n1)) = next.map(|(s, e)| (s / cb, e.div_ceil(cb))) else {
+            return Ok(f(bytes));
+        };
+        // Only a window that starts inside or right after this one, and needs new chunks.
+        let a0 = n0.max(held.1);
+        if n0 < held.0 || n0 > held.1 || a0 >= n1 {
+            return Ok(f(bytes));
+        }
+        let (r, pre) = rayon::join(
+            || f(bytes),
+            || -> Result<()> {
+                let (s, e) = file.chunk_span(a0, n1);
+                let at = (a0 - n0) * cb;
+                if ahead_buf.len() < at + (e - s) {
+                    ahead_buf.resize(at + (e - s), 0);
+                }
+                let b = match base {
+                    Some((r, ..)) => Some(r.window(s, e)?),
+                    None => None,
+                };
+                file.decode_chunks(a0, n1, b, &mut ahead_buf[at..at + (e - s)])
+            },
+        );
+        // A failed read-ahead is dropped: the next load decodes again and reports the error.
+        *ahead = pre.ok().map(|()| (n0, a0, n1));
+        Ok(r)
+    }
+
+    /// Gives back the resident pages of a raw tensor's byte range once consumed (encoded
+    /// tensors hold only their window in memory anyway).
+    pub fn release(&self, start: usize, end: usize) {
+        match &self.kind {
+            Kind::Raw(f) => f.release(start..end),
+            Kind::Ref { inner, .. } => inner.release(start, end),
+            Kind::Chunked(_) => {}
+        }
+    }
+
+    /// Checks the content hash, decoding the chunks that were never read in order. Returns a
+    /// clear error naming the tensor (and, for a delta whose base is at fault, the base store).
+    pub fn finish(self) -> Result<()> {
+        if !self.hashing {
+            return Ok(());
+        }
+        let got = match self.kind {
+            Kind::Raw(f) => f.raw_hash(),
+            Kind::Ref { inner, base_root } => {
+                return inner.finish().with_context(|| {
+                    format!(
+                        "tensor {} is read from the base store {base_root}",
+                        self.name
+                    )
+                })
+            }
+            Kind::Chunked(mut c) => {
+                let n = c.file.chunk_count();
+                while c.hashed < n {
+                    let c0 = c.hashed;
+                    c.load(c0, (c0 + BATCH_CHUNKS).min(n))?;
+                }
+                let got = format!("{}{}", hash::PREFIX, c.hasher.finalize().to_hex());
+                if got != self.hash {
+                    if let Some((_, bs, be)) = &c.base {
+                        // A delta decodes wrong if its file or its base is corrupt: say which.
+                        let base_check = TensorReader::open(bs, be, true).and_then(|r| r.finish());
+                        if let Err(e) = base_check {
+                            bail!(
+                                "tensor {} is a delta against tensor {} of the base store {}, which is corrupt: {e:#}",
+                                self.name,
+                                be.name,
+                                bs.root.display()
+                            );
+                        }
+                    }
+                }
+                got
+            }
+        };
+        if got != self.hash {
+            bail!(
+                "tensor {} is corrupt: content hash {got} does not match the recorded {}",
+                self.name,
+                self.hash
+            );
+        }
+        Ok(())
+    }
+
+    /// The whole decoded tensor, hash-checked (small tensors, tests).
+    pub fn read_all(mut self) -> Result<Vec<u8>> {
+        let v = self.window(0, self.len)?.to_vec();
+        self.finish()?;
+        Ok(v)
+    }
+}
+
+impl ByteSource for TensorReader<'_> {
+    fn range(&mut self, start: usize, end: usize) -> Result<&[u8]> {
+        self.window(start, end)
+    }
+}
+
+/// Decode buffers of finished readers, reused so that each tensor does not page in and zero a
+/// fresh window.
+static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn take_buffer() -> Vec<u8> {
+    BUFFERS
+        .lock()
+        .ok()
+        .and_then(|mut b| b.pop())
+        .unwrap_or_default()
+}
+
+impl Drop for Chunked<'_> {
+    fn drop(&mut self) {
+        // Keep a few buffers of window size; larger ones (a whole 1-D tensor) are freed.
+        for buf in [&mut self.buf, &mut self.ahead_buf] {
+            if buf.capacity() <= 64 << 20 {
+                if let Ok(mut b) = BUFFERS.lock() {
+                    if b.len() < 8 {
+                        b.push(std::mem::take(buf));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Chunked<'_> {
+    /// Makes `buf` hold at least chunks `c0..c1`, keeping what overlaps. The buffer only grows
+    /// (to the largest window asked for) and is never cleared: decoding overwrites it.
+    fn load(&mut self, c0: usize, c1: usize) -> Result<()> {
+        if self.held.0 <= c0 && c1 <= self.held.1 {
+            return Ok(());
+        }
+        let cb = self.file.chunk_bytes();
+        if let Some((n0, a0, a1)) = self.ahead.take() {
+            if n0 == c0 && self.held.0 <= n0 && a0 <= self.held.1 && a0 < a1 {
+                // Chunks n0..a0 are in `buf`: move them in front of the read-ahead, swap.
+                let keep = (n0 - self.held.0) * cb..(a0 - self.held.0) * cb;
+                let k = keep.len();
+                self.ahead_buf[..k].copy_from_slice(&self.buf[keep]);
+                std::mem::swap(&mut self.buf, &mut self.ahead_buf);
+                self.held = (n0, a1);
+                self.hash_new();
+                if c1 <= a1 {
+                    return Ok(());
+                }
+            }
+        }
+        let from = if self.held.0 <= c0 && c0 < self.held.1 {
+            let (keep_s, keep_e) = ((c0 - self.held.0) * cb, self.held_bytes());
+            self.buf.copy_within(keep_s..keep_e, 0);
+            self.held.0 = c0;
+            self.held.1
+        } else {
+            self.held = (c0, c0);
+            c0
+        };
+        let (s, e) = self.file.chunk_span(from, c1);
+        let old = self.held_bytes();
+        if self.buf.len() < old + (e - s) {
+            self.buf.resize(old + (e - s), 0);
+        }
+        let Chunked {
+            file, base, buf, ..
+        } = self;
+        let base = match base {
+            Some((r, bs, be)) => Some(r.window(s, e).with_context(|| {
+                format!(
+                    "reading tensor {} of the base store {}",
+                    be.name,
+                    bs.root.display()
+                )
+            })?),
+            None => None,
+        };
+        file.decode_chunks(from, c1, base, &mut buf[old..old + (e - s)])?;
+        self.held.1 = c1;
+        self.hash_new();
+        Ok(())
+    }
+
+    /// Feeds the held chunks not hashed yet to the hasher, if they continue the hashed prefix.
+    fn hash_new(&mut self) {
+        if self.hashing && self.held.0 <= self.hashed && self.hashed < self.held.1 {
+            let at = (self.hashed - self.held.0) * self.file.chunk_bytes();
+            self.hasher.update_rayon(&self.buf[at..self.held_bytes()]);
+            self.hashed = self.held.1;
+        }
+    }
+
+    /// Bytes of `buf` holding decoded chunks.
+    fn held_bytes(&self) -> usize {
+        let (s, e) = self.file.chunk_span(self.held.0, self.held.1);
+        e - s
+    }
+}
