@@ -22,7 +22,8 @@ pub struct Arch {
     pub name: &'static str,
     /// HF `architectures[0]` values handled as this architecture.
     pub hf_classes: &'static [&'static str],
-    /// Tensor kinds this architecture has (others are refused, as the converter refuses them).
+    /// Tensor kinds this architecture has besides [`COMMON`] (others are refused, as the
+    /// converter refuses them).
     pub kinds: &'static [TensorKind],
     /// The llama converter's Q/K row permutation (`LlamaModel.permute`).
     pub permute_qk: bool,
@@ -33,7 +34,8 @@ pub struct Arch {
 
 use TensorKind as K;
 
-const DENSE: &[TensorKind] = &[
+/// The tensors every supported architecture has.
+const COMMON: &[TensorKind] = &[
     K::TokenEmbd,
     K::Output,
     K::OutputNorm,
@@ -42,44 +44,6 @@ const DENSE: &[TensorKind] = &[
     K::AttnK,
     K::AttnV,
     K::AttnOutput,
-    K::FfnNorm,
-    K::FfnGate,
-    K::FfnUp,
-    K::FfnDown,
-    K::RopeFreqs,
-];
-
-const LLAMA: &[TensorKind] = &[
-    K::TokenEmbd,
-    K::Output,
-    K::OutputNorm,
-    K::AttnNorm,
-    K::AttnQ,
-    K::AttnK,
-    K::AttnV,
-    K::AttnOutput,
-    K::FfnNorm,
-    K::FfnGate,
-    K::FfnUp,
-    K::FfnDown,
-    K::RopeFreqs,
-    K::FfnGateInp,
-    K::FfnGateExps,
-    K::FfnUpExps,
-    K::FfnDownExps,
-];
-
-const QWEN3: &[TensorKind] = &[
-    K::TokenEmbd,
-    K::Output,
-    K::OutputNorm,
-    K::AttnNorm,
-    K::AttnQ,
-    K::AttnK,
-    K::AttnV,
-    K::AttnOutput,
-    K::AttnQNorm,
-    K::AttnKNorm,
     K::FfnNorm,
     K::FfnGate,
     K::FfnUp,
@@ -96,25 +60,38 @@ pub static ARCHES: &[Arch] = &[
             "MistralForCausalLM",
             "MixtralForCausalLM",
         ],
-        kinds: LLAMA,
+        kinds: &[
+            K::RopeFreqs,
+            K::FfnGateInp,
+            K::FfnGateExps,
+            K::FfnUpExps,
+            K::FfnDownExps,
+        ],
         permute_qk: true,
         llama_extras: true,
     },
     Arch {
         name: "qwen2",
         hf_classes: &["Qwen2ForCausalLM"],
-        kinds: DENSE,
+        kinds: &[],
         permute_qk: false,
         llama_extras: false,
     },
     Arch {
         name: "qwen3",
         hf_classes: &["Qwen3ForCausalLM"],
-        kinds: QWEN3,
+        kinds: &[K::AttnQNorm, K::AttnKNorm],
         permute_qk: false,
         llama_extras: false,
     },
 ];
+
+impl Arch {
+    /// Whether tensors of `kind` belong to this architecture.
+    pub fn has(&self, kind: TensorKind) -> bool {
+        COMMON.contains(&kind) || self.kinds.contains(&kind)
+    }
+}
 
 /// The architecture of a model, from config.json's `architectures`.
 pub fn detect(hp: &Hparams) -> Result<&'static Arch> {

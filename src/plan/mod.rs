@@ -393,7 +393,7 @@ fn ordered_tensors(manifest: &Manifest, hp: &Hparams, arch: &Arch) -> Result<Vec
                 e.name, arch.name
             )
         })?;
-        if !arch.kinds.contains(&m.kind) {
+        if !arch.has(m.kind) {
             bail!(
                 "tensor {} ({:?}) is not part of architecture {}",
                 e.name,

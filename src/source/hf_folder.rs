@@ -207,7 +207,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::safetensors::tests::write_safetensors;
+    use crate::source::safetensors::write_file;
+
+    fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
+        write_file(path, tensors).unwrap();
+    }
 
     fn f32s(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()

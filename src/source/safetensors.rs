@@ -92,6 +92,29 @@ impl SafetensorsFile {
     }
 }
 
+/// Writes a safetensors file of (name, dtype, shape, bytes) tensors, data in the given order.
+/// Used to build test models and fixtures.
+pub fn write_file<N: AsRef<str>, D: AsRef<str>>(
+    path: &Path,
+    tensors: &[(N, D, Vec<u64>, Vec<u8>)],
+) -> std::io::Result<()> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.as_ref().to_string(),
+            serde_json::json!({"dtype": dtype.as_ref(), "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&header)?;
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out)
+}
+
 fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
     use safetensors::SafeTensorError as E;
     match e {
@@ -110,26 +133,11 @@ fn describe(e: &safetensors::SafeTensorError, file_len: usize) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// Writes a safetensors file of the given (name, dtype, shape, bytes) tensors.
-    pub fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
-        let mut header = serde_json::Map::new();
-        let mut data = Vec::new();
-        for (name, dtype, shape, bytes) in tensors {
-            let start = data.len();
-            data.extend_from_slice(bytes);
-            header.insert(
-                name.to_string(),
-                serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-            );
-        }
-        let h = serde_json::to_vec(&header).unwrap();
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend_from_slice(&h);
-        out.extend_from_slice(&data);
-        std::fs::write(path, out).unwrap();
+    fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) {
+        write_file(path, tensors).unwrap();
     }
 
     #[test]

@@ -36,21 +36,7 @@ type Tensor = (String, &'static str, Vec<u64>, Vec<u8>);
 
 fn write_model(dir: &Path, tensors: &[Tensor]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let start = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(dir.join("model.safetensors"), out).unwrap();
+    crate::source::safetensors::write_file(&dir.join("model.safetensors"), tensors).unwrap();
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     dir.to_path_buf()
 }

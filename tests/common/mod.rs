@@ -137,21 +137,7 @@ pub fn assert_parity(ours: &Path, theirs: &Path) {
 
 /// Writes a safetensors file from (name, dtype, shape, bytes), in the given order.
 pub fn write_safetensors(path: &Path, tensors: &[(String, String, Vec<u64>, Vec<u8>)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let start = data.len();
-        data.extend_from_slice(bytes);
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let h = serde_json::to_vec(&header).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
+    gmat::source::safetensors::write_file(path, tensors).unwrap();
 }
 
 /// Reads every tensor of a safetensors file as (name, dtype, shape, bytes).
