@@ -8,6 +8,7 @@
 use super::iq2::check_row;
 use super::iq2_grid::{grid, Grid, Lattice, Lookup, IQ1S_GRID};
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
+use super::simd::{build, F32x4};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -92,16 +93,24 @@ fn find_best_neighbour2(
     xg: &[f32; 3],
     levels: &mut [i8],
 ) -> u16 {
+    // Each term `w*diff*diff` depends only on the coordinate and its level (three choices), not
+    // on the neighbour: computed once per (coordinate, level), then each neighbour's sum adds
+    // the same values in ggml's order.
+    let terms: [[f32; 4]; 8] = build(|i| {
+        let t = xg.map(|q| {
+            let diff = scale * q - xval[i];
+            weight[i] * diff * diff
+        });
+        [t[0], t[1], t[2], 0.0]
+    });
     let mut best_score = f32::MAX;
     let mut best = None;
     for &j in neighbours {
         let pg = g.point(j);
         let mut d2 = 0.0f32;
         for i in 0..8 {
-            let q = xg[((pg[i] - 1) / 2) as usize];
-            let w = weight[i];
-            let diff = scale * q - xval[i];
-            d2 += w * diff * diff;
+            // coordinates are 2*level + 1 (1, 3, 5); the mask only spares a bounds check
+            d2 += terms[i][(pg[i] as usize >> 1) & 3];
         }
         if d2 < best_score {
             best_score = d2;
@@ -146,8 +155,9 @@ fn quantize_block_iq1_s(g: &Grid, xbl: &[f32], qwbl: &[f32], y: &mut [u8]) {
     let mut scales = [0.0f32; QK_K / BS];
     let mut shifts = [0i8; QK_K / BS];
     let mut weight = [0.0f32; BS];
-    let mut sumx = [0.0f32; BS + 1];
-    let mut sumw = [0.0f32; BS + 1];
+    // prefix sums, padded by 3 so that four consecutive entries can always be loaded
+    let mut sumx = [0.0f32; BS + 4];
+    let mut sumw = [0.0f32; BS + 4];
     let mut order = [0u8; BS];
     let mut tmp = [0u8; BS];
     let mut l = [0i8; BS];
@@ -187,24 +197,56 @@ fn quantize_block_iq1_s(g: &Grid, xbl: &[f32], qwbl: &[f32], y: &mut [u8]) {
             sumx[j + 1] = sumx[j] + weight[i] * xb[i];
             sumw[j + 1] = sumw[j] + weight[i];
         }
+        // ggml scores every split (i1, i2) for both shifts, one after another, keeping a
+        // candidate when `sumqx^2 > best_score*sumq2` against the best so far. Here four
+        // consecutive i2 are scored at once (each lane with ggml's operations); when no lane
+        // would pass the test against the current best, none is kept, as in ggml, and only
+        // when one would are the four replayed in order with the sequential test.
         let mut best_score = -f32::MAX;
         let mut scale = max;
         let mut best = None;
+        let (xp, xm) = (x_p.map(F32x4::splat), x_m.map(F32x4::splat));
+        let lane = F32x4::from_array([0.0, 1.0, 2.0, 3.0]);
+        let zero = F32x4::splat(0.0);
         for i1 in 0..=BS {
-            for i2 in i1..=BS {
-                for (xs, shift) in [(&x_p, 1i8), (&x_m, -1)] {
-                    let sumqx = (sumx[i1] - sumx[0]) * xs[0]
-                        + (sumx[i2] - sumx[i1]) * xs[1]
-                        + (sumx[BS] - sumx[i2]) * xs[2];
-                    let sumq2 = (sumw[i1] - sumw[0]) * xs[0] * xs[0]
-                        + (sumw[i2] - sumw[i1]) * xs[1] * xs[1]
-                        + (sumw[BS] - sumw[i2]) * xs[2] * xs[2];
-                    if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
-                        scale = sumqx / sumq2;
-                        best_score = scale * sumqx;
-                        best = Some((i1, i2, shift));
+            let (ax, aw) = (sumx[i1] - sumx[0], sumw[i1] - sumw[0]);
+            let (sx1, sw1) = (F32x4::splat(sumx[i1]), F32x4::splat(sumw[i1]));
+            let (sxn, swn) = (F32x4::splat(sumx[BS]), F32x4::splat(sumw[BS]));
+            // ggml: (S1)*v0 + (S2 - S1)*v1 + (Sn - S2)*v2 and the same with v*v, left to right
+            let score =
+                |xs: &[f32; 3], v: &[F32x4; 3], b: F32x4, c: F32x4, bw: F32x4, cw: F32x4| {
+                    let qx = F32x4::splat(ax * xs[0]) + b * v[1] + c * v[2];
+                    let q2 = F32x4::splat(aw * xs[0] * xs[0]) + bw * v[1] * v[1] + cw * v[2] * v[2];
+                    (qx, q2)
+                };
+            let mut i2 = i1;
+            while i2 <= BS {
+                let sx2 = F32x4::load(&sumx[i2..]);
+                let sw2 = F32x4::load(&sumw[i2..]);
+                let (b, c, bw, cw) = (sx2 - sx1, sxn - sx2, sw2 - sw1, swn - sw2);
+                let (qxp, q2p) = score(&x_p, &xp, b, c, bw, cw);
+                let (qxm, q2m) = score(&x_m, &xm, b, c, bw, cw);
+                let valid = lane.lt(F32x4::splat((BS + 1 - i2) as f32));
+                let bs = F32x4::splat(best_score);
+                let pass = |qx: F32x4, q2: F32x4| q2.gt(zero) & (qx * qx).gt(bs * q2);
+                if ((pass(qxp, q2p) | pass(qxm, q2m)) & valid).bitmask() != 0 {
+                    let (qxp, q2p, qxm, q2m) = (
+                        qxp.to_array(),
+                        q2p.to_array(),
+                        qxm.to_array(),
+                        q2m.to_array(),
+                    );
+                    for k in 0..4.min(BS + 1 - i2) {
+                        for (sumqx, sumq2, shift) in [(qxp[k], q2p[k], 1i8), (qxm[k], q2m[k], -1)] {
+                            if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
+                                scale = sumqx / sumq2;
+                                best_score = scale * sumqx;
+                                best = Some((i1, i2 + k, shift));
+                            }
+                        }
                     }
                 }
+                i2 += 4;
             }
         }
         let Some((besti1, besti2, mut best_shift)) = best else {
@@ -399,8 +441,9 @@ fn quantize_block_iq1_m(g: &Grid, xbl: &[f32], qwbl: Option<&[f32]>, y: &mut [u8
         }
         glibc_msort(&mut order, xb, &mut tmp);
         // Prefix sums per half of the group, since each half picks its own shift sign.
-        let mut px = [[0.0f32; BS + 1]; 2];
-        let mut pw = [[0.0f32; BS + 1]; 2];
+        // padded by 3 so that four consecutive entries can always be loaded
+        let mut px = [[0.0f32; BS + 4]; 2];
+        let mut pw = [[0.0f32; BS + 4]; 2];
         for (j, &o) in order.iter().enumerate() {
             let i = o as usize;
             let h = if i < BS / 2 { 0 } else { 1 };
@@ -416,21 +459,30 @@ fn quantize_block_iq1_m(g: &Grid, xbl: &[f32], qwbl: Option<&[f32]>, y: &mut [u8
         let cp2 = x_p[1] * x_p[1] - x_p[2] * x_p[2];
         let cm1 = x_m[0] * x_m[0] - x_m[1] * x_m[1];
         let cm2 = x_m[1] * x_m[1] - x_m[2] * x_m[2];
+        // As in IQ1_S: four consecutive i2 scored at once, replayed in ggml's order only when
+        // one of them would pass the sequential test against the current best.
         let mut best_score = -f32::MAX;
         let mut scale = max;
         let mut best = None;
+        let lane = F32x4::from_array([0.0, 1.0, 2.0, 3.0]);
+        let zero = F32x4::splat(0.0);
         for i1 in 0..=BS {
-            for i2 in i1..=BS {
-                let mut qx_p = [0.0f32; 2];
-                let mut qx_m = [0.0f32; 2];
-                let mut q2_p = [0.0f32; 2];
-                let mut q2_m = [0.0f32; 2];
+            let mut i2 = i1;
+            while i2 <= BS {
+                let mut qx_p = [zero; 2];
+                let mut qx_m = [zero; 2];
+                let mut q2_p = [zero; 2];
+                let mut q2_m = [zero; 2];
                 for h in 0..2 {
-                    let sx = px[h][i1] + px[h][i2];
-                    qx_p[h] = txs[h] * p2 - sx;
-                    qx_m[h] = txs[h] * m2 - sx;
-                    q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
-                    q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
+                    let sx = F32x4::splat(px[h][i1]) + F32x4::load(&px[h][i2..]);
+                    let pw2 = F32x4::load(&pw[h][i2..]);
+                    qx_p[h] = F32x4::splat(txs[h] * p2) - sx;
+                    qx_m[h] = F32x4::splat(txs[h] * m2) - sx;
+                    // ggml: tws*v2*v2 + pw[i1]*c1 + pw[i2]*c2, left to right
+                    q2_p[h] =
+                        F32x4::splat(tws[h] * p2 * p2 + pw[h][i1] * cp1) + pw2 * F32x4::splat(cp2);
+                    q2_m[h] =
+                        F32x4::splat(tws[h] * m2 * m2 + pw[h][i1] * cm1) + pw2 * F32x4::splat(cm2);
                 }
                 let sumqx = [
                     qx_p[0] + qx_p[1],
@@ -444,13 +496,26 @@ fn quantize_block_iq1_m(g: &Grid, xbl: &[f32], qwbl: Option<&[f32]>, y: &mut [u8
                     q2_m[0] + q2_p[1],
                     q2_m[0] + q2_m[1],
                 ];
+                let bs = F32x4::splat(best_score);
+                let mut pass = zero;
                 for k in 0..4 {
-                    if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
-                        scale = sumqx[k] / sumq2[k];
-                        best_score = scale * sumqx[k];
-                        best = Some((i1, i2, k));
+                    pass = pass | (sumq2[k].gt(zero) & (sumqx[k] * sumqx[k]).gt(bs * sumq2[k]));
+                }
+                let valid = lane.lt(F32x4::splat((BS + 1 - i2) as f32));
+                if (pass & valid).bitmask() != 0 {
+                    let qx = sumqx.map(F32x4::to_array);
+                    let q2 = sumq2.map(F32x4::to_array);
+                    for j in 0..4.min(BS + 1 - i2) {
+                        for k in 0..4 {
+                            if q2[k][j] > 0.0 && qx[k][j] * qx[k][j] > best_score * q2[k][j] {
+                                scale = qx[k][j] / q2[k][j];
+                                best_score = scale * qx[k][j];
+                                best = Some((i1, i2 + j, k));
+                            }
+                        }
                     }
                 }
+                i2 += 4;
             }
         }
         let Some((besti1, besti2, mut best_k)) = best else {

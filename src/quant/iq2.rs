@@ -11,6 +11,7 @@ use super::iq2_grid::{
 };
 use super::kquant_search::make_qp_quants;
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
+use super::simd::build;
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -60,6 +61,15 @@ fn find_best_neighbour(
     scale: f32,
     levels: &mut [i8],
 ) -> u16 {
+    // Each term `w*diff*diff` depends only on the coordinate and its value (1, 3 or 5), not on
+    // the neighbour: computed once per (coordinate, value), then each neighbour's sum adds the
+    // same values in ggml's order.
+    let terms: [[f32; 4]; 8] = build(|i| {
+        [1.0f32, 3.0, 5.0, 7.0].map(|q| {
+            let diff = scale * q - xval[i];
+            weight[i] * diff * diff
+        })
+    });
     let mut best_d2 = f32::MAX;
     // ggml aborts when no neighbour scores below FLT_MAX (only non-finite data does that); gmat
     // takes the first neighbour instead.
@@ -68,9 +78,8 @@ fn find_best_neighbour(
         let pg = g.point(j);
         let mut d2 = 0.0f32;
         for i in 0..8 {
-            let q = pg[i] as f32;
-            let diff = scale * q - xval[i];
-            d2 += weight[i] * diff * diff;
+            // coordinates are 1, 3, 5; the mask only spares a bounds check
+            d2 += terms[i][(pg[i] as usize >> 1) & 3];
         }
         if d2 < best_d2 {
             best_d2 = d2;

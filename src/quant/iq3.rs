@@ -9,6 +9,7 @@
 use super::iq2_grid::KSIGNS_IQ2XS;
 use super::iq3_grid::{iq3s_data, iq3xxs_data, Iq3Data, Lookup, IQ3S_GRID, IQ3XXS_GRID};
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
+use super::simd::build;
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -48,15 +49,23 @@ fn find_best_neighbour(
     scale: f32,
     l: &mut [i8],
 ) -> usize {
+    // Each term `w*diff*diff` depends only on the coordinate and its value (1, 3, ..., 15),
+    // not on the neighbour: computed once per (coordinate, value), then each neighbour's sum
+    // adds the same values in ggml's order.
+    let terms: [[f32; 8]; 4] = build(|i| {
+        build(|k| {
+            let diff = scale * (2 * k + 1) as f32 - xval[i];
+            weight[i] * diff * diff
+        })
+    });
     let mut best_d2 = f32::MAX;
     let mut grid_index = neighbours[0] as usize;
     for &j in neighbours {
         let pg = data.point(j as usize);
         let mut d2 = 0.0f32;
         for i in 0..4 {
-            let q = pg[i] as f32;
-            let diff = scale * q - xval[i];
-            d2 += weight[i] * diff * diff;
+            // the mask only spares a bounds check
+            d2 += terms[i][(pg[i] as usize >> 1) & 7];
         }
         if d2 < best_d2 {
             best_d2 = d2;

@@ -6,6 +6,7 @@
 //! (ggml/src/ggml-quants.c).
 
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
+use super::simd::{build, F32x4};
 use super::{GgmlType, TypeCodec};
 
 const QK4_NL: usize = 32;
@@ -23,8 +24,10 @@ const KVALUES_IQ4NL: [i8; 16] = [
     -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
 ];
 
-/// Port of `best_index_int8`: the index of the table value nearest `x` (ties go up).
-#[inline]
+/// Port of `best_index_int8`: the index of the table value nearest `x` (ties go up). The
+/// quantizers use [`best_index`], which gives the same index without branches; this is kept as
+/// its specification (see the tests).
+#[cfg(test)]
 fn best_index_int8(val: &[i8; 16], x: f32) -> u8 {
     let n = val.len();
     if x <= val[0] as f32 {
@@ -49,6 +52,82 @@ fn best_index_int8(val: &[i8; 16], x: f32) -> u8 {
     }
 }
 
+/// `best_index_int8` as a count of thresholds.
+///
+/// For `x` between table values `a = val[k-1]` and `b = val[k]`, `best_index_int8` returns `k`
+/// exactly when `!(x - a < b - x)`, i.e. `x - a >= b - x` in f32 arithmetic. Both sides are
+/// monotonic in `x` (rounding is), so that predicate is `x >= t_k` for one f32 threshold `t_k`
+/// (within an ulp or two of the midpoint); and it is also true for every `x >= b` and false for
+/// every `x < a`. So for any non-NaN `x` the index is the number of `t_k` (k = 1..15) with
+/// `x >= t_k`. A NaN `x` runs ggml's binary search to the top: index 15.
+const fn threshold(a: f32, b: f32) -> f32 {
+    // `x - a >= b - x`, as ggml evaluates it (no fused operations in a const fn either).
+    const fn up(x: f32) -> f32 {
+        // next float toward +inf, for finite x
+        let bits = x.to_bits();
+        if x == 0.0 {
+            f32::from_bits(1)
+        } else if bits >> 31 == 0 {
+            f32::from_bits(bits + 1)
+        } else {
+            f32::from_bits(bits - 1)
+        }
+    }
+    const fn down(x: f32) -> f32 {
+        -up(-x)
+    }
+    let mut t = (a + b) * 0.5;
+    if t - a >= b - t {
+        while down(t) - a >= b - down(t) {
+            t = down(t);
+        }
+    } else {
+        while t - a < b - t {
+            t = up(t);
+        }
+    }
+    t
+}
+
+const fn thresholds() -> [f32; 15] {
+    let mut t = [0.0f32; 15];
+    let mut k = 1;
+    while k < 16 {
+        t[k - 1] = threshold(KVALUES_IQ4NL[k - 1] as f32, KVALUES_IQ4NL[k] as f32);
+        k += 1;
+    }
+    t
+}
+
+/// `t_k` of [`best_index`], k = 1..15.
+const THRESHOLDS: [f32; 15] = thresholds();
+
+/// `val[k] - val[k-1]`, k = 1..15, so that the table value of an index is
+/// `val[0] + sum of the steps whose threshold is passed` (small integers: exact in f32).
+const STEPS: [f32; 15] = {
+    let mut s = [0.0f32; 15];
+    let mut k = 1;
+    while k < 16 {
+        s[k - 1] = (KVALUES_IQ4NL[k] as i32 - KVALUES_IQ4NL[k - 1] as i32) as f32;
+        k += 1;
+    }
+    s
+};
+
+/// `best_index_int8(16, kvalues_iq4nl, x)`, branch-free (see [`THRESHOLDS`]).
+#[inline(always)]
+fn best_index(x: f32) -> u8 {
+    let mut n = 0u8;
+    for &t in &THRESHOLDS {
+        n += (x >= t) as u8;
+    }
+    if x.is_nan() {
+        15
+    } else {
+        n
+    }
+}
+
 /// What `quantize_row_iq4_nl_impl` writes besides the packed nibbles.
 struct SuperBlockHeader {
     /// f16 bits of the super-block scale.
@@ -59,6 +138,86 @@ struct SuperBlockHeader {
     scales_l: [u8; QK_K / 64],
 }
 
+/// Scales tried per block: the first guess, then `ntry` = 7 each side.
+const NCAND: usize = 2 * NTRY as usize + 2;
+
+/// The scale search of `quantize_row_iq4_nl_impl` for one block of 32 whose value of largest
+/// magnitude is `max` (nonzero): returns ggml's `d`.
+///
+/// ggml tries its 16 inverse scales one after another, each with a sequential pass over the
+/// block. They are independent, so here they run side by side, one lane per candidate: each
+/// lane sees the same operations, and accumulates its sums in the same order, as ggml's loop
+/// for that candidate. The table value of each `id*x` comes from [`THRESHOLDS`] (what
+/// `best_index_int8` picks). The levels of this pass are not kept: ggml overwrites them
+/// afterwards in every case.
+#[inline(always)]
+fn search_block<const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: f32) -> f32 {
+    const NV: usize = NCAND / F32x4::LANES;
+    let v0 = KVALUES_IQ4NL[0] as f32;
+    // Lane 0: ggml's first guess `1/d`, d = -max/values[0]; lanes 1..16: `(itry + values[0])/max`
+    // for itry = -7..=7, whose integer numerators are exact floats.
+    const NUM: [f32; NCAND] = {
+        let mut n = [0.0f32; NCAND];
+        let mut c = 1;
+        while c < NCAND {
+            n[c] = (c as i32 - 1 - NTRY + KVALUES_IQ4NL[0] as i32) as f32;
+            c += 1;
+        }
+        n
+    };
+    let maxv = F32x4::splat(max);
+    let mut id: [F32x4; NV] = build(|v| F32x4::load(&NUM[4 * v..]) / maxv);
+    let mut first = id[0].to_array();
+    first[0] = 1.0 / (-max / v0);
+    id[0] = F32x4::from_array(first);
+    let thresholds: [F32x4; 15] = build(|k| F32x4::splat(THRESHOLDS[k]));
+    let steps: [F32x4; 15] = build(|k| F32x4::splat(STEPS[k]));
+    let zero = F32x4::splat(0.0);
+    let mut sumqx = [zero; NV];
+    let mut sumq2 = [zero; NV];
+    for (&xj, &w) in xb.iter().zip(weight) {
+        let (xv, wv) = (F32x4::splat(xj), F32x4::splat(w));
+        for v in 0..NV {
+            let al = id[v] * xv;
+            // q = kvalues_iq4nl[best_index_int8(al)]; the running sum never is -0.0, so adding
+            // 0.0 for a threshold not passed leaves it unchanged.
+            let mut q = F32x4::splat(v0);
+            for k in 0..15 {
+                q = q + (al.ge(thresholds[k]) & steps[k]);
+            }
+            if CHECK_NAN {
+                q = F32x4::select(al.is_nan(), F32x4::splat(KVALUES_IQ4NL[15] as f32), q);
+            }
+            let wq = wv * q;
+            sumqx[v] = sumqx[v] + wq * xv;
+            sumq2[v] = sumq2[v] + wq * q;
+        }
+    }
+    let mut qx = [0.0f32; NCAND];
+    let mut q2 = [0.0f32; NCAND];
+    for v in 0..NV {
+        sumqx[v].store(&mut qx[4 * v..]);
+        sumq2[v].store(&mut q2[4 * v..]);
+    }
+    let mut d = if q2[0] > 0.0 { qx[0] / q2[0] } else { 0.0 };
+    let mut best = d * qx[0];
+    for c in 1..NCAND {
+        if q2[c] > 0.0 && qx[c] * qx[c] > best * q2[c] {
+            d = qx[c] / q2[c];
+            best = d * qx[c];
+        }
+    }
+    d
+}
+
+/// Levels of a block at inverse scale `id`.
+#[inline(always)]
+fn block_levels(xb: &[f32], id: f32, l: &mut [u8]) {
+    for (q, &v) in l.iter_mut().zip(xb) {
+        *q = best_index(id * v);
+    }
+}
+
 /// Port of `quantize_row_iq4_nl_impl` with `block_size` 32 and `ntry` 7, for a super-block of
 /// `x.len()` values (32 for IQ4_NL, 256 for IQ4_XS). `quant_weights` covers the super-block;
 /// `q4` gets `x.len() / 2` packed nibbles.
@@ -67,7 +226,6 @@ fn quantize_iq4_nl_impl(
     quant_weights: Option<&[f32]>,
     q4: &mut [u8],
 ) -> SuperBlockHeader {
-    let values = &KVALUES_IQ4NL;
     let super_block_size = x.len();
     let nb = super_block_size / 32;
 
@@ -77,7 +235,6 @@ fn quantize_iq4_nl_impl(
     }
     sigma2 *= 2.0f32 / super_block_size as f32;
 
-    q4.fill(0);
     let mut header = SuperBlockHeader {
         d: f32_to_f16_bits(0.0),
         scales_h: 0,
@@ -89,9 +246,8 @@ fn quantize_iq4_nl_impl(
     let mut l = [0u8; QK_K];
     let mut max_scale = 0.0f32;
     let mut amax_scale = 0.0f32;
-    for ib in 0..nb {
-        let xb = &x[32 * ib..32 * ib + 32];
-        let lb = &mut l[32 * ib..32 * ib + 32];
+    for (ib, xb) in x.chunks_exact(32).enumerate() {
+        let xb: &[f32; 32] = xb.try_into().unwrap();
         match quant_weights {
             Some(qw) => {
                 let qw = &qw[32 * ib..32 * ib + 32];
@@ -118,39 +274,13 @@ fn quantize_iq4_nl_impl(
             scales[ib] = 0.0;
             continue;
         }
-        let v0 = values[0] as f32;
-        let mut d = -max / v0;
-        let mut id = 1.0 / d;
-        let mut sumqx = 0.0f32;
-        let mut sumq2 = 0.0f32;
-        for j in 0..32 {
-            let al = id * xb[j];
-            let li = best_index_int8(values, al);
-            lb[j] = li;
-            let q = values[li as usize] as f32;
-            let w = weight[j];
-            sumqx += w * q * xb[j];
-            sumq2 += w * q * q;
-        }
-        d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
-        let mut best = d * sumqx;
-        for itry in -NTRY..=NTRY {
-            id = (itry + values[0] as i32) as f32 / max;
-            sumqx = 0.0;
-            sumq2 = 0.0;
-            for j in 0..32 {
-                let al = id * xb[j];
-                let li = best_index_int8(values, al);
-                let q = values[li as usize] as f32;
-                let w = weight[j];
-                sumqx += w * q * xb[j];
-                sumq2 += w * q * q;
-            }
-            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
-                d = sumqx / sumq2;
-                best = d * sumqx;
-            }
-        }
+        // With finite values every `id*x` is finite (|id| <= 134/1e-15); only a non-finite input
+        // can make a NaN, which best_index_int8 maps to the top index.
+        let d = if xb.iter().all(|v| v.is_finite()) {
+            search_block::<false>(xb, &weight, max)
+        } else {
+            search_block::<true>(xb, &weight, max)
+        };
         scales[ib] = d;
         let abs_d = d.abs();
         if abs_d > amax_scale {
@@ -167,10 +297,11 @@ fn quantize_iq4_nl_impl(
             let mut li = nearest_int(id * scales[ib]).clamp(-32, 31);
             let dl = d * li as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-            let xb = &x[32 * ib..32 * ib + 32];
-            for (q, &v) in l[32 * ib..32 * ib + 32].iter_mut().zip(xb) {
-                *q = best_index_int8(values, idl * v);
-            }
+            block_levels(
+                &x[32 * ib..32 * ib + 32],
+                idl,
+                &mut l[32 * ib..32 * ib + 32],
+            );
             li += 32;
             let l_l = (li & 0xf) as u8;
             let l_h = (li >> 4) as u16;
@@ -188,14 +319,12 @@ fn quantize_iq4_nl_impl(
         } else {
             0.0
         };
-        for (q, &v) in l.iter_mut().zip(x) {
-            *q = best_index_int8(values, id * v);
-        }
+        block_levels(x, id, &mut l[..super_block_size]);
     }
 
-    for i in 0..super_block_size / 32 {
+    for (q, lb) in q4.chunks_exact_mut(16).zip(l.chunks_exact(32)) {
         for j in 0..16 {
-            q4[16 * i + j] = l[32 * i + j] | (l[32 * i + 16 + j] << 4);
+            q[j] = lb[j] | (lb[16 + j] << 4);
         }
     }
     header
@@ -295,6 +424,49 @@ mod tests {
         assert_eq!(best_index_int8(&KVALUES_IQ4NL, 200.0), 15);
         assert_eq!(best_index_int8(&KVALUES_IQ4NL, 0.0), 8);
         assert_eq!(best_index_int8(&KVALUES_IQ4NL, 7.0), 9);
+    }
+
+    #[test]
+    fn threshold_index_equals_best_index_int8() {
+        let check = |x: f32| {
+            assert_eq!(
+                best_index(x),
+                best_index_int8(&KVALUES_IQ4NL, x),
+                "x = {x:e}"
+            );
+        };
+        // every float within 64 ulps of each table value and each threshold, both signs of the
+        // neighbourhood, and the specials
+        let mut probes: Vec<f32> = KVALUES_IQ4NL.iter().map(|&v| v as f32).collect();
+        probes.extend(THRESHOLDS);
+        for p in probes {
+            for k in -64i32..=64 {
+                check(f32::from_bits((p.to_bits() as i32 + k) as u32));
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -1e-40,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+        ] {
+            check(x);
+        }
+        // and a dense sweep of the whole table range
+        let mut x = -140.0f32;
+        while x < 130.0 {
+            check(x);
+            x += 0.000_731;
+        }
+        for t in THRESHOLDS {
+            assert!(t.is_finite());
+        }
     }
 
     #[test]

@@ -7,10 +7,16 @@
 //! reassociated sums), and stores quant levels with the same integer truncations, because the
 //! resulting bytes must equal ggml's.
 //!
-//! Every function works on one group of at most [`MAX_GROUP`] values; the caller passes slices
-//! of that group and its output levels.
+//! The scalar functions work on one group (at most 32 values); the caller passes slices of
+//! that group and its output levels. The `*_lanes` functions run the same search for several
+//! independent groups at once, one group per vector lane (see `super::simd`), and are what the
+//! quantizers call; `make_qx_quants` evaluates its candidate scales side by side the same way.
+//! The scalar ports that only the tests use (`make_qkx2_quants`, `make_qkx3_quants`,
+//! `make_q3_quants`, the scalar `make_qx_quants`) are the specifications those are checked
+//! against.
 
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
+use super::simd::{self, build, F32x4, I32x4};
 
 /// ggml's `GROUP_MAX_EPS` (ggml-quants.c): a group whose largest magnitude is below this is
 /// treated as all zeros.
@@ -18,6 +24,7 @@ pub const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// The largest group any caller hands to these searches (the 32-value sub-blocks of Q4_K/Q5_K
 /// and of the legacy 32-value blocks).
+#[cfg(test)]
 pub const MAX_GROUP: usize = 32;
 
 /// Reads the little-endian f16 at `b[off..off + 2]` as f32 (`GGML_FP16_TO_FP32`).
@@ -38,56 +45,105 @@ pub fn write_f16(b: &mut [u8], off: usize, v: f32) {
 /// (`0..2*nmax-1`). The weights are `qw` or, when `None`, `x[i]²`. Starting from the scale that
 /// maps the largest magnitude to `-nmax`, it tries 18 nearby scales and keeps the one with the
 /// best weighted least-squares fit; it returns that fitted scale (0 for an all-zero group).
+///
+/// ggml evaluates the 19 inverse scales one after another; they do not depend on each other
+/// (only the comparison that picks the best does), so here they are evaluated side by side, one
+/// per lane, each with ggml's operations and its sums accumulated in index order; then the
+/// choice runs over them in ggml's order, and the levels are recomputed once for the winner.
 pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
+    let mut finite = true;
     for &v in x {
         let ax = v.abs();
         if ax > amax {
             amax = ax;
             max = v;
         }
+        finite &= v.is_finite();
     }
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
     }
-    let weight = |i: usize| match qw {
-        Some(w) => w[i],
-        None => x[i] * x[i],
-    };
-    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
-
-    let mut iscale = -(nmax as f32) / max;
-    let mut sumlx = 0.0f32;
-    let mut suml2 = 0.0f32;
-    for i in 0..n {
-        let li = quant(iscale, x[i]);
-        l[i] = (li + nmax) as i8;
-        let w = weight(i);
-        sumlx += w * x[i] * li as f32;
-        suml2 += w * li as f32 * li as f32;
+    // With finite values and amax >= GROUP_MAX_EPS every |iscale * x| is below nmax + 1, far
+    // inside the range where the float rounding of [`simd::round_clamp_small`] is exact.
+    if finite {
+        qx_search::<true>(nmax, x, l, qw, max)
+    } else {
+        qx_search::<false>(nmax, x, l, qw, max)
     }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in (-9..=9).filter(|&is| is != 0) {
-        iscale = -(nmax as f32 + 0.1f32 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for (i, &xi) in x.iter().enumerate() {
-            let li = quant(iscale, xi);
-            let w = weight(i);
-            sumlx += w * xi * li as f32;
-            suml2 += w * li as f32 * li as f32;
+}
+
+#[inline(always)]
+fn qx_search<const SMALL: bool>(
+    nmax: i32,
+    x: &[f32],
+    l: &mut [i8],
+    qw: Option<&[f32]>,
+    max: f32,
+) -> f32 {
+    /// Lane 0 is the first guess, lanes 1..=18 are `is` = -9..-1, 1..9; lane 19 pads.
+    const NC: usize = 20;
+    const NV: usize = NC / 4;
+    let n = x.len();
+    // `is` per lane; the first guess `-nmax/max` is `is` = 0 (`nmax + 0.1*0` is `nmax` exactly)
+    const IS: [f32; NC] = [
+        0.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+        7.0, 8.0, 9.0, 0.0,
+    ];
+    let (nmaxv, tenth, maxv) = (
+        F32x4::splat(nmax as f32),
+        F32x4::splat(0.1),
+        F32x4::splat(max),
+    );
+    // ggml: iscale = -(nmax + 0.1f*is)/max
+    let iscale: [F32x4; NV] = build(|v| (nmaxv + tenth * F32x4::load(&IS[4 * v..])).neg() / maxv);
+    let mut iscales = [0.0f32; NC];
+    for v in 0..NV {
+        iscale[v].store(&mut iscales[4 * v..]);
+    }
+    let (lo, hi) = (I32x4::splat(-nmax), I32x4::splat(nmax - 1));
+    let (lof, hif) = (F32x4::splat(-nmax as f32), F32x4::splat((nmax - 1) as f32));
+    let zero = F32x4::splat(0.0);
+    let mut sumlx = [zero; NV];
+    let mut suml2 = [zero; NV];
+    for (i, &xi) in x.iter().enumerate() {
+        let w = match qw {
+            Some(w) => w[i],
+            None => xi * xi,
+        };
+        let (xv, wv, wx) = (F32x4::splat(xi), F32x4::splat(w), F32x4::splat(w * xi));
+        for v in 0..NV {
+            let li = if SMALL {
+                simd::round_clamp_small(iscale[v] * xv, lof, hif)
+            } else {
+                simd::nearest_int(iscale[v] * xv).clamp(lo, hi).to_f32()
+            };
+            sumlx[v] = sumlx[v] + wx * li;
+            suml2[v] = suml2[v] + wv * li * li;
         }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                l[i] = (quant(iscale, x[i]) + nmax) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
+    }
+    let mut lx = [0.0f32; NC];
+    let mut l2 = [0.0f32; NC];
+    for v in 0..NV {
+        sumlx[v].store(&mut lx[4 * v..]);
+        suml2[v].store(&mut l2[4 * v..]);
+    }
+    let mut scale = if l2[0] != 0.0 { lx[0] / l2[0] } else { 0.0 };
+    let mut best = scale * lx[0];
+    let mut winner = 0;
+    for c in 1..NC - 1 {
+        if l2[c] > 0.0 && lx[c] * lx[c] > best * l2[c] {
+            scale = lx[c] / l2[c];
+            best = scale * lx[c];
+            winner = c;
         }
+    }
+    let iscale = iscales[winner];
+    for (q, &xi) in l[..n].iter_mut().zip(x) {
+        *q = (nearest_int(iscale * xi).clamp(-nmax, nmax - 1) + nmax) as i8;
     }
     scale
 }
@@ -95,7 +151,9 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) ->
 /// Port of `make_q3_quants`: symmetric quantization to `-nmax..nmax-1` (stored offset by `nmax`)
 /// with x²-weights. With `do_rmse` it refines the levels one at a time (up to 5 sweeps) while
 /// the weighted fit improves and returns the least-squares scale; otherwise it returns the
-/// max-based scale.
+/// max-based scale. The quantizer runs [`make_q3_quants_lanes`]; this scalar port is its
+/// specification (see the tests).
+#[cfg(test)]
 pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
@@ -158,6 +216,84 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 
     1.0 / iscale
 }
 
+/// `make_q3_quants` with `do_rmse` for `4*NV` groups of `N` values at once, one group per
+/// lane: returns the scales per lane and the levels (offset by `nmax`, as floats) in `l`.
+///
+/// Within a group ggml's refinement is sequential (each accepted change moves the sums the
+/// next value is judged against), so each lane runs its group's sweeps in index order with the
+/// same operations; the lanes only differ in when they stop. A sweep that changes nothing
+/// leaves the state as it found it, so further sweeps would change nothing either: running a
+/// finished lane on until every lane has finished (or the 5 sweeps are done) gives the same
+/// result as ggml's `break`.
+#[inline(always)]
+pub fn make_q3_quants_lanes<const NV: usize, const N: usize>(
+    nmax: i32,
+    x: &Lanes<NV, N>,
+    l: &mut Lanes<NV, N>,
+) -> [F32x4; NV] {
+    let zero = F32x4::splat(0.0);
+    let mut max = [zero; NV];
+    let mut amax = [zero; NV];
+    for xi in x {
+        for v in 0..NV {
+            let ax = xi[v].abs();
+            let upd = ax.gt(amax[v]);
+            amax[v] = F32x4::select(upd, ax, amax[v]);
+            max[v] = F32x4::select(upd, xi[v], max[v]);
+        }
+    }
+    let live: [F32x4; NV] = build(|v| amax[v].lt(F32x4::splat(GROUP_MAX_EPS)).not());
+    let (lo, hi) = (I32x4::splat(-nmax), I32x4::splat(nmax - 1));
+    let quant = |f: F32x4| simd::nearest_int(f).clamp(lo, hi).to_f32();
+    let iscale: [F32x4; NV] = build(|v| F32x4::splat(-nmax as f32) / max[v]);
+    let mut sumlx = [zero; NV];
+    let mut suml2 = [zero; NV];
+    for i in 0..N {
+        for v in 0..NV {
+            let xi = x[i][v];
+            let li = quant(iscale[v] * xi);
+            l[i][v] = li;
+            let w = xi * xi;
+            sumlx[v] = sumlx[v] + w * xi * li;
+            suml2[v] = suml2[v] + w * li * li;
+        }
+    }
+    for _ in 0..5 {
+        let mut changed = 0;
+        for i in 0..N {
+            for v in 0..NV {
+                let xi = x[i][v];
+                let w = xi * xi;
+                let li = l[i][v];
+                let slx = sumlx[v] - w * xi * li;
+                let sl2 = suml2[v] - w * li * li;
+                let new_l = quant(xi * sl2 / slx);
+                let slx_n = slx + w * xi * new_l;
+                let sl2_n = sl2 + w * new_l * new_l;
+                let better = (slx_n * slx_n * suml2[v]).gt(sumlx[v] * sumlx[v] * sl2_n);
+                let upd = slx.gt(zero) & new_l.eq(li).not() & sl2_n.gt(zero) & better & live[v];
+                changed |= upd.bitmask();
+                l[i][v] = F32x4::select(upd, new_l, li);
+                sumlx[v] = F32x4::select(upd, slx_n, sumlx[v]);
+                suml2[v] = F32x4::select(upd, sl2_n, suml2[v]);
+            }
+        }
+        if changed == 0 {
+            break;
+        }
+    }
+    let off = F32x4::splat(nmax as f32);
+    for li in l.iter_mut() {
+        for v in 0..NV {
+            li[v] = (li[v] + off) & live[v];
+        }
+    }
+    build(|v| {
+        let s = F32x4::select(suml2[v].gt(zero), sumlx[v] / suml2[v], zero);
+        s & live[v]
+    })
+}
+
 /// The tuning of one asymmetric (scale + min) search: candidate inverse scales are
 /// `(rmin + rdelta*is + nmax) / (max - min)` for `is` in `0..=nstep`, and the error is the
 /// weighted absolute (`use_mad`) or squared difference.
@@ -173,6 +309,10 @@ pub struct MinSearch {
 /// `x ≈ scale*l - the_min`, minimizing the `weights`-weighted error over the candidate scales of
 /// `search`. Returns `(scale, the_min)`, where `the_min` is ggml's `*the_min` output (the negated
 /// offset, so `>= 0` up to the sign of zero).
+///
+/// The quantizers run [`min_search_lanes`]; this scalar port is its specification (see the
+/// tests).
+#[cfg(test)]
 pub fn make_qkx2_quants(
     nmax: i32,
     x: &[f32],
@@ -208,7 +348,9 @@ pub fn make_qkx2_quants(
 
 /// Port of `make_qkx3_quants` with explicit weights (every caller passes them; ggml's x²
 /// fallback for NULL weights is not needed). Same search as [`make_qkx2_quants`] except that a
-/// group with `max <= min` (rather than `max == min`) is all zeros.
+/// group with `max <= min` (rather than `max == min`) is all zeros. Test-only, like
+/// [`make_qkx2_quants`].
+#[cfg(test)]
 pub fn make_qkx3_quants(
     nmax: i32,
     x: &[f32],
@@ -244,6 +386,7 @@ pub fn make_qkx3_quants(
 
 /// The common body of `make_qkx2_quants` and `make_qkx3_quants` after the min/max scan (the two
 /// C functions are identical from there on).
+#[cfg(test)]
 fn min_search(
     nmax: i32,
     x: &[f32],
@@ -310,6 +453,198 @@ fn min_search(
         }
     }
     (scale, -min)
+}
+
+/// Groups of values laid out for [`min_search_lanes`]: `t[i][v]` holds value `i` of the four
+/// groups `4v..4v+4` (one group per lane).
+pub type Lanes<const NV: usize, const N: usize> = [[F32x4; NV]; N];
+
+/// Transposes `4*NV` groups of `N` values stored back to back (`x[g*N + i]`) into lanes.
+#[inline(always)]
+pub fn to_lanes<const NV: usize, const N: usize>(x: &[f32]) -> Lanes<NV, N> {
+    let x = &x[..4 * NV * N];
+    build(|i| {
+        build(|v| {
+            F32x4::from_array([
+                x[(4 * v) * N + i],
+                x[(4 * v + 1) * N + i],
+                x[(4 * v + 2) * N + i],
+                x[(4 * v + 3) * N + i],
+            ])
+        })
+    })
+}
+
+/// The inverse of [`to_lanes`] for levels: `out[g*N + i]` = level `i` of group `g`.
+#[inline(always)]
+pub fn levels_from_lanes<const NV: usize, const N: usize>(l: &Lanes<NV, N>, out: &mut [u8]) {
+    let out = &mut out[..4 * NV * N];
+    for (i, li) in l.iter().enumerate() {
+        for (v, lv) in li.iter().enumerate() {
+            for (k, q) in lv.to_array().into_iter().enumerate() {
+                out[(4 * v + k) * N + i] = q as u8;
+            }
+        }
+    }
+}
+
+/// `make_qkx2_quants` (`qkx3 == false`) or `make_qkx3_quants` (`qkx3 == true`) for `4*NV`
+/// groups of `N` values at once, one group per lane.
+///
+/// ggml runs the groups one after another, and inside a group the candidate scales one after
+/// another, because each accepted candidate moves `min`, on which the next one depends. Across
+/// groups nothing is shared, so here each lane runs one group's search: the same operations in
+/// the same order, every sum accumulated over `i` in index order, the accept/reject decisions
+/// taken per lane with selects. Levels are returned as (exact, small integer) floats in `l`;
+/// the result is `(scale, the_min)` per lane.
+#[inline(always)]
+pub fn min_search_lanes<const NV: usize, const N: usize>(
+    nmax: i32,
+    x: &Lanes<NV, N>,
+    weights: &Lanes<NV, N>,
+    search: MinSearch,
+    qkx3: bool,
+    l: &mut Lanes<NV, N>,
+) -> ([F32x4; NV], [F32x4; NV]) {
+    let zero = F32x4::splat(0.0);
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x: [F32x4; NV] = build(|v| sum_w[v] * x[0][v]);
+    for i in 1..N {
+        for v in 0..NV {
+            let xi = x[i][v];
+            min[v] = F32x4::select(xi.lt(min[v]), xi, min[v]);
+            max[v] = F32x4::select(xi.gt(max[v]), xi, max[v]);
+            let w = weights[i][v];
+            sum_w[v] = sum_w[v] + w;
+            sum_x[v] = sum_x[v] + w * xi;
+        }
+    }
+    // Lanes of a constant group (qkx2: max == min, qkx3: max <= min) are done: levels 0,
+    // scale 0. `live` masks the others.
+    let mut live = [zero; NV];
+    for v in 0..NV {
+        min[v] = F32x4::select(min[v].gt(zero), zero, min[v]);
+        let done = if qkx3 {
+            min[v].ge(max[v]) // max <= min
+        } else {
+            max[v].eq(min[v])
+        };
+        live[v] = done.not();
+    }
+    let err = |diff: F32x4| {
+        if search.use_mad {
+            diff.abs()
+        } else {
+            diff * diff
+        }
+    };
+    let (lo, hi) = (I32x4::splat(0), I32x4::splat(nmax));
+    let quant = |iscale: F32x4, xi: F32x4, min: F32x4| {
+        simd::nearest_int(iscale * (xi - min))
+            .clamp(lo, hi)
+            .to_f32()
+    };
+
+    let nmaxf = F32x4::splat(nmax as f32);
+    let mut scale = [zero; NV];
+    let mut best_error = [zero; NV];
+    let mut range = [zero; NV];
+    {
+        let mut iscale = [zero; NV];
+        for v in 0..NV {
+            range[v] = max[v] - min[v];
+            iscale[v] = nmaxf / range[v];
+            scale[v] = F32x4::splat(1.0) / iscale[v];
+        }
+        for i in 0..N {
+            for v in 0..NV {
+                let xi = x[i][v];
+                let li = quant(iscale[v], xi, min[v]);
+                l[i][v] = li;
+                let diff = scale[v] * li + min[v] - xi;
+                best_error[v] = best_error[v] + weights[i][v] * err(diff);
+            }
+        }
+    }
+    if search.nstep >= 1 {
+        let mut laux = [[zero; NV]; N];
+        for is in 0..=search.nstep {
+            let num = F32x4::splat(search.rmin + search.rdelta * is as f32 + nmax as f32);
+            let mut iscale = [zero; NV];
+            for v in 0..NV {
+                iscale[v] = num / range[v];
+            }
+            let mut sum_l = [zero; NV];
+            let mut sum_l2 = [zero; NV];
+            let mut sum_xl = [zero; NV];
+            for i in 0..N {
+                for v in 0..NV {
+                    let xi = x[i][v];
+                    let li = quant(iscale[v], xi, min[v]);
+                    laux[i][v] = li;
+                    let wl = weights[i][v] * li;
+                    sum_l[v] = sum_l[v] + wl;
+                    sum_l2[v] = sum_l2[v] + wl * li;
+                    sum_xl[v] = sum_xl[v] + wl * xi;
+                }
+            }
+            let mut this_scale = [zero; NV];
+            let mut this_min = [zero; NV];
+            let mut ok = [zero; NV];
+            let mut any = 0;
+            for v in 0..NV {
+                let d = sum_w[v] * sum_l2[v] - sum_l[v] * sum_l[v];
+                ok[v] = d.gt(zero) & live[v];
+                any |= ok[v].bitmask();
+                let ts = (sum_w[v] * sum_xl[v] - sum_x[v] * sum_l[v]) / d;
+                let tm = (sum_l2[v] * sum_x[v] - sum_l[v] * sum_xl[v]) / d;
+                let pos = tm.gt(zero);
+                this_min[v] = F32x4::select(pos, zero, tm);
+                this_scale[v] = F32x4::select(pos, sum_xl[v] / sum_l2[v], ts);
+            }
+            if any == 0 {
+                continue;
+            }
+            let mut cur_error = [zero; NV];
+            for i in 0..N {
+                for v in 0..NV {
+                    let diff = this_scale[v] * laux[i][v] + this_min[v] - x[i][v];
+                    cur_error[v] = cur_error[v] + weights[i][v] * err(diff);
+                }
+            }
+            let mut take = [zero; NV];
+            let mut anytake = 0;
+            for v in 0..NV {
+                take[v] = ok[v] & cur_error[v].lt(best_error[v]);
+                anytake |= take[v].bitmask();
+                best_error[v] = F32x4::select(take[v], cur_error[v], best_error[v]);
+                scale[v] = F32x4::select(take[v], this_scale[v], scale[v]);
+                min[v] = F32x4::select(take[v], this_min[v], min[v]);
+                range[v] = max[v] - min[v];
+            }
+            if anytake != 0 {
+                for i in 0..N {
+                    for v in 0..NV {
+                        l[i][v] = F32x4::select(take[v], laux[i][v], l[i][v]);
+                    }
+                }
+            }
+        }
+    }
+    // Finished lanes: levels 0, scale 0, the_min = -min.
+    let mut the_min = [zero; NV];
+    for v in 0..NV {
+        scale[v] = scale[v] & live[v];
+        the_min[v] = min[v].neg();
+    }
+    for li in l.iter_mut() {
+        for v in 0..NV {
+            li[v] = li[v] & live[v];
+        }
+    }
+    (scale, the_min)
 }
 
 /// Port of `make_qp_quants`: quantizes the non-negative `x` (a super-block's sub-block scales or
@@ -451,4 +786,262 @@ pub fn sum_in_order(x: &[f32]) -> f32 {
         s += v;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64*: deterministic test data without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn unif(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32
+        }
+        fn gauss(&mut self) -> f32 {
+            (0..6).map(|_| self.unif()).sum::<f32>() - 3.0
+        }
+    }
+
+    /// A group of `n` awkward values: its kind varies with the draw.
+    fn group(r: &mut Rng, n: usize) -> Vec<f32> {
+        let scale = 10f32.powf(r.unif() * 70.0 - 40.0);
+        let c = r.gauss() * scale;
+        let kind = r.next() % 9;
+        (0..n)
+            .map(|i| match kind {
+                0 => 0.0,
+                1 => c,
+                2 => r.gauss() * scale,
+                3 => ((r.gauss() * 2.0).round() * 0.25) * scale, // ties
+                4 => (r.gauss() * 0.02).abs(),
+                5 => -(r.gauss() * 0.02).abs(),
+                6 => {
+                    if r.next().is_multiple_of(10) {
+                        r.gauss()
+                    } else {
+                        0.0
+                    }
+                }
+                7 => {
+                    if i == 3 {
+                        40.0
+                    } else {
+                        r.gauss() * 0.02
+                    }
+                }
+                _ => r.gauss() * 0.02,
+            })
+            .collect()
+    }
+
+    fn weights(r: &mut Rng, x: &[f32]) -> Vec<f32> {
+        match r.next() % 4 {
+            0 => vec![0.0; x.len()],
+            1 => x.iter().map(|v| v * v).collect(),
+            2 => x
+                .iter()
+                .map(|_| {
+                    if r.next().is_multiple_of(3) {
+                        0.0
+                    } else {
+                        r.unif() * 4.0
+                    }
+                })
+                .collect(),
+            _ => x.iter().map(|v| v.abs() + 0.01).collect(),
+        }
+    }
+
+    fn check_min_search<const NV: usize, const N: usize>(
+        r: &mut Rng,
+        nmax: i32,
+        search: MinSearch,
+    ) {
+        for qkx3 in [false, true] {
+            for _ in 0..200 {
+                let x: Vec<f32> = (0..4 * NV).flat_map(|_| group(r, N)).collect();
+                let w: Vec<f32> = x.chunks(N).flat_map(|g| weights(r, g)).collect();
+                let (xt, wt) = (to_lanes::<NV, N>(&x), to_lanes::<NV, N>(&w));
+                let mut lt = [[F32x4::splat(0.0); NV]; N];
+                let (sc, mn) = min_search_lanes(nmax, &xt, &wt, search, qkx3, &mut lt);
+                let mut l = vec![0u8; 4 * NV * N];
+                levels_from_lanes(&lt, &mut l);
+                for g in 0..4 * NV {
+                    let xs = &x[g * N..(g + 1) * N];
+                    let ws = &w[g * N..(g + 1) * N];
+                    let mut lr = [0u8; MAX_GROUP];
+                    let (s, m) = if qkx3 {
+                        make_qkx3_quants(nmax, xs, ws, &mut lr, search)
+                    } else {
+                        make_qkx2_quants(nmax, xs, ws, &mut lr, search)
+                    };
+                    let (sl, ml) = (sc[g / 4].to_array()[g % 4], mn[g / 4].to_array()[g % 4]);
+                    assert_eq!(
+                        (sl.to_bits(), ml.to_bits(), &l[g * N..(g + 1) * N]),
+                        (s.to_bits(), m.to_bits(), &lr[..N]),
+                        "qkx3={qkx3} nmax={nmax} x={xs:?} w={ws:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_search_lanes_equals_scalar_port() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let q4k = MinSearch {
+            rmin: -1.0,
+            rdelta: 0.1,
+            nstep: 20,
+            use_mad: false,
+        };
+        let q5k = MinSearch {
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: false,
+        };
+        let q2k = MinSearch {
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: true,
+        };
+        let imx = MinSearch {
+            rmin: -0.9,
+            rdelta: 0.05,
+            nstep: 36,
+            use_mad: false,
+        };
+        check_min_search::<2, 32>(&mut r, 15, q4k);
+        check_min_search::<2, 32>(&mut r, 31, q5k);
+        check_min_search::<2, 32>(&mut r, 15, imx);
+        check_min_search::<2, 32>(&mut r, 31, imx);
+        check_min_search::<4, 16>(&mut r, 3, q2k);
+        check_min_search::<4, 16>(&mut r, 3, imx);
+    }
+
+    #[test]
+    fn make_q3_quants_lanes_equals_scalar_port() {
+        let mut r = Rng(0x0dd_ba11_cafe_f00d);
+        for _ in 0..1000 {
+            let x: Vec<f32> = (0..16).flat_map(|_| group(&mut r, 16)).collect();
+            let xt = to_lanes::<4, 16>(&x);
+            let mut lt = [[F32x4::splat(0.0); 4]; 16];
+            let sc = make_q3_quants_lanes(4, &xt, &mut lt);
+            let mut l = [0u8; 256];
+            levels_from_lanes(&lt, &mut l);
+            for g in 0..16 {
+                let mut lr = [0i8; 16];
+                let s = make_q3_quants(4, &x[16 * g..16 * g + 16], &mut lr, true);
+                let lr = lr.map(|v| v as u8);
+                assert_eq!(
+                    (
+                        sc[g / 4].to_array()[g % 4].to_bits(),
+                        &l[16 * g..16 * g + 16]
+                    ),
+                    (s.to_bits(), &lr[..]),
+                    "x={:?}",
+                    &x[16 * g..16 * g + 16]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn make_qx_quants_equals_scalar_port() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        for &(nmax, n) in &[(32, 16), (4, 16), (8, 32), (16, 32)] {
+            for _ in 0..2000 {
+                let x = group(&mut r, n);
+                let w = weights(&mut r, &x);
+                for qw in [None, Some(&w[..])] {
+                    let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                    let sa = make_qx_quants(nmax, &x, &mut a, qw);
+                    let sb = make_qx_quants_ref(nmax, &x, &mut b, qw);
+                    assert_eq!(
+                        (sa.to_bits(), &a),
+                        (sb.to_bits(), &b),
+                        "nmax={nmax} x={x:?}"
+                    );
+                }
+            }
+        }
+        // non-finite values take the exact integer path
+        let mut x = group(&mut r, 16);
+        x[5] = f32::INFINITY;
+        x[9] = f32::NAN;
+        let (mut a, mut b) = (vec![0i8; 16], vec![0i8; 16]);
+        let sa = make_qx_quants(32, &x, &mut a, None);
+        let sb = make_qx_quants_ref(32, &x, &mut b, None);
+        assert_eq!((sa.to_bits(), &a), (sb.to_bits(), &b));
+    }
+
+    /// The scalar port of `make_qx_quants` (one candidate after another, as ggml): the
+    /// specification [`make_qx_quants`] is tested against.
+    ///
+    /// Symmetric quantization of `x` to levels `-nmax..nmax-1`, stored in `l` offset by `nmax`
+    /// (`0..2*nmax-1`). The weights are `qw` or, when `None`, `x[i]²`. Starting from the scale that
+    /// maps the largest magnitude to `-nmax`, it tries 18 nearby scales and keeps the one with the
+    /// best weighted least-squares fit; it returns that fitted scale (0 for an all-zero group).
+    pub fn make_qx_quants_ref(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
+        let n = x.len();
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in x {
+            let ax = v.abs();
+            if ax > amax {
+                amax = ax;
+                max = v;
+            }
+        }
+        if amax < GROUP_MAX_EPS {
+            l[..n].fill(0);
+            return 0.0;
+        }
+        let weight = |i: usize| match qw {
+            Some(w) => w[i],
+            None => x[i] * x[i],
+        };
+        let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+
+        let mut iscale = -(nmax as f32) / max;
+        let mut sumlx = 0.0f32;
+        let mut suml2 = 0.0f32;
+        for i in 0..n {
+            let li = quant(iscale, x[i]);
+            l[i] = (li + nmax) as i8;
+            let w = weight(i);
+            sumlx += w * x[i] * li as f32;
+            suml2 += w * li as f32 * li as f32;
+        }
+        let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+        let mut best = scale * sumlx;
+        for is in (-9..=9).filter(|&is| is != 0) {
+            iscale = -(nmax as f32 + 0.1f32 * is as f32) / max;
+            sumlx = 0.0;
+            suml2 = 0.0;
+            for (i, &xi) in x.iter().enumerate() {
+                let li = quant(iscale, xi);
+                let w = weight(i);
+                sumlx += w * xi * li as f32;
+                suml2 += w * li as f32 * li as f32;
+            }
+            if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+                for i in 0..n {
+                    l[i] = (quant(iscale, x[i]) + nmax) as i8;
+                }
+                scale = sumlx / suml2;
+                best = scale * sumlx;
+            }
+        }
+        scale
+    }
 }

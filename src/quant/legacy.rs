@@ -11,9 +11,10 @@
 //! fifth bit of value `j` in bit `j` of `qh`.
 
 use super::kquant_search::{
-    make_qkx3_quants, make_qx_quants, read_f16, sum_sq, write_f16, MinSearch,
+    levels_from_lanes, make_qx_quants, min_search_lanes, read_f16, sum_sq, to_lanes, write_f16,
+    Lanes, MinSearch,
 };
-use super::rounding::c_float_to_int;
+use super::simd::{build, F32x4, I32x4, U8x16};
 use super::{GgmlType, TypeCodec};
 
 const QK: usize = 32;
@@ -27,14 +28,45 @@ const QKX3_SEARCH: MinSearch = MinSearch {
     use_mad: false,
 };
 
-/// A C `(int8_t)f` conversion as the reference build executes it: `cvttss2si`, then the low byte.
-#[inline]
-fn to_i8(f: f32) -> i8 {
-    c_float_to_int(f) as i8
+/// A block of 32 as eight vectors, `v[m]` = values `4m..4m+4`.
+#[inline(always)]
+fn block_vectors(x: &[f32]) -> [F32x4; 8] {
+    let x = &x[..QK];
+    build(|m| F32x4::load(&x[4 * m..]))
 }
 
-/// The value of largest magnitude (the first one on ties), as the `_0` quantizers find it.
-fn signed_absmax(x: &[f32]) -> f32 {
+/// The value of largest magnitude (the first one on ties), as the `_0` quantizers find it:
+/// `if (amax < fabsf(v)) { amax = fabsf(v); max = v; }` over the block in order.
+///
+/// That loop ends with `amax` = the largest magnitude that is not NaN (0 if there is none, and
+/// then `max` stays 0) and `max` = the first value with that magnitude. The largest magnitude
+/// is found per lane with `maxps(|v|, m)` (`|v| > m ? |v| : m`, which skips NaNs like ggml's
+/// test) and then across lanes, which for NaN-free maxima is order-independent; the first
+/// value with that magnitude is then located with a mask over the block.
+#[inline(always)]
+fn signed_absmax(x: &[f32], v: &[F32x4; 8]) -> f32 {
+    let a: [F32x4; 8] = build(|m| v[m].abs());
+    // two NaN-free accumulators (a NaN lane only ever enters as the first operand of maxps,
+    // which then keeps the accumulator)
+    let (mut m0, mut m1) = (F32x4::splat(0.0), F32x4::splat(0.0));
+    for k in 0..4 {
+        m0 = a[k].max(m0);
+        m1 = a[k + 4].max(m1);
+    }
+    let top = m0.max(m1).hmax();
+    if top.first() == 0.0 {
+        return 0.0; // nothing passed `amax < |v|`: ggml's max stays 0
+    }
+    let mut at_top = 0u32;
+    for (m, am) in a.iter().enumerate() {
+        at_top |= am.eq(top).bitmask() << (4 * m);
+    }
+    x[at_top.trailing_zeros() as usize]
+}
+
+/// [`signed_absmax`] one value after another, as ggml (its specification; see the tests).
+#[cfg(test)]
+fn signed_absmax_scalar(x: &[f32]) -> f32 {
     let mut amax = 0.0f32;
     let mut max = 0.0f32;
     for &v in x {
@@ -46,8 +78,50 @@ fn signed_absmax(x: &[f32]) -> f32 {
     max
 }
 
-/// `(min, max)` of a block as the `_1` quantizers scan it, starting from `FLT_MAX`/`-FLT_MAX`.
-fn min_max(x: &[f32]) -> (f32, f32) {
+/// `(min, max)` of a block as the `_1` quantizers scan it, starting from `FLT_MAX`/`-FLT_MAX`
+/// with `if (v < min) min = v; if (v > max) max = v;`.
+///
+/// `minps`/`maxps` are exactly those conditional updates, per lane. Equal floats have equal
+/// bits except +0/-0, so only a zero extreme (ggml keeps the first zero it meets) can depend on
+/// the order between lanes; when the lanes' zeros disagree the block is scanned again in order.
+#[inline(always)]
+fn min_max(x: &[f32], v: &[F32x4; 8]) -> (f32, f32) {
+    let mut mn = F32x4::splat(f32::MAX);
+    let mut mx = F32x4::splat(-f32::MAX);
+    for &vm in v {
+        mn = vm.min(mn);
+        mx = vm.max(mx);
+    }
+    // Lanes are never NaN (a NaN never passes `v < min` / `v > max`).
+    let (min, max) = (mn.hmin().first(), mx.hmax().first());
+    if min == 0.0 || max == 0.0 {
+        let zero = F32x4::splat(0.0);
+        let mixed = |lanes: F32x4| {
+            let z = lanes.eq(zero).bitmask();
+            let neg = lanes.bitmask() & z;
+            neg != 0 && neg != z
+        };
+        if mixed(mn) || mixed(mx) {
+            return min_max_scalar(x);
+        }
+        // all zero lanes agree: take the zero's sign from them
+        let sign_of = |lanes: F32x4, e: f32| {
+            if e == 0.0 && lanes.eq(zero).bitmask() & lanes.bitmask() != 0 {
+                -0.0
+            } else if e == 0.0 {
+                0.0
+            } else {
+                e
+            }
+        };
+        return (sign_of(mn, min), sign_of(mx, max));
+    }
+    (min, max)
+}
+
+/// [`min_max`] one value after another, as ggml.
+#[cold]
+fn min_max_scalar(x: &[f32]) -> (f32, f32) {
     let mut min = f32::MAX;
     let mut max = -f32::MAX;
     for &v in x {
@@ -59,6 +133,36 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         }
     }
     (min, max)
+}
+
+/// The bytes `MIN(hi, (int8_t)f)` of C for 32 floats (`f[m]` = values `4m..4m+4`), in order:
+/// the `(int8_t)` of a float is `cvttss2si` and the low byte; the `MIN` compares it as a
+/// signed byte and the result is stored back into a `uint8_t`.
+#[inline(always)]
+fn levels_min_i8(f: [F32x4; 8], hi: u8) -> [U8x16; 2] {
+    let t: [I32x4; 8] = build(|m| f[m].to_i32_trunc());
+    let hi = U8x16::splat(hi);
+    [
+        U8x16::from_low_bytes([t[0], t[1], t[2], t[3]]).min_i8(hi),
+        U8x16::from_low_bytes([t[4], t[5], t[6], t[7]]).min_i8(hi),
+    ]
+}
+
+/// Packs 32 level bytes (`l[0]` = levels 0..16, `l[1]` = 16..32) into nibbles without masking
+/// the low level, as ggml's Q4 quantizers: `qs[j] = L[j] | (L[j + 16] << 4)` in `uint8_t`.
+#[inline(always)]
+fn pack_nibbles_v(l: [U8x16; 2], qs: &mut [u8]) {
+    qs[..16].copy_from_slice(&l[0].or(l[1].shl4()).to_array());
+}
+
+/// The 32 level bytes in order.
+#[inline(always)]
+fn bytes32(l: [U8x16; 2]) -> [u8; QK] {
+    let (a, b) = (l[0].to_array(), l[1].to_array());
+    let mut out = [0u8; QK];
+    out[..16].copy_from_slice(&a);
+    out[16..].copy_from_slice(&b);
+    out
 }
 
 /// `sigma2` of the weighted legacy quantizers: the mean square of the whole row.
@@ -73,6 +177,49 @@ fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
         *w = q * (sigma2 + x * x).sqrt();
     }
     w
+}
+
+/// The weighted `_1` search of a row: for each block of 32, in order, calls `emit` with the
+/// `(d, the_min, levels)` of `make_qkx3_quants(32, nmax, x, weight, L, &the_min, ...)` with
+/// ggml's weights `qw[j] * sqrt(sigma2 + x[j]^2)`.
+///
+/// The blocks are independent, so eight at a time run side by side, one per lane
+/// ([`min_search_lanes`]); a last group of fewer than eight is padded with zero blocks, whose
+/// lanes finish at once and are dropped.
+fn qkx3_blocks(src: &[f32], qw: &[f32], nmax: i32, mut emit: impl FnMut(f32, f32, &[u8; QK])) {
+    const G: usize = 8;
+    let sigma2 = F32x4::splat(row_sigma2(src));
+    let nb = src.len() / QK;
+    let mut b0 = 0;
+    while b0 < nb {
+        let n = G.min(nb - b0);
+        let (mut xp, mut qp) = ([0.0f32; G * QK], [0.0f32; G * QK]);
+        xp[..n * QK].copy_from_slice(&src[b0 * QK..(b0 + n) * QK]);
+        qp[..n * QK].copy_from_slice(&qw[b0 * QK..(b0 + n) * QK]);
+        let xt: Lanes<2, QK> = to_lanes(&xp);
+        let qt: Lanes<2, QK> = to_lanes(&qp);
+        let weights: Lanes<2, QK> =
+            build(|i| build(|v| qt[i][v] * (sigma2 + xt[i][v] * xt[i][v]).sqrt()));
+        let mut lt = [[F32x4::splat(0.0); 2]; QK];
+        let (d, m) = min_search_lanes(nmax, &xt, &weights, QKX3_SEARCH, true, &mut lt);
+        let mut l = [0u8; G * QK];
+        levels_from_lanes(&lt, &mut l);
+        let (d0, d1, m0, m1) = (
+            d[0].to_array(),
+            d[1].to_array(),
+            m[0].to_array(),
+            m[1].to_array(),
+        );
+        for k in 0..n {
+            let (d, m) = if k < 4 {
+                (d0[k], m0[k])
+            } else {
+                (d1[k - 4], m1[k - 4])
+            };
+            emit(d, m, l[k * QK..(k + 1) * QK].try_into().unwrap());
+        }
+        b0 += n;
+    }
 }
 
 /// Packs 32 levels of 0..=15 into nibbles. Like ggml's Q4 quantizers it does not mask the low
@@ -120,14 +267,13 @@ impl TypeCodec for Q4_0 {
             None => {
                 // quantize_row_q4_0_ref
                 for (x, y) in blocks {
-                    let d = signed_absmax(x) / -8.0;
+                    let v = block_vectors(x);
+                    let d = signed_absmax(x, &v) / -8.0;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     write_f16(y, 0, d);
-                    let mut l = [0u8; QK];
-                    for (l, &v) in l.iter_mut().zip(x) {
-                        *l = 15.min(to_i8(v * id + 8.5) as i32) as u8;
-                    }
-                    pack_nibbles(&l, &mut y[2..]);
+                    let (id, add) = (F32x4::splat(id), F32x4::splat(8.5));
+                    let l = levels_min_i8(build(|m| v[m] * id + add), 15);
+                    pack_nibbles_v(l, &mut y[2..]);
                 }
             }
             Some(qw) => {
@@ -170,29 +316,26 @@ impl TypeCodec for Q4_1 {
             None => {
                 // quantize_row_q4_1_ref
                 for (x, y) in blocks {
-                    let (min, max) = min_max(x);
+                    let v = block_vectors(x);
+                    let (min, max) = min_max(x, &v);
                     let d = (max - min) / 15.0;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     write_f16(y, 0, d);
                     write_f16(y, 2, min);
-                    let mut l = [0u8; QK];
-                    for (l, &v) in l.iter_mut().zip(x) {
-                        *l = 15.min(to_i8((v - min) * id + 0.5) as i32) as u8;
-                    }
-                    pack_nibbles(&l, &mut y[4..]);
+                    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
+                    let l = levels_min_i8(build(|m| (v[m] - min) * id + half), 15);
+                    pack_nibbles_v(l, &mut y[4..]);
                 }
             }
             Some(qw) => {
                 // quantize_row_q4_1_impl
-                let sigma2 = row_sigma2(src);
-                for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
-                    let w = block_weights(x, qw, sigma2);
-                    let mut l = [0u8; QK];
-                    let (d, min) = make_qkx3_quants(15, x, &w, &mut l, QKX3_SEARCH);
+                let mut blocks = dst.chunks_exact_mut(BYTES);
+                qkx3_blocks(src, qw, 15, |d, min, l| {
+                    let y = blocks.next().expect("one output block per input block");
                     write_f16(y, 0, d);
                     write_f16(y, 2, -min);
-                    pack_nibbles(&l, &mut y[4..]);
-                }
+                    pack_nibbles(l, &mut y[4..]);
+                });
             }
         }
     }
@@ -224,13 +367,12 @@ impl TypeCodec for Q5_0 {
             None => {
                 // quantize_row_q5_0_ref
                 for (x, y) in blocks {
-                    let d = signed_absmax(x) / -16.0;
+                    let v = block_vectors(x);
+                    let d = signed_absmax(x, &v) / -16.0;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     write_f16(y, 0, d);
-                    let mut l = [0u8; QK];
-                    for (l, &v) in l.iter_mut().zip(x) {
-                        *l = 31.min(to_i8(v * id + 16.5) as i32) as u8;
-                    }
+                    let (id, add) = (F32x4::splat(id), F32x4::splat(16.5));
+                    let l = bytes32(levels_min_i8(build(|m| v[m] * id + add), 31));
                     let qh = pack_5bit(&l, &mut y[6..]);
                     y[2..6].copy_from_slice(&qh);
                 }
@@ -276,31 +418,32 @@ impl TypeCodec for Q5_1 {
             None => {
                 // quantize_row_q5_1_ref: note the plain `(uint8_t)` conversion, no clamp to 31.
                 for (x, y) in blocks {
-                    let (min, max) = min_max(x);
+                    let v = block_vectors(x);
+                    let (min, max) = min_max(x, &v);
                     let d = (max - min) / 31.0;
                     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
                     write_f16(y, 0, d);
                     write_f16(y, 2, min);
-                    let mut l = [0u8; QK];
-                    for (l, &v) in l.iter_mut().zip(x) {
-                        *l = c_float_to_int((v - min) * id + 0.5) as u8;
-                    }
+                    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
+                    let t: [I32x4; 8] = build(|m| ((v[m] - min) * id + half).to_i32_trunc());
+                    let l = bytes32([
+                        U8x16::from_low_bytes([t[0], t[1], t[2], t[3]]),
+                        U8x16::from_low_bytes([t[4], t[5], t[6], t[7]]),
+                    ]);
                     let qh = pack_5bit(&l, &mut y[8..]);
                     y[4..8].copy_from_slice(&qh);
                 }
             }
             Some(qw) => {
                 // quantize_row_q5_1_impl
-                let sigma2 = row_sigma2(src);
-                for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
-                    let w = block_weights(x, qw, sigma2);
-                    let mut l = [0u8; QK];
-                    let (d, min) = make_qkx3_quants(31, x, &w, &mut l, QKX3_SEARCH);
+                let mut blocks = dst.chunks_exact_mut(BYTES);
+                qkx3_blocks(src, qw, 31, |d, min, l| {
+                    let y = blocks.next().expect("one output block per input block");
                     write_f16(y, 0, d);
                     write_f16(y, 2, -min);
-                    let qh = pack_5bit(&l, &mut y[8..]);
+                    let qh = pack_5bit(l, &mut y[8..]);
                     y[4..8].copy_from_slice(&qh);
-                }
+                });
             }
         }
     }
@@ -313,6 +456,51 @@ impl TypeCodec for Q5_1 {
             for (j, o) in out.iter_mut().enumerate() {
                 *o = level_5bit(&y[8..], qh, j) as f32 * d + m;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_extremes_equal_the_sequential_scans() {
+        let specials = [
+            0.0f32,
+            -0.0,
+            1.5,
+            -1.5,
+            f32::NAN,
+            f32::INFINITY,
+            -f32::INFINITY,
+            1e-40,
+            -3.0,
+            3.0,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20000 {
+            let x: [f32; QK] =
+                std::array::from_fn(|_| specials[(next() % specials.len() as u64) as usize]);
+            let v = block_vectors(&x);
+            assert_eq!(
+                signed_absmax(&x, &v).to_bits(),
+                signed_absmax_scalar(&x).to_bits(),
+                "{x:?}"
+            );
+            let (a, b) = min_max(&x, &v);
+            let (c, d) = min_max_scalar(&x);
+            assert_eq!(
+                (a.to_bits(), b.to_bits()),
+                (c.to_bits(), d.to_bits()),
+                "{x:?}"
+            );
         }
     }
 }

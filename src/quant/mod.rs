@@ -2,7 +2,12 @@
 //!
 //! Every quantizer here is a port of ggml's reference algorithm (`ggml/src/ggml-quants.c` of the
 //! reference build) and must produce the same bytes: same operation order, same rounding. Speed
-//! comes from running independent rows in parallel, never from changing the arithmetic.
+//! comes from structure, never from changing the arithmetic: independent rows run in parallel,
+//! and inside a row independent computations that ggml runs one after another (the candidate
+//! scales of a search, the sub-blocks of a super-block, the values of a block) run side by side
+//! in the lanes of `simd` vectors, each lane doing ggml's operations in ggml's order. No sum is
+//! reassociated, no multiply-add fused. Each vectorised search has its scalar port kept as a test
+//! oracle next to it, and `bench/quant_diff.py` compares whole matrices with the real ggml.
 
 mod float;
 pub mod ggml_type;
@@ -25,6 +30,7 @@ mod q5_k;
 mod q6_k;
 mod q8_0;
 pub mod rounding;
+mod simd;
 mod tq;
 
 pub use ggml_type::GgmlType;

@@ -9,10 +9,11 @@
 //! `qs: [u8; 64]` (see [`pack_2bit`]), `d: f16`, `dmin: f16`.
 
 use super::kquant_search::{
-    make_qkx2_quants, make_qkx3_quants, make_qp_quants, pack_2bit, read_f16, sum_in_order, sum_sq,
-    write_f16, MinSearch,
+    levels_from_lanes, make_qp_quants, min_search_lanes, pack_2bit, read_f16, sum_sq, to_lanes,
+    write_f16, Lanes, MinSearch,
 };
 use super::rounding::nearest_int;
+use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -32,14 +33,18 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
         nstep: 15,
         use_mad: true,
     };
+    // The sixteen sub-block searches run side by side, one per lane (`min_search_lanes`).
+    let xt: Lanes<4, 16> = to_lanes(x);
+    let weights: Lanes<4, 16> = build(|i| build(|v| xt[i][v].abs()));
+    let mut lt = [[F32x4::splat(0.0); 4]; 16];
+    let (sc, mn) = min_search_lanes(3, &xt, &weights, SEARCH, false, &mut lt);
     let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 16];
-    let mut mins = [0.0f32; 16];
+    levels_from_lanes(&lt, &mut l);
+    let scales = lanes16(&sc);
+    let mins = lanes16(&mn);
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
-    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-        let weights: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
-        (scales[j], mins[j]) = make_qkx2_quants(3, xs, &weights, ls, SEARCH);
+    for j in 0..16 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -80,17 +85,26 @@ fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
         nstep: 36,
         use_mad: false,
     };
-    let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 16];
-    let mut mins = [0.0f32; 16];
-    let mut sw = [0.0f32; 16];
-    let sigma2 = sum_sq(x) / QK_K as f32;
-    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-        let q = &qw[16 * j..16 * j + 16];
-        let weight: [f32; 16] = std::array::from_fn(|i| q[i] * (sigma2 + xs[i] * xs[i]).sqrt());
-        sw[j] = sum_in_order(&weight);
-        (scales[j], mins[j]) = make_qkx3_quants(3, xs, &weight, ls, SEARCH);
+    let sigma2 = F32x4::splat(sum_sq(x) / QK_K as f32);
+    let xt: Lanes<4, 16> = to_lanes(x);
+    let qt: Lanes<4, 16> = to_lanes(qw);
+    let zero = F32x4::splat(0.0);
+    let mut weight = [[zero; 4]; 16];
+    let mut sum_w = [zero; 4];
+    for i in 0..16 {
+        for v in 0..4 {
+            let xi = xt[i][v];
+            weight[i][v] = qt[i][v] * (sigma2 + xi * xi).sqrt();
+            sum_w[v] = sum_w[v] + weight[i][v];
+        }
     }
+    let mut lt = [[zero; 4]; 16];
+    let (sc, mn) = min_search_lanes(3, &xt, &weight, SEARCH, true, &mut lt);
+    let mut l = [0u8; QK_K];
+    levels_from_lanes(&lt, &mut l);
+    let scales = lanes16(&sc);
+    let mins = lanes16(&mn);
+    let sw = lanes16(&sum_w);
 
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
@@ -105,19 +119,30 @@ fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
     pack_2bit(&l, &mut y[QS..QS + 64]);
 }
 
+/// The sixteen lanes of four vectors, in order.
+#[inline(always)]
+fn lanes16(v: &[F32x4; 4]) -> [f32; 16] {
+    let mut out = [0.0f32; 16];
+    for (o, v) in out.chunks_exact_mut(4).zip(v) {
+        v.store(o);
+    }
+    out
+}
+
 /// Re-derives the 2-bit levels from the stored (rounded) scales and mins; sub-blocks whose
 /// scale is zero keep the levels of the search.
 fn requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], dm: f32, mm: f32) {
+    let (lo, hi) = (I32x4::splat(0), I32x4::splat(3));
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let sc = y[SCALES + j];
         let d = dm * (sc & 0xF) as f32;
         if d == 0.0 {
             continue;
         }
-        let m = mm * (sc >> 4) as f32;
-        for (q, &v) in ls.iter_mut().zip(xs) {
-            *q = nearest_int((v + m) / d).clamp(0, 3) as u8;
-        }
+        let (m, d) = (F32x4::splat(mm * (sc >> 4) as f32), F32x4::splat(d));
+        let q: [I32x4; 4] =
+            build(|k| simd::nearest_int((F32x4::load(&xs[4 * k..]) + m) / d).clamp(lo, hi));
+        ls.copy_from_slice(&I32x4::low_bytes(q));
     }
 }
 

@@ -11,9 +11,11 @@
 //! and its top 2 bits in byte `8 + j % 4` at bit `2*(j/4)`.
 
 use super::kquant_search::{
-    make_q3_quants, make_qx_quants, pack_2bit, read_f16, sum_in_order, sum_sq, write_f16,
+    levels_from_lanes, make_q3_quants_lanes, make_qx_quants, pack_2bit, read_f16, sum_in_order,
+    sum_sq, to_lanes, write_f16, Lanes,
 };
 use super::rounding::nearest_int;
+use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -44,41 +46,54 @@ fn get_scale(s: &[u8], j: usize) -> i32 {
 /// Sub-blocks whose scale is zero keep the levels of the search.
 fn finish_block(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
     let d_all = read_f16(y, D);
+    let (lo, hi, four) = (I32x4::splat(-4), I32x4::splat(3), I32x4::splat(4));
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let d = d_all * get_scale(&y[SCALES..SCALES + 12], j) as f32;
         if d == 0.0 {
             continue;
         }
-        for (q, &v) in ls.iter_mut().zip(xs) {
-            *q = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
+        let d = F32x4::splat(d);
+        let q: [I32x4; 4] =
+            build(|k| simd::nearest_int(F32x4::load(&xs[4 * k..]) / d).clamp(lo, hi) + four);
+        for (o, b) in ls.iter_mut().zip(I32x4::low_bytes(q)) {
+            *o = b as i8;
         }
     }
 
+    // ggml: `if (L[j] > 3) { hmask[j%32] |= 1 << (j/32); L[j] -= 4; }`, without the branch
     let mut low = [0u8; QK_K];
-    y[HMASK..HMASK + 32].fill(0);
-    for (j, (&q, lo)) in l.iter().zip(low.iter_mut()).enumerate() {
-        let mut q = q as u8;
-        if q > 3 {
-            y[HMASK + j % 32] |= 1 << (j / 32);
-            q -= 4;
+    let mut hmask = [0u8; 32];
+    for (k, (lq, lo)) in l.chunks_exact(32).zip(low.chunks_exact_mut(32)).enumerate() {
+        for ((&q, lo), h) in lq.iter().zip(lo.iter_mut()).zip(hmask.iter_mut()) {
+            let q = q as u8;
+            let high = (q > 3) as u8;
+            *h |= high << k;
+            *lo = q.wrapping_sub(4 * high);
         }
-        *lo = q;
     }
+    y[HMASK..HMASK + 32].copy_from_slice(&hmask);
     pack_2bit(&low, &mut y[QS..QS + 64]);
 }
 
 /// Port of `quantize_row_q3_K_ref` for one super-block.
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
-    let mut l = [0i8; QK_K];
+    // The sixteen sub-block fits run side by side, one per lane.
+    let xt: Lanes<4, 16> = to_lanes(x);
+    let mut lt = [[F32x4::splat(0.0); 4]; 16];
+    let sc = make_q3_quants_lanes(4, &xt, &mut lt);
+    let mut lu = [0u8; QK_K];
+    levels_from_lanes(&lt, &mut lu);
+    let mut l = lu.map(|v| v as i8);
     let mut scales = [0.0f32; 16];
+    for (s, v) in scales.chunks_exact_mut(4).zip(&sc) {
+        v.store(s);
+    }
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
-    for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
-        scales[j] = make_q3_quants(4, xs, ls, true);
-        let scale = scales[j].abs();
-        if scale > amax {
-            amax = scale;
-            max_scale = scales[j];
+    for &s in &scales {
+        if s.abs() > amax {
+            amax = s.abs();
+            max_scale = s;
         }
     }
 

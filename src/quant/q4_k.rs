@@ -12,10 +12,11 @@
 //! nibbles of bytes `32k..32k+32`).
 
 use super::kquant_search::{
-    get_scale_min_k4, make_qkx2_quants, make_qkx3_quants, make_qp_quants, read_f16,
-    set_scale_min_k4, sum_in_order, sum_sq, write_f16, MinSearch,
+    get_scale_min_k4, levels_from_lanes, make_qp_quants, min_search_lanes, read_f16,
+    set_scale_min_k4, sum_sq, to_lanes, write_f16, Lanes, MinSearch,
 };
 use super::rounding::nearest_int;
+use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
 pub(super) const QK_K: usize = 256;
@@ -30,16 +31,30 @@ const QS: usize = 16;
 /// of 32 with `make_qkx2_quants` (weights `rms + |x|`), quantizes the scales and mins to 6 bits
 /// against their maxima, stores `d`, `dmin` and the packed scales into `y`, and returns the
 /// levels (0..=nmax) re-derived from the stored values.
+///
+/// The eight sub-block searches are independent; they run side by side, one per lane (see
+/// [`min_search_lanes`]).
 pub(super) fn scales_mins_ref(x: &[f32], y: &mut [u8], nmax: i32, search: MinSearch) -> [u8; QK_K] {
+    let xt: Lanes<2, 32> = to_lanes(x);
+    let zero = F32x4::splat(0.0);
+    let mut sum_x2 = [zero; 2];
+    for xi in &xt {
+        for v in 0..2 {
+            sum_x2[v] = sum_x2[v] + xi[v] * xi[v];
+        }
+    }
+    let av_x: [F32x4; 2] = build(|v| (sum_x2[v] / F32x4::splat(32.0)).sqrt());
+    let weights: Lanes<2, 32> = build(|i| build(|v| av_x[v] + xt[i][v].abs()));
+    let mut lt = [[zero; 2]; 32];
+    let (sc, mn) = min_search_lanes(nmax, &xt, &weights, search, false, &mut lt);
     let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
+    levels_from_lanes(&lt, &mut l);
+    let scales = lanes_to_array(&sc);
+    let mins = lanes_to_array(&mn);
+
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
-    for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
-        let av_x = (sum_sq(xs) / 32.0).sqrt();
-        let weights: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
-        (scales[j], mins[j]) = make_qkx2_quants(nmax, xs, &weights, ls, search);
+    for j in 0..8 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -67,10 +82,17 @@ pub(super) fn scales_mins_ref(x: &[f32], y: &mut [u8], nmax: i32, search: MinSea
     l
 }
 
+/// The eight lanes of two vectors, in order.
+#[inline(always)]
+fn lanes_to_array(v: &[F32x4; 2]) -> [f32; 8] {
+    let (a, b) = (v[0].to_array(), v[1].to_array());
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
 /// The scale/min half of `quantize_row_q{4,5}_K_impl` for one super-block with importance
-/// weights `qw`: `make_qkx3_quants` per sub-block, then `make_qp_quants` for the scales and the
-/// mins. `clamp63` is Q5_K's extra `MIN(63, ...)` on the quantized scales (Q4_K stores them as
-/// they come).
+/// weights `qw`: `make_qkx3_quants` per sub-block (the eight side by side, one per lane), then
+/// `make_qp_quants` for the scales and the mins. `clamp63` is Q5_K's extra `MIN(63, ...)` on
+/// the quantized scales (Q4_K stores them as they come).
 pub(super) fn scales_mins_impl(
     x: &[f32],
     qw: &[f32],
@@ -84,17 +106,26 @@ pub(super) fn scales_mins_impl(
         nstep: 36,
         use_mad: false,
     };
-    let mut l = [0u8; QK_K];
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let mut sw = [0.0f32; 8];
-    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
-        let q = &qw[32 * j..32 * j + 32];
-        let weights: [f32; 32] = std::array::from_fn(|i| q[i] * (sigma2 + xs[i] * xs[i]).sqrt());
-        sw[j] = sum_in_order(&weights);
-        (scales[j], mins[j]) = make_qkx3_quants(nmax, xs, &weights, ls, SEARCH);
+    let sigma2 = F32x4::splat(2.0 * sum_sq(x) / QK_K as f32);
+    let xt: Lanes<2, 32> = to_lanes(x);
+    let qt: Lanes<2, 32> = to_lanes(qw);
+    let zero = F32x4::splat(0.0);
+    let mut weights = [[zero; 2]; 32];
+    let mut sum_w = [zero; 2];
+    for i in 0..32 {
+        for v in 0..2 {
+            let xi = xt[i][v];
+            weights[i][v] = qt[i][v] * (sigma2 + xi * xi).sqrt();
+            sum_w[v] = sum_w[v] + weights[i][v];
+        }
     }
+    let mut lt = [[zero; 2]; 32];
+    let (sc, mn) = min_search_lanes(nmax, &xt, &weights, SEARCH, true, &mut lt);
+    let mut l = [0u8; QK_K];
+    levels_from_lanes(&lt, &mut l);
+    let scales = lanes_to_array(&sc);
+    let mins = lanes_to_array(&mn);
+    let sw = lanes_to_array(&sum_w);
 
     let mut lsc = [0u8; 8];
     let mut lmn = [0u8; 8];
@@ -119,15 +150,20 @@ pub(super) fn scales_mins_impl(
 fn requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], nmax: i32) {
     let d_all = read_f16(y, D);
     let dmin = read_f16(y, DMIN);
+    let (lo, hi) = (I32x4::splat(0), I32x4::splat(nmax));
     for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
         let (sc, m) = get_scale_min_k4(j, &y[SCALES..SCALES + 12]);
         let d = d_all * sc as f32;
         if d == 0.0 {
             continue;
         }
-        let dm = dmin * m as f32;
-        for (q, &v) in ls.iter_mut().zip(xs) {
-            *q = nearest_int((v + dm) / d).clamp(0, nmax) as u8;
+        let dm = F32x4::splat(dmin * m as f32);
+        let d = F32x4::splat(d);
+        for (q, v) in ls.chunks_exact_mut(4).zip(xs.chunks_exact(4)) {
+            let li = simd::nearest_int((F32x4::load(v) + dm) / d).clamp(lo, hi);
+            for (q, li) in q.iter_mut().zip(li.to_array()) {
+                *q = li as u8;
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! `dequantize_row_tq2_0` (ggml/src/ggml-quants.c).
 
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits};
+use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -69,6 +70,61 @@ fn pack_trits(x: &[f32], id: f32, m: usize, stride: usize, count: usize, pad: bo
     (q as u32 * 256).div_ceil(243) as u8
 }
 
+/// `(q * 256 + 242) / 243` for every byte `q` (ggml's ceiling division by 3^5).
+const DIV243: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut q = 0;
+    while q < 256 {
+        t[q] = (q as u32 * 256).div_ceil(243) as u8;
+        q += 1;
+    }
+    t
+};
+
+/// The trits `lroundf(x * id) + 1` of a whole super-block, four per vector (`t[k]` = values
+/// `4k..4k+4`), when that can be done with vectors: every value finite (then `|x * id| <= 1`,
+/// where `lroundf` and the packed round-half-away [`simd::round_to_i32`] agree). Returns `d`
+/// (ggml's `amax`) too; `None` sends the block to the scalar port, which reproduces ggml's
+/// handling of NaN, infinities and subnormal maxima.
+#[inline(always)]
+fn trits_fast(x: &[f32]) -> Option<(f32, [I32x4; QK_K / 4])> {
+    let mut m = F32x4::splat(0.0);
+    let mut nan = F32x4::splat(0.0);
+    for c in x.chunks_exact(4) {
+        let v = F32x4::load(c);
+        // ggml's MAX(amax, fabsf(v)); without NaNs its result does not depend on the order
+        m = m.max(v.abs());
+        nan = nan | v.is_nan();
+    }
+    if nan.bitmask() != 0 {
+        return None;
+    }
+    let amax = m.hmax().first();
+    let id = if amax != 0.0 { 1.0 / amax } else { 0.0 };
+    if !amax.is_finite() || !id.is_finite() {
+        return None;
+    }
+    let (id, one) = (F32x4::splat(id), I32x4::splat(1));
+    Some((
+        amax,
+        build(|k| simd::round_to_i32(F32x4::load(&x[4 * k..]) * id) + one),
+    ))
+}
+
+/// `q*3 + t` in wrapping integer arithmetic (the `uint8_t` truncation is applied at the end).
+#[inline(always)]
+fn times3_plus(q: I32x4, t: I32x4) -> I32x4 {
+    q + q.shl::<1>() + t
+}
+
+/// Ceiling-divided bytes of packed trit sums.
+#[inline(always)]
+fn div243(q: I32x4, out: &mut [u8]) {
+    for (o, q) in out.iter_mut().zip(q.to_array()) {
+        *o = DIV243[(q & 0xff) as usize];
+    }
+}
+
 /// TQ1_0: 1.6875 bpw ternary. Port of `quantize_row_tq1_0_ref`.
 pub struct Tq1_0;
 
@@ -82,6 +138,25 @@ impl TypeCodec for Tq1_0 {
             .chunks_exact(QK_K)
             .zip(dst.chunks_exact_mut(TQ1_BLOCK_BYTES))
         {
+            if let Some((d, t)) = trits_fast(x) {
+                // 5 trits per byte: bytes 0..32 from values m + 32n, bytes 32..48 from
+                // 160 + m + 16n, then 4 per byte in qh from 240 + j + 4n (n = 0..).
+                for mv in 0..8 {
+                    let q = (0..5).fold(I32x4::splat(0), |q, n| times3_plus(q, t[mv + 8 * n]));
+                    div243(q, &mut y[4 * mv..4 * mv + 4]);
+                }
+                for mv in 0..4 {
+                    let q = (0..5).fold(I32x4::splat(0), |q, n| times3_plus(q, t[40 + mv + 4 * n]));
+                    div243(q, &mut y[32 + 4 * mv..32 + 4 * mv + 4]);
+                }
+                let q = (0..4).fold(I32x4::splat(0), |q, n| times3_plus(q, t[60 + n]));
+                div243(
+                    times3_plus(q, I32x4::splat(0)),
+                    &mut y[TQ1_QS..TQ1_QS + TQ1_QH],
+                );
+                y[TQ1_QS + TQ1_QH..].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+                continue;
+            }
             let (d, id) = block_scale(x);
             // 5 elements per byte, along 32 bytes
             let main = TQ1_QS - TQ1_QS % 32;
@@ -154,6 +229,23 @@ impl TypeCodec for Tq2_0 {
             .chunks_exact(QK_K)
             .zip(dst.chunks_exact_mut(TQ2_BLOCK_BYTES))
         {
+            if let Some((d, t)) = trits_fast(x) {
+                // byte 32g + m holds values 128g + m + 32n at bits 2n (n = 0..4); the
+                // disjoint bit fields make ggml's additions plain ORs
+                let three = I32x4::splat(3);
+                for g in 0..2 {
+                    let b: [I32x4; 8] = build(|mv| {
+                        let f = |n: usize| t[32 * g + 8 * n + mv] & three;
+                        f(0) | f(1).shl::<2>() | f(2).shl::<4>() | f(3).shl::<6>()
+                    });
+                    y[32 * g..32 * g + 16]
+                        .copy_from_slice(&I32x4::low_bytes([b[0], b[1], b[2], b[3]]));
+                    y[32 * g + 16..32 * g + 32]
+                        .copy_from_slice(&I32x4::low_bytes([b[4], b[5], b[6], b[7]]));
+                }
+                y[TQ2_QS..].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+                continue;
+            }
             let (d, id) = block_scale(x);
             for (qs, xg) in y[..TQ2_QS].chunks_exact_mut(32).zip(x.chunks_exact(128)) {
                 for (m, q) in qs.iter_mut().enumerate() {
