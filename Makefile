@@ -3,14 +3,15 @@
 #   make example   import + export example/tiny_llm into out/example and show what was made
 #   make test      the test suite (what CI runs)
 #   make lint      rustfmt check + clippy with warnings as errors
-#   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh)
+#   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh):
+#                  quantizer throughput per type (bench-quant) and end to end (bench/run.sh)
 #   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
 
 CARGO ?= cargo
 GMAT := target/release/gmat
 OUT := out/example
 
-.PHONY: build install example test lint bench parity clean
+.PHONY: build install example test lint bench bench-quant quant-diff parity clean
 
 build:
 	$(CARGO) build --release --locked
@@ -35,8 +36,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-bench: build
+bench: build bench-quant
 	bash bench/run.sh
+
+bench-quant:
+	bash bench/quant_bench.sh
+
+quant-diff:
+	bash bench/quant_bench.sh diff
 
 parity: build
 	bash bench/parity.sh
