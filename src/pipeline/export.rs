@@ -3,7 +3,7 @@
 //! does not grow with the model. The file is written under a temporary name and renamed only
 //! when complete.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -13,10 +13,11 @@ use rayon::prelude::*;
 use indicatif::ProgressBar;
 
 use super::progress;
+use super::writer::BackgroundWriter;
 use crate::plan::split::{self, Shard, SplitLimits};
 use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource, Transform};
 use crate::quant::{self, TypeCodec};
-use crate::store::Store;
+use crate::store::{Store, TensorReader};
 
 /// f32 values converted per chunk: bounds memory to a few tens of MiB per chunk.
 const CHUNK_VALUES: usize = 4 << 20;
@@ -85,13 +86,41 @@ fn write_shard(
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     file.set_len(total)?;
     file.write_all_at(&header, 0)?;
-    for (&i, info) in shard.tensors.iter().zip(&shard.header.tensors) {
-        let t = &plan.tensors[i];
-        bar.set_message(t.name.clone());
-        write_tensor(store, t, &file, data_start + info.offset)
-            .with_context(|| format!("tensor {}", t.name))?;
-        bar.inc(t.n_bytes);
-    }
+    let jobs = shard_jobs(plan, shard, data_start)?;
+    std::thread::scope(|s| -> Result<()> {
+        let mut writer = BackgroundWriter::start(s, &file);
+        // The next piece's reader, opened and first window decoded while this piece finishes.
+        let mut preloaded: Option<TensorReader> = None;
+        for (k, job) in jobs.iter().enumerate() {
+            let t = job.tensor;
+            bar.set_message(t.name.clone());
+            let done = match job.piece {
+                None => write_generated(t, &mut writer, job.at),
+                Some(p) => {
+                    let piece = job.geometry(p);
+                    let reader = match preloaded.take() {
+                        Some(r) => r,
+                        None => store.reader(&piece.piece.entry)?,
+                    };
+                    let mut next =
+                        match jobs.get(k + 1).and_then(|j| j.piece.map(|p| j.geometry(p))) {
+                            Some(g) => store
+                                .reader(&g.piece.entry)
+                                .ok()
+                                .map(|r| (r, g.first_window())),
+                            None => None,
+                        };
+                    let done = write_piece(job, &piece, reader, next.as_mut(), &mut writer);
+                    preloaded = next.map(|(r, _)| r);
+                    done
+                }
+            };
+            done.with_context(|| format!("tensor {}", t.name))?;
+            bar.inc(job.out_bytes);
+        }
+        writer.finish()
+    })
+    .with_context(|| format!("writing {}", tmp.display()))?;
     file.sync_all()?;
     Ok(total)
 }
@@ -103,89 +132,175 @@ pub fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_tensor(store: &Store, t: &PlannedTensor, file: &File, at: u64) -> Result<()> {
+/// One unit of output: a generated tensor, or one stored piece of a tensor (one expert of a
+/// stacked tensor), with where its rows go.
+struct Job<'p> {
+    tensor: &'p PlannedTensor,
+    /// Index into the tensor's stored pieces; `None` for a generated tensor.
+    piece: Option<usize>,
+    codec: &'static dyn TypeCodec,
+    ncols: usize,
+    /// Rows of this piece (all rows of a generated tensor).
+    nrows: usize,
+    row_bytes: usize,
+    /// Output file offset of the first row.
+    at: u64,
+    out_bytes: u64,
+}
+
+/// The jobs of a shard in file order.
+fn shard_jobs<'p>(plan: &'p ExportPlan, shard: &Shard, data_start: u64) -> Result<Vec<Job<'p>>> {
+    let mut jobs = Vec::new();
+    for (&i, info) in shard.tensors.iter().zip(&shard.header.tensors) {
+        let t = &plan.tensors[i];
+        let codec = quant::codec(t.ggml_type)
+            .with_context(|| format!("tensor {}: no codec for the planned type", t.name))?;
+        let ncols = t.ncols() as usize;
+        let row_bytes = t
+            .ggml_type
+            .row_bytes(ncols as u64)
+            .with_context(|| format!("tensor {}: a row does not fit the type", t.name))?
+            as usize;
+        let at = data_start + info.offset;
+        let nrows = t.nrows() as usize;
+        let pieces = match &t.source {
+            TensorSource::Generated(_) => None,
+            TensorSource::Stored(p) => Some(p.len()),
+        };
+        let rows = nrows / pieces.unwrap_or(1).max(1);
+        for k in 0..pieces.unwrap_or(1) {
+            jobs.push(Job {
+                tensor: t,
+                piece: pieces.map(|_| k),
+                codec,
+                ncols,
+                nrows: rows,
+                row_bytes,
+                at: at + (k * rows * row_bytes) as u64,
+                out_bytes: (rows * row_bytes) as u64,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+impl<'p> Job<'p> {
+    fn geometry(&self, piece: usize) -> PieceGeometry<'p> {
+        let TensorSource::Stored(pieces) = &self.tensor.source else {
+            unreachable!("only stored tensors have pieces")
+        };
+        PieceGeometry::new(&pieces[piece], self.ncols, self.nrows)
+    }
+
+    /// The importance weights of the piece (stacked experts: piece i is expert i, with its own
+    /// slice of the weights).
+    fn weights(&self) -> Option<&'p [f32]> {
+        let i = self.piece.unwrap_or(0);
+        let n = self.ncols;
+        self.tensor
+            .imatrix
+            .as_deref()
+            .map(|w| &w[i * n..(i + 1) * n])
+    }
+}
+
+/// Which source bytes a window of output rows of one piece reads.
+struct PieceGeometry<'p> {
+    piece: &'p SourcePiece,
+    ncols: usize,
+    nrows: usize,
+    esize: usize,
+    /// 1-D tensors are permuted element-wise (a bias): elements are rows of one value.
+    elementwise: bool,
+    chunk_rows: usize,
+}
+
+impl<'p> PieceGeometry<'p> {
+    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize) -> Self {
+        PieceGeometry {
+            piece,
+            ncols,
+            nrows,
+            esize: piece.entry.dtype.size(),
+            elementwise: piece.entry.shape.len() == 1 && piece.transform != Transform::None,
+            chunk_rows: (CHUNK_VALUES / ncols.max(1)).max(1),
+        }
+    }
+
+    /// The source row of output row `r` (for element-wise permutations: of element `r`).
+    fn source_row(&self, r: usize) -> usize {
+        let perm_rows = if self.piece.entry.shape.len() == 1 {
+            self.ncols
+        } else {
+            self.nrows
+        };
+        self.piece.transform.source_row(r, perm_rows)
+    }
+
+    /// The source byte range output rows `r0..r1` read: a permutation stays within a head's rows.
+    fn source_range(&self, r0: usize, r1: usize) -> (usize, usize) {
+        if self.elementwise {
+            (0, self.piece.entry.raw_bytes as usize)
+        } else {
+            let (a, b) = (r0..r1)
+                .map(|r| self.source_row(r))
+                .fold((usize::MAX, 0), |(a, b), s| (a.min(s), b.max(s + 1)));
+            (a * self.ncols * self.esize, b * self.ncols * self.esize)
+        }
+    }
+
+    fn first_window(&self) -> (usize, usize) {
+        self.source_range(0, self.chunk_rows.min(self.nrows))
+    }
+}
+
+fn write_generated(t: &PlannedTensor, file: &mut BackgroundWriter, at: u64) -> Result<()> {
+    let TensorSource::Generated(values) = &t.source else {
+        unreachable!("only generated tensors have no pieces")
+    };
     let codec = quant::codec(t.ggml_type).context("no codec for the planned type")?;
     let ncols = t.ncols() as usize;
     let row_bytes = t
         .ggml_type
         .row_bytes(ncols as u64)
         .context("row does not fit the type")? as usize;
-    match &t.source {
-        TensorSource::Generated(values) => {
-            let mut out = vec![0u8; row_bytes * values.len() / ncols];
-            quant::quantize_rows(codec, values, ncols, t.imatrix.as_deref(), &mut out);
-            file.write_all_at(&out, at)?;
-        }
-        TensorSource::Stored(pieces) => {
-            let rows_per_piece = t.nrows() as usize / pieces.len();
-            for (i, piece) in pieces.iter().enumerate() {
-                let at = at + (i * rows_per_piece * row_bytes) as u64;
-                // Stacked experts: piece i is expert i, with its own slice of the weights.
-                let weights = t.imatrix.as_deref().map(|w| &w[i * ncols..(i + 1) * ncols]);
-                write_piece(
-                    store,
-                    piece,
-                    codec,
-                    weights,
-                    ncols,
-                    rows_per_piece,
-                    row_bytes,
-                    file,
-                    at,
-                )?;
-            }
-        }
-    }
-    Ok(())
+    let mut out = file.buffer();
+    out.resize(row_bytes * values.len() / ncols, 0);
+    quant::quantize_rows(codec, values, ncols, t.imatrix.as_deref(), &mut out);
+    file.write(out, at)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Converts and quantizes one piece's rows a window at a time. Encoded tensors decode the next
+/// window while this one is converted; during the last window, `next` (the following piece's
+/// reader and its first window) is decoded instead. Any encoding works: raw tensors are read
+/// from the map, encoded ones decoded (deltas and references through the base store). The
+/// content hash is checked at the end, after the rows are written to the (still temporary)
+/// output.
 fn write_piece(
-    store: &Store,
-    piece: &SourcePiece,
-    codec: &dyn TypeCodec,
-    weights: Option<&[f32]>,
-    ncols: usize,
-    nrows: usize,
-    row_bytes: usize,
-    file: &File,
-    at: u64,
+    job: &Job,
+    g: &PieceGeometry,
+    mut reader: TensorReader,
+    mut next: Option<&mut (TensorReader, (usize, usize))>,
+    file: &mut BackgroundWriter,
 ) -> Result<()> {
-    // Any encoding: raw tensors are read from the map, encoded ones decoded a window of rows
-    // at a time (deltas and references through the base store). The content hash is checked by
-    // `finish`, after the rows are written to the (still temporary) output.
-    let mut reader = store.reader(&piece.entry)?;
-    let dtype = piece.entry.dtype;
-    let esize = dtype.size();
-    // 1-D tensors are permuted element-wise (a bias): treat elements as rows of one value.
-    let (perm_rows, perm_len) = if piece.entry.shape.len() == 1 {
-        (ncols, 1)
-    } else {
-        (nrows, ncols)
-    };
-    let source_row = |r: usize| piece.transform.source_row(r, perm_rows);
-    let chunk_rows = (CHUNK_VALUES / ncols.max(1)).max(1);
-    // The source bytes rows r0..r1 read: the permutation stays within a head's rows.
-    let source_range = |r0: usize, r1: usize| -> (usize, usize) {
-        if perm_len == 1 && piece.transform != Transform::None {
-            (0, piece.entry.raw_bytes as usize)
-        } else {
-            let (a, b) = (r0..r1)
-                .map(source_row)
-                .fold((usize::MAX, 0), |(a, b), s| (a.min(s), b.max(s + 1)));
-            (a * ncols * esize, b * ncols * esize)
-        }
-    };
-    let mut out = Vec::new();
+    let (ncols, nrows, row_bytes, esize) = (job.ncols, job.nrows, job.row_bytes, g.esize);
+    let (codec, weights) = (job.codec, job.weights());
+    let dtype = g.piece.entry.dtype;
     let mut r0 = 0;
     while r0 < nrows {
-        let r1 = (r0 + chunk_rows).min(nrows);
-        let (lo, hi) = source_range(r0, r1);
-        // Encoded tensors decode the next rows' bytes while these are converted.
-        let next = (r1 < nrows).then(|| source_range(r1, (r1 + chunk_rows).min(nrows)));
+        let r1 = (r0 + g.chunk_rows).min(nrows);
+        let (lo, hi) = g.source_range(r0, r1);
+        let next_window = (r1 < nrows).then(|| g.source_range(r1, (r1 + g.chunk_rows).min(nrows)));
+        let preload = if r1 == nrows { next.take() } else { None };
+        let mut out = file.buffer();
         out.resize((r1 - r0) * row_bytes, 0);
         let out_rows = &mut out;
-        let done = reader.with_window(lo, hi, next, |bytes| {
+        let side = move || {
+            if let Some((r, (s, e))) = preload {
+                r.preload(*s, *e);
+            }
+        };
+        let done = reader.with_window(lo, hi, next_window, side, |bytes| {
             out_rows
                 .par_chunks_mut(row_bytes)
                 .enumerate()
@@ -194,19 +309,24 @@ fn write_piece(
                     |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
                         let r = r0 + i;
                         vals.clear();
-                        if perm_len == 1 && piece.transform != Transform::None {
+                        if g.elementwise {
                             for c in 0..ncols {
-                                let s = source_row(c) * esize - lo;
+                                let s = g.source_row(c) * esize - lo;
                                 dtype.extend_f32(&bytes[s..s + esize], vals);
                             }
                         } else {
-                            let s = source_row(r) * ncols * esize - lo;
+                            let s = g.source_row(r) * ncols * esize - lo;
                             dtype.extend_f32(&bytes[s..s + ncols * esize], vals);
                         }
-                        if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
+                        // A branch-free scan first (vectorised); the position only on failure.
+                        let finite = vals.iter().fold(true, |ok, v| ok & v.is_finite());
+                        if let Some(c) = (!finite)
+                            .then(|| vals.iter().position(|v| !v.is_finite()))
+                            .flatten()
+                        {
                             bail!(
                                 "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
-                                piece.entry.name,
+                                g.piece.entry.name,
                                 vals[c]
                             );
                         }
@@ -218,8 +338,8 @@ fn write_piece(
         if let Err(e) = done.and_then(|d| d) {
             return Err(prefer_corruption(reader, e));
         }
-        file.write_all_at(&out, at + (r0 * row_bytes) as u64)?;
-        if perm_len != 1 {
+        file.write(out, job.at + (r0 * row_bytes) as u64)?;
+        if !g.elementwise {
             reader.release(r0 * ncols * esize, r1 * ncols * esize);
         }
         r0 = r1;

@@ -65,10 +65,16 @@ impl Dtype {
     /// Converts little-endian elements to f32, appending to `out`.
     pub fn extend_f32(self, bytes: &[u8], out: &mut Vec<f32>) {
         let n = bytes.len() / self.size();
-        out.reserve(n);
+        let start = out.len();
+        out.resize(start + n, 0.0);
+        let dst = &mut out[start..];
+        // Index-free loops over fixed-size chunks: the compiler vectorises these (an `extend`
+        // with a per-element capacity check does not).
         macro_rules! conv {
-            ($w:expr, $f:expr) => {
-                out.extend(bytes.chunks_exact($w).map($f))
+            ($w:expr, |$c:ident| $e:expr) => {
+                for (d, $c) in dst.iter_mut().zip(bytes.chunks_exact($w)) {
+                    *d = $e;
+                }
             };
         }
         match self {

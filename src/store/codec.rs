@@ -22,14 +22,21 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// The largest chunk size a tensor file may declare: bounds the memory a corrupt header can ask
 /// for.
 pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
-/// zstd level 1 (the fast strategy) with a small window and the longest minimum match: byte
-/// planes of weights have few real repeats, and short matches found in a large window cost more
-/// than they save, so this is both the fastest setting and, on weights, smaller than levels 2-12
-/// (only the slow optimal-parsing levels do better). Runs of zeros — deltas, constant tensors —
-/// still collapse. Measured on the kit models and bench/store_bench.py's family.
+/// zstd level 1 (the fast strategy) with a small window, the longest minimum match and the
+/// smallest match-finder table: byte planes of weights have few real repeats, and the short
+/// matches a larger table finds in the exponent plane cost more than they save — each is a
+/// sequence the decoder must execute, while literals go through the much faster Huffman
+/// decoder. This setting is both the fastest (on the bench model's exponent plane, decode
+/// 1.1 → 1.9 GB/s, encode 320 → 580 MB/s per core against the default table) and, on weights,
+/// the smallest of levels 1-12. Runs of zeros (deltas, constant tensors) still collapse.
+/// Measured with bench/store_bench.py and examples/codec_bench.rs.
 pub const LEVEL: i32 = 1;
 const WINDOW_LOG: u32 = 14;
 const MIN_MATCH: u32 = 7;
+/// zstd's minimum (ZSTD_HASHLOG_MIN). Not for deltas: their planes are mostly zero runs with
+/// sparse changed bits, where level 1's own table finds matches worth having (delta encode
+/// 715 vs 550 MB/s, decode 1650 vs 1400 MB/s per core on bench/store_bench.py's family).
+const HASH_LOG: u32 = 6;
 
 /// How a dtype's elements are laid out in planes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,18 +159,23 @@ fn xor_into(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-fn new_compressor() -> Result<zstd::bulk::Compressor<'static>> {
+fn new_compressor(delta: bool) -> Result<zstd::bulk::Compressor<'static>> {
     use zstd::zstd_safe::CParameter;
     let mut c = zstd::bulk::Compressor::new(LEVEL).context("zstd init")?;
     c.set_parameter(CParameter::WindowLog(WINDOW_LOG))
         .context("zstd window")?;
     c.set_parameter(CParameter::MinMatch(MIN_MATCH))
         .context("zstd min match")?;
+    if !delta {
+        c.set_parameter(CParameter::HashLog(HASH_LOG))
+            .context("zstd hash log")?;
+    }
     Ok(c)
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    /// One compressor for plain chunks, one for deltas (they are tuned differently).
+    static COMPRESSORS: RefCell<[Option<zstd::bulk::Compressor<'static>>; 2]> = const { RefCell::new([None, None]) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -189,12 +201,13 @@ pub fn encode_chunk(src: &[u8], base: Option<&[u8]>, planes: Planes) -> Result<V
         };
         b.resize(src.len(), 0);
         split(input, planes, b);
-        COMPRESSOR.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.is_none() {
-                *c = Some(new_compressor()?);
+        let delta = base.is_some();
+        COMPRESSORS.with(|c| {
+            let slot = &mut c.borrow_mut()[delta as usize];
+            if slot.is_none() {
+                *slot = Some(new_compressor(delta)?);
             }
-            let c = c.as_mut().context("zstd init")?;
+            let c = slot.as_mut().context("zstd init")?;
             c.compress(b).context("zstd compression failed")
         })
     })

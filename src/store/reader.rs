@@ -163,36 +163,41 @@ impl<'s> TensorReader<'s> {
                 }
                 let cb = c.file.chunk_bytes();
                 let (c0, c1) = (start / cb, end.div_ceil(cb));
-                c.load(c0, c1)?;
+                c.load(c0, c1, true)?;
                 let off = c.held.0 * cb;
                 Ok(&c.buf[start - off..end - off])
             }
         }
     }
 
-    /// Calls `f` with the decoded bytes `start..end` (like [`TensorReader::window`]) while, for
-    /// encoded tensors, the chunks of `next` — the window the caller will ask for next — are
-    /// decoded on the other cores, so decoding overlaps the caller's work.
+    /// Calls `f` with the decoded bytes `start..end` (like [`TensorReader::window`]) while, on
+    /// the other cores, `side` runs and, for encoded tensors, the chunks of `next` (the window
+    /// the caller will ask for next) are decoded and the new chunks hashed, so that decoding and
+    /// hashing overlap the caller's work. `side` lets a caller prepare something else meanwhile
+    /// (the next tensor's first window: [`TensorReader::preload`]).
     pub fn with_window<R: Send>(
         &mut self,
         start: usize,
         end: usize,
         next: Option<(usize, usize)>,
+        side: impl FnOnce() + Send,
         f: impl FnOnce(&[u8]) -> R + Send,
     ) -> Result<R> {
         let len = self.len;
         let Kind::Chunked(c) = &mut self.kind else {
             if let Kind::Ref { inner, .. } = &mut self.kind {
-                return inner.with_window(start, end, next, f);
+                return inner.with_window(start, end, next, side, f);
             }
-            return Ok(f(self.window(start, end)?));
+            let bytes = self.window(start, end)?;
+            return Ok(rayon::join(|| f(bytes), side).0);
         };
         let next = next.filter(|&(s, e)| s < e && e <= len);
         if start > end || end > len || start == end {
-            return Ok(f(self.window(start, end)?));
+            let bytes = self.window(start, end)?;
+            return Ok(rayon::join(|| f(bytes), side).0);
         }
         let cb = c.file.chunk_bytes();
-        c.load(start / cb, end.div_ceil(cb))?;
+        c.load(start / cb, end.div_ceil(cb), false)?;
         let off = c.held.0 * cb;
         let Chunked {
             file,
@@ -201,20 +206,30 @@ impl<'s> TensorReader<'s> {
             held,
             ahead_buf,
             ahead,
-            ..
+            hashed,
+            hashing,
+            hasher,
         } = &mut **c;
         let bytes = &buf[start - off..end - off];
-        let Some((n0, n1)) = next.map(|(s, e)| (s / cb, e.div_ceil(cb))) else {
-            return Ok(f(bytes));
-        };
-        // Only a window that starts inside or right after this one, and needs new chunks.
-        let a0 = n0.max(held.1);
-        if n0 < held.0 || n0 > held.1 || a0 >= n1 {
-            return Ok(f(bytes));
-        }
+        // The chunks to hash now (they continue the hashed prefix), and to decode ahead: only
+        // for a window that starts inside or right after this one and needs new chunks.
+        let to_hash = (*hashing && held.0 <= *hashed && *hashed < held.1)
+            .then(|| &buf[(*hashed - held.0) * cb..file.chunk_span(held.0, held.1).1 - off]);
+        let read_ahead = next
+            .map(|(s, e)| (s / cb, e.div_ceil(cb)))
+            .map(|(n0, n1)| (n0, n0.max(held.1), n1))
+            .filter(|&(n0, a0, n1)| held.0 <= n0 && n0 <= held.1 && a0 < n1);
         let (r, pre) = rayon::join(
             || f(bytes),
             || -> Result<()> {
+                rayon::join(side, || {
+                    if let Some(b) = to_hash {
+                        hasher.update(b);
+                    }
+                });
+                let Some((n0, a0, n1)) = read_ahead else {
+                    return Ok(());
+                };
                 let (s, e) = file.chunk_span(a0, n1);
                 let at = (a0 - n0) * cb;
                 if ahead_buf.len() < at + (e - s) {
@@ -227,9 +242,31 @@ impl<'s> TensorReader<'s> {
                 file.decode_chunks(a0, n1, b, &mut ahead_buf[at..at + (e - s)])
             },
         );
+        if to_hash.is_some() {
+            *hashed = held.1;
+        }
         // A failed read-ahead is dropped: the next load decodes again and reports the error.
-        *ahead = pre.ok().map(|()| (n0, a0, n1));
+        *ahead = match (pre, read_ahead) {
+            (Ok(()), Some((n0, a0, n1))) => Some((n0, a0, n1)),
+            _ => None,
+        };
         Ok(r)
+    }
+
+    /// Decodes (and hashes) the window `start..end` now, so that a later
+    /// [`TensorReader::with_window`] on it starts at once. Errors are left for that call to
+    /// report. Raw tensors need nothing.
+    pub fn preload(&mut self, start: usize, end: usize) {
+        match &mut self.kind {
+            Kind::Raw(_) => {}
+            Kind::Ref { inner, .. } => inner.preload(start, end),
+            Kind::Chunked(c) => {
+                if start < end && end <= self.len {
+                    let cb = c.file.chunk_bytes();
+                    let _ = c.load(start / cb, end.div_ceil(cb), true);
+                }
+            }
+        }
     }
 
     /// Gives back the resident pages of a raw tensor's byte range once consumed (encoded
@@ -262,7 +299,7 @@ impl<'s> TensorReader<'s> {
                 let n = c.file.chunk_count();
                 while c.hashed < n {
                     let c0 = c.hashed;
-                    c.load(c0, (c0 + BATCH_CHUNKS).min(n))?;
+                    c.load(c0, (c0 + BATCH_CHUNKS).min(n), true)?;
                 }
                 let got = format!("{}{}", hash::PREFIX, c.hasher.finalize().to_hex());
                 if got != self.hash {
@@ -335,8 +372,9 @@ impl Drop for Chunked<'_> {
 
 impl Chunked<'_> {
     /// Makes `buf` hold at least chunks `c0..c1`, keeping what overlaps. The buffer only grows
-    /// (to the largest window asked for) and is never cleared: decoding overwrites it.
-    fn load(&mut self, c0: usize, c1: usize) -> Result<()> {
+    /// (to the largest window asked for) and is never cleared: decoding overwrites it. With
+    /// `hash` false the caller hashes the new chunks itself ([`TensorReader::with_window`]).
+    fn load(&mut self, c0: usize, c1: usize, hash: bool) -> Result<()> {
         if self.held.0 <= c0 && c1 <= self.held.1 {
             return Ok(());
         }
@@ -349,7 +387,9 @@ impl Chunked<'_> {
                 self.ahead_buf[..k].copy_from_slice(&self.buf[keep]);
                 std::mem::swap(&mut self.buf, &mut self.ahead_buf);
                 self.held = (n0, a1);
-                self.hash_new();
+                if hash {
+                    self.hash_new();
+                }
                 if c1 <= a1 {
                     return Ok(());
                 }
@@ -384,7 +424,9 @@ impl Chunked<'_> {
         };
         file.decode_chunks(from, c1, base, &mut buf[old..old + (e - s)])?;
         self.held.1 = c1;
-        self.hash_new();
+        if hash {
+            self.hash_new();
+        }
         Ok(())
     }
 
