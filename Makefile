@@ -4,14 +4,17 @@
 #   make test      the test suite (what CI runs)
 #   make lint      rustfmt check + clippy with warnings as errors
 #   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh):
-#                  quantizer throughput per type (bench-quant) and end to end (bench/run.sh)
+#                  quantizer throughput per type (bench-quant), the store's size and speed per
+#                  encoding (bench-store) and end to end (bench/run.sh)
 #   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
 
 CARGO ?= cargo
 GMAT := target/release/gmat
 OUT := out/example
 
-.PHONY: build install example test lint bench bench-quant quant-diff parity clean
+REF_ENV := $${GMAT_REF:-$$HOME/.cache/gmat-ref}/env.sh
+
+.PHONY: build install example test lint bench bench-quant bench-store quant-diff parity clean
 
 build:
 	$(CARGO) build --release --locked
@@ -36,8 +39,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 
-bench: build bench-quant
+bench: build bench-quant bench-store
 	bash bench/run.sh
+
+bench-store: build
+	$(CARGO) build --release --locked --example codec_bench
+	. $(REF_ENV) && $$REF_PY bench/store_bench.py
 
 bench-quant:
 	bash bench/quant_bench.sh

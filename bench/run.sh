@@ -4,6 +4,12 @@
 #
 #   bash bench/run.sh [WORKDIR]        (default WORKDIR: /tmp/gmat-bench)
 #
+# BENCH_MODEL_ARGS sets the generated model's shape (bench/make_bench_model.py options; use a new
+# WORKDIR per shape), e.g. a 2.8B-parameter model of Llama-3.2-3B's layer shapes (5.6 GB BF16,
+# about 25 GB of disk for all outputs):
+#   BENCH_MODEL_ARGS="--layers 28 --hidden 3072 --ffn 8192 --heads 24 --kv-heads 8" \
+#     bash bench/run.sh /tmp/gmat-bench-3b
+#
 # Generates a ~1 GB BF16 llama-shaped model in 3 shards, then times, each with wall time, CPU
 # time (user+sys) and peak RSS (/usr/bin/time):
 #   gmat import; gmat export Q8_0; gmat export Q4_K_M (if gmat supports it);
@@ -21,7 +27,8 @@ GMAT=$ROOT/target/release/gmat
 [ -x "$GMAT" ] || (cd "$ROOT" && cargo build --release --locked)
 mkdir -p "$W"
 M=$W/bench-llama
-[ -f "$M/config.json" ] || $REF_PY "$HERE/make_bench_model.py" "$M"
+# shellcheck disable=SC2086 # BENCH_MODEL_ARGS is a list of options
+[ -f "$M/config.json" ] || $REF_PY "$HERE/make_bench_model.py" "$M" ${BENCH_MODEL_ARGS:-}
 RES=$W/results.tsv
 : > "$RES"
 
@@ -56,6 +63,14 @@ echo "speedups (reference wall / gmat wall):"
 echo "  HF -> Q8_0 end to end (convert q8_0 vs import+export): $(ratio "$cq8" "$(echo "$imp + $q8" | bc)")x"
 echo "  new Q8_0 profile from a store (llama-quantize vs gmat export): $(ratio "$lq8" "$q8")x"
 echo "peak RSS (MiB): gmat import $(( $(get "gmat import" 4) / 1024 )), gmat export Q8_0 $(( $(get "gmat export Q8_0" 4) / 1024 )), converter bf16 $(( $(get "convert bf16" 4) / 1024 )), llama-quantize Q8_0 $(( $(get "llama-quantize Q8_0" 4) / 1024 ))"
+if [ -f "$W/gmat-q4_k_m.gguf" ] && command -v llama-simple > /dev/null; then
+  # The weights are random, so the text is noise: this checks that llama.cpp loads and runs it.
+  if llama-simple -m "$W/gmat-q4_k_m.gguf" -n 8 "Once upon a time" > "$W/llama-simple.log" 2>&1; then
+    echo "llama-simple on gmat-q4_k_m.gguf: ok, $(grep -o 'decoded [0-9]* tokens in [0-9.]* s, speed: [0-9.]* t/s' "$W/llama-simple.log" | head -1)"
+  else
+    echo "llama-simple on gmat-q4_k_m.gguf FAILED, see $W/llama-simple.log"
+  fi
+fi
 for t in q8_0 q4_k_m; do
   if [ -f "$W/gmat-$t.gguf" ]; then
     echo "parity $t: $($REF_PY "$ROOT/../shared/reference/gguf_parity.py" "$W/gmat-$t.gguf" "$W/ref-$t.gguf" --quiet \

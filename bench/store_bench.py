@@ -21,7 +21,9 @@ cores the machine has (CPU count printed). Figures are measured, never asserted.
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -68,6 +70,22 @@ def timed(repeat, *args, fresh=None):
         dt = time.perf_counter() - t
         best = dt if best is None else min(best, dt)
     return best
+
+
+def timed_rounds(repeat, cmds):
+    """Runs every command of `cmds` (a dict name -> argv) once per round, `repeat` rounds, the
+    commands interleaved so that machine noise falls on all alike. Returns name -> (median wall
+    seconds, median CPU seconds of the child)."""
+    walls, cpus = {k: [] for k in cmds}, {k: [] for k in cmds}
+    for _ in range(repeat):
+        for k, argv in cmds.items():
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = time.perf_counter()
+            run(*argv)
+            walls[k].append(time.perf_counter() - t)
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[k].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in cmds}
 
 
 def disk_bytes(*dirs):
@@ -297,26 +315,35 @@ def main():
     print("`gmat inspect` of fine-tune 1, totals:\n\n```\n" + "\n".join(insp[-5:]) + "\n```\n")
 
     # 3. Throughput on the base (and a delta store).
-    print(f"## Throughput (best of {a.repeat}, wall clock, {os.cpu_count()} CPUs; MB = source MB)\n")
+    print(f"## Throughput ({os.cpu_count()} CPUs; import and verify: best of {a.repeat}, wall clock; "
+          "MB = source MB)\n")
     print("| step | raw store | zstd store | fine-tune delta store |")
     print("|---|---|---|---|")
     print(f"| import | {imp['raw']:.2f} s ({mb / imp['raw']:.0f} MB/s) | {imp['zstd']:.2f} s ({mb / imp['zstd']:.0f} MB/s) | "
           f"{min(ft_times):.2f} s ({mb / min(ft_times):.0f} MB/s) |")
-    outs = {}
-    for t in ["BF16", "Q8_0"]:
-        row = []
-        for name, st in [("raw", stores["raw"]), ("zstd", stores["zstd"]), ("delta", ft_stores[0])]:
-            out = os.path.join(fam, f"{name}-{t}.gguf")
-            dt = timed(a.repeat, gmat, "export", "-q", "--model", st, "--type", t, "-o", out)
-            outs[(name, t)] = out
-            row.append(f"{dt:.2f} s ({mb / dt:.0f} MB/s)")
-        print(f"| export {t} | " + " | ".join(row) + " |")
-    row = []
+    verify_row = []
     for st in [stores["raw"], stores["zstd"], ft_stores[0]]:
         dt = timed(a.repeat, gmat, "verify", "-q", st)
-        row.append(f"{dt:.2f} s ({mb / dt:.0f} MB/s)")
-    print("| verify | " + " | ".join(row) + " |\n")
-    for t in ["BF16", "Q8_0"]:
+        verify_row.append(f"{dt:.2f} s ({mb / dt:.0f} MB/s)")
+    print("| verify | " + " | ".join(verify_row) + " |\n")
+    # Exports: the three stores interleaved, medians; CPU is user + system time of gmat.
+    rounds = max(a.repeat, 5)
+    print(f"Exports, median of {rounds} interleaved rounds (wall; CPU = user + system; "
+          "'vs raw' = wall / raw store's wall):\n")
+    print("| export | raw store | zstd store | vs raw | delta store | vs raw |")
+    print("|---|---|---|---|---|---|")
+    outs = {}
+    for t in ["BF16", "Q8_0", "Q4_K_M"]:
+        cmds = {}
+        for name, st in [("raw", stores["raw"]), ("zstd", stores["zstd"]), ("delta", ft_stores[0])]:
+            outs[(name, t)] = os.path.join(fam, f"{name}-{t}.gguf")
+            cmds[name] = [gmat, "export", "-q", "--model", st, "--type", t, "-o", outs[(name, t)]]
+        res = timed_rounds(rounds, cmds)
+        cell = lambda k: f"{res[k][0]:.2f} s, CPU {res[k][1]:.2f} s"
+        print(f"| {t} | {cell('raw')} | {cell('zstd')} | {res['zstd'][0] / res['raw'][0]:.2f}x | "
+              f"{cell('delta')} | {res['delta'][0] / res['raw'][0]:.2f}x |")
+    print()
+    for t in ["BF16", "Q8_0", "Q4_K_M"]:
         with open(outs[("raw", t)], "rb") as f1, open(outs[("zstd", t)], "rb") as f2:
             assert f1.read() == f2.read(), f"{t} export from the zstd store differs from the raw store's"
         ft_alone_out = os.path.join(fam, f"ft1-alone-{t}.gguf")

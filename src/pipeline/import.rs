@@ -19,6 +19,7 @@ use super::progress;
 use crate::config::import_config::ImportDecision;
 use crate::source::HfModel;
 use crate::store::codec::{self, Planes, CHUNK_BYTES};
+use crate::store::commit::{BackgroundCommit, Commit};
 use crate::store::manifest::{BaseStore, SourceInfo, FORMAT_VERSION};
 use crate::store::tensor_file::{self, ByteSource};
 use crate::store::{
@@ -83,6 +84,9 @@ pub fn run(
         .sum();
     let index = options.base.map(BaseIndex::new);
     let bar = progress::bytes_bar(total, "import", quiet);
+    // Files are made durable and renamed on another thread while the next tensors encode; all
+    // of them before the manifest is written.
+    let commit = BackgroundCommit::start();
     let entries: Vec<TensorEntry> = sources
         .par_iter()
         .map(|(r, d)| {
@@ -101,12 +105,21 @@ pub fn run(
             let path = Store::tensor_path(root, &d.uuid);
             let start = r.tensor.range.start;
             let release = |w: Range<usize>| r.file.release(start + w.start..start + w.end);
-            let entry = store_tensor(entry, bytes, &path, options, index.as_ref(), &release)
-                .with_context(|| format!("tensor {}", r.tensor.name))?;
+            let entry = store_tensor(
+                entry,
+                bytes,
+                &path,
+                options,
+                index.as_ref(),
+                &release,
+                &commit,
+            )
+            .with_context(|| format!("tensor {}", r.tensor.name))?;
             bar.inc(bytes.len() as u64);
             Ok(entry)
         })
         .collect::<Result<_>>()?;
+    commit.finish()?;
     bar.finish_and_clear();
     let mut side_files = Vec::new();
     for p in &model.side_files {
@@ -198,6 +211,7 @@ fn store_tensor(
     options: &ImportOptions,
     index: Option<&BaseIndex>,
     release: &(dyn Fn(Range<usize>) + Sync),
+    commit: &dyn Commit,
 ) -> Result<TensorEntry> {
     let existing = TensorFile::open(path).ok();
     if let Some(index) = index {
@@ -251,8 +265,14 @@ fn store_tensor(
                     format!("base tensor {} of {}", b.name, index.store.root.display())
                 })?;
                 if delta_pays(bytes, &mut reader, e.dtype, options.encoding)? {
-                    e.stored_bytes =
-                        tensor_file::write_chunked(path, &xh, bytes, Some(&mut reader), release)?;
+                    e.stored_bytes = tensor_file::write_chunked(
+                        path,
+                        &xh,
+                        bytes,
+                        Some(&mut reader),
+                        release,
+                        commit,
+                    )?;
                     reader.finish().with_context(|| {
                         format!(
                             "the base store {} is corrupt; the delta written against it is unusable",
@@ -273,8 +293,8 @@ fn store_tensor(
     }
     drop(existing);
     e.stored_bytes = match options.encoding {
-        Encoding::Raw => tensor_file::write_raw_releasing(path, &h, bytes, release)?,
-        _ => tensor_file::write_chunked(path, &h, bytes, None, release)?,
+        Encoding::Raw => tensor_file::write_raw_releasing(path, &h, bytes, release, commit)?,
+        _ => tensor_file::write_chunked(path, &h, bytes, None, release, commit)?,
     };
     Ok(e)
 }

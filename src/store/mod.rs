@@ -2,6 +2,7 @@
 //! tensor under `tensors/<uuid>.gmat`.
 
 pub mod codec;
+pub mod commit;
 pub mod hash;
 pub mod manifest;
 pub mod reader;

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::codec::{self, Planes, CHUNK_BYTES, MAX_CHUNK_BYTES};
+use super::commit::{Commit, CommitNow};
 use super::hash;
 use crate::source::Dtype;
 
@@ -165,20 +166,22 @@ pub fn partial_path(path: &Path) -> std::path::PathBuf {
 
 /// Writes a raw tensor file atomically and returns its size on disk.
 pub fn write_raw(path: &Path, header: &TensorHeader, payload: &[u8]) -> Result<u64> {
-    write_raw_releasing(path, header, payload, |_| {})
+    write_raw_releasing(path, header, payload, |_| {}, &CommitNow)
 }
 
 /// [`write_raw`], calling `written` with each payload range once it is on its way to disk (so a
-/// memory-mapped source can give its pages back).
+/// memory-mapped source can give its pages back), and `commit` to make the file durable and
+/// rename it into place.
 pub fn write_raw_releasing(
     path: &Path,
     header: &TensorHeader,
     payload: &[u8],
     written: impl Fn(Range<usize>),
+    commit: &dyn Commit,
 ) -> Result<u64> {
     let head = header_bytes(header)?;
     let tmp = partial_path(path);
-    let write = || -> Result<()> {
+    let write = || -> Result<File> {
         let mut f = File::create(&tmp)?;
         f.write_all(&head)?;
         let mut pos = 0;
@@ -188,12 +191,13 @@ pub fn write_raw_releasing(
             written(pos..end);
             pos = end;
         }
-        f.sync_data()?;
-        Ok(())
+        Ok(f)
     };
-    write().with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    let f = write().with_context(|| format!("cannot write {}", tmp.display()));
+    let f = f.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    commit.commit(f, tmp, path.to_path_buf())?;
     Ok((head.len() + payload.len()) as u64)
 }
 
@@ -215,13 +219,14 @@ impl ByteSource for &[u8] {
 /// asked for increasing ranges). Chunks are encoded in parallel,
 /// [`BATCH_CHUNKS`] at a time, so memory stays bounded whatever the tensor's size; `written` is
 /// called with each range of `src` once it is encoded (so a memory-mapped source can give its
-/// pages back).
+/// pages back); `commit` makes the file durable and renames it into place.
 pub fn write_chunked(
     path: &Path,
     header: &TensorHeader,
     src: &[u8],
     mut base: Option<&mut dyn ByteSource>,
     written: &dyn Fn(Range<usize>),
+    commit: &dyn Commit,
 ) -> Result<u64> {
     header.validate()?;
     if !header.encoding.is_chunked() || src.len() as u64 != header.raw_bytes {
@@ -236,7 +241,7 @@ pub fn write_chunked(
     let head = header_bytes(header)?;
     let tmp = partial_path(path);
     let data_start = (head.len() + 8 * n) as u64;
-    let mut write = || -> Result<u64> {
+    let mut write = || -> Result<(File, u64)> {
         let f = File::create(&tmp)?;
         f.write_all_at(&head, 0)?;
         let mut ends = Vec::with_capacity(n);
@@ -266,19 +271,13 @@ pub fn write_chunked(
         }
         let index: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
         f.write_all_at(&index, head.len() as u64)?;
-        f.sync_data()?;
-        Ok(data_start + at)
+        Ok((f, data_start + at))
     };
-    let size = write().with_context(|| format!("cannot write {}", tmp.display()));
-    let size = match size {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    let result = write().with_context(|| format!("cannot write {}", tmp.display()));
+    let (f, size) = result.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    commit.commit(f, tmp, path.to_path_buf())?;
     Ok(size)
 }
 
@@ -553,7 +552,7 @@ mod tests {
     fn write(p: &Path, h: &TensorHeader, payload: &[u8]) -> u64 {
         match h.encoding {
             Encoding::Raw => write_raw(p, h, payload).unwrap(),
-            _ => write_chunked(p, h, payload, None, &|_| {}).unwrap(),
+            _ => write_chunked(p, h, payload, None, &|_| {}, &CommitNow).unwrap(),
         }
     }
 
@@ -601,7 +600,7 @@ mod tests {
             uuid: Uuid::nil(),
             hash: hash::content_hash(&base),
         });
-        assert!(write_chunked(&p, &h, &src, None, &|_| {}).is_err());
+        assert!(write_chunked(&p, &h, &src, None, &|_| {}, &CommitNow).is_err());
         struct Recorder<'a>(&'a [u8], Vec<(usize, usize)>);
         impl ByteSource for Recorder<'_> {
             fn range(&mut self, s: usize, e: usize) -> Result<&[u8]> {
@@ -610,7 +609,7 @@ mod tests {
             }
         }
         let mut rec = Recorder(&base, Vec::new());
-        write_chunked(&p, &h, &src, Some(&mut rec), &|_| {}).unwrap();
+        write_chunked(&p, &h, &src, Some(&mut rec), &|_| {}, &CommitNow).unwrap();
         assert_eq!(rec.1, [(0, 10_000)]);
         let f = TensorFile::open(&p).unwrap();
         let mut out = vec![0u8; src.len()];
@@ -667,7 +666,7 @@ mod tests {
         let p = d.path().join("x.gmat");
         let payload: Vec<u8> = (0..20_000u32).map(|i| ((i * i) >> 3) as u8).collect();
         let h = header(&payload, Encoding::Zstd);
-        write_chunked(&p, &h, &payload, None, &|_| {}).unwrap();
+        write_chunked(&p, &h, &payload, None, &|_| {}, &CommitNow).unwrap();
         let good = std::fs::read(&p).unwrap();
         let f = TensorFile::open(&p).unwrap();
         let index_at = f.payload_start;
