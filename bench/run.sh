@@ -9,6 +9,10 @@
 # about 25 GB of disk for all outputs):
 #   BENCH_MODEL_ARGS="--layers 28 --hidden 3072 --ffn 8192 --heads 24 --kv-heads 8" \
 #     bash bench/run.sh /tmp/gmat-bench-3b
+# BENCH_GMAT_ONLY=1 runs gmat's steps only (for models too large for the reference's extra BF16
+# copy on the disk at hand), e.g. Llama-3-8B's layer shapes (7.0B parameters, 14 GB BF16):
+#   BENCH_GMAT_ONLY=1 BENCH_MODEL_ARGS="--layers 32 --hidden 4096 --ffn 14336 --heads 32 --kv-heads 8" \
+#     bash bench/run.sh /tmp/gmat-bench-8b
 #
 # Generates a ~1 GB BF16 llama-shaped model in 3 shards, then times, each with wall time, CPU
 # time (user+sys) and peak RSS (/usr/bin/time):
@@ -47,22 +51,30 @@ run "gmat export Q8_0" "$GMAT" export -q --model "$W/store" --type Q8_0 -o "$W/g
 if "$GMAT" export -q --model "$W/store" --type Q4_K_M --dry-run > /dev/null 2>&1; then
   run "gmat export Q4_K_M" "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
 fi
-run "convert bf16" $REF_CONVERT "$M" --outtype bf16 --outfile "$W/ref-bf16.gguf"
-run "llama-quantize Q4_K_M" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q4_k_m.gguf" Q4_K_M 2
-run "llama-quantize Q8_0" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q8_0.gguf" Q8_0 2
-run "convert q8_0" $REF_CONVERT "$M" --outtype q8_0 --outfile "$W/ref-conv-q8_0.gguf"
+if [ -n "${BENCH_GMAT_ONLY:-}" ]; then
+  # gmat's steps only (for a model too large for the reference's extra BF16 copy on this disk).
+  "$GMAT" export --model "$W/store" --type Q4_K_M --dry-run | tail -n 1
+  echo "store: $(du -sh "$W/store" | cut -f1), source: $(du -sh "$M" | cut -f1)"
+else
+  run "convert bf16" $REF_CONVERT "$M" --outtype bf16 --outfile "$W/ref-bf16.gguf"
+  run "llama-quantize Q4_K_M" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q4_k_m.gguf" Q4_K_M 2
+  run "llama-quantize Q8_0" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q8_0.gguf" Q8_0 2
+  run "convert q8_0" $REF_CONVERT "$M" --outtype q8_0 --outfile "$W/ref-conv-q8_0.gguf"
+fi
 
 echo
 get() { awk -F'\t' -v n="$1" -v c="$2" '$1==n {print $c}' "$RES"; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && echo "scale=2; $1 / $2" | bc || echo "n/a"; }
 imp=$(get "gmat import" 2); q8=$(get "gmat export Q8_0" 2); q4=$(get "gmat export Q4_K_M" 2)
 cbf=$(get "convert bf16" 2); lq4=$(get "llama-quantize Q4_K_M" 2); lq8=$(get "llama-quantize Q8_0" 2); cq8=$(get "convert q8_0" 2)
-echo "speedups (reference wall / gmat wall):"
-[ -n "$q4" ] && echo "  HF -> Q4_K_M end to end (convert+quantize vs import+export): $(ratio "$(echo "$cbf + $lq4" | bc)" "$(echo "$imp + $q4" | bc)")x"
-[ -n "$q4" ] && echo "  new Q4_K_M profile from a store (llama-quantize vs gmat export): $(ratio "$lq4" "$q4")x"
-echo "  HF -> Q8_0 end to end (convert q8_0 vs import+export): $(ratio "$cq8" "$(echo "$imp + $q8" | bc)")x"
-echo "  new Q8_0 profile from a store (llama-quantize vs gmat export): $(ratio "$lq8" "$q8")x"
-echo "peak RSS (MiB): gmat import $(( $(get "gmat import" 4) / 1024 )), gmat export Q8_0 $(( $(get "gmat export Q8_0" 4) / 1024 )), converter bf16 $(( $(get "convert bf16" 4) / 1024 )), llama-quantize Q8_0 $(( $(get "llama-quantize Q8_0" 4) / 1024 ))"
+[ -n "${BENCH_GMAT_ONLY:-}" ] || echo "speedups (reference wall / gmat wall):"
+[ -n "$q4" ] && [ -n "$lq4" ] && echo "  HF -> Q4_K_M end to end (convert+quantize vs import+export): $(ratio "$(echo "$cbf + $lq4" | bc)" "$(echo "$imp + $q4" | bc)")x"
+[ -n "$q4" ] && [ -n "$lq4" ] && echo "  new Q4_K_M profile from a store (llama-quantize vs gmat export): $(ratio "$lq4" "$q4")x"
+if [ -z "${BENCH_GMAT_ONLY:-}" ]; then
+  echo "  HF -> Q8_0 end to end (convert q8_0 vs import+export): $(ratio "$cq8" "$(echo "$imp + $q8" | bc)")x"
+  echo "  new Q8_0 profile from a store (llama-quantize vs gmat export): $(ratio "$lq8" "$q8")x"
+  echo "peak RSS (MiB): gmat import $(( $(get "gmat import" 4) / 1024 )), gmat export Q8_0 $(( $(get "gmat export Q8_0" 4) / 1024 )), converter bf16 $(( $(get "convert bf16" 4) / 1024 )), llama-quantize Q8_0 $(( $(get "llama-quantize Q8_0" 4) / 1024 ))"
+fi
 if [ -f "$W/gmat-q4_k_m.gguf" ] && command -v llama-simple > /dev/null; then
   # The weights are random, so the text is noise: this checks that llama.cpp loads and runs it.
   if llama-simple -m "$W/gmat-q4_k_m.gguf" -n 8 "Once upon a time" > "$W/llama-simple.log" 2>&1; then
@@ -72,7 +84,7 @@ if [ -f "$W/gmat-q4_k_m.gguf" ] && command -v llama-simple > /dev/null; then
   fi
 fi
 for t in q8_0 q4_k_m; do
-  if [ -f "$W/gmat-$t.gguf" ]; then
+  if [ -f "$W/gmat-$t.gguf" ] && [ -f "$W/ref-$t.gguf" ]; then
     echo "parity $t: $($REF_PY "$ROOT/../shared/reference/gguf_parity.py" "$W/gmat-$t.gguf" "$W/ref-$t.gguf" --quiet \
       --ignore-key '^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$' \
       --ignore-key '^gmat\.' | tail -1)"

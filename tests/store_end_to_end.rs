@@ -284,3 +284,149 @@ fn store_subcommands_have_help_with_examples() {
         "{text}"
     );
 }
+
+/// A one-layer llama whose embedding and output matrices (3000 x 1408 BF16, 8.4 MB each) are
+/// larger than export's window of rows, so that they are read in two windows that cut the
+/// store's 1 MiB chunks in the middle, with read-ahead and the next tensor's preload.
+fn make_wide_model(dir: &Path) -> PathBuf {
+    let example = repo().join("example/tiny_llm");
+    let m = dir.join("wide-hf");
+    copy_side_files(&example, &m);
+    let (h, f, heads, kv, hd) = (1408u64, 256u64, 11u64, 1u64, 128u64);
+    let cfg_path = m.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    for (k, v) in [
+        ("hidden_size", h),
+        ("intermediate_size", f),
+        ("num_attention_heads", heads),
+        ("num_key_value_heads", kv),
+        ("head_dim", hd),
+        ("num_hidden_layers", 1),
+    ] {
+        cfg[k] = v.into();
+    }
+    std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let mut x = 0x2545_f491u32;
+    let mut bf16 = |shape: Vec<u64>, scale: f32, offset: f32| -> Vec<u8> {
+        let n: u64 = shape.iter().product();
+        (0..n)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let v = offset + scale * ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5);
+                ((v.to_bits() >> 16) as u16).to_le_bytes()
+            })
+            .collect()
+    };
+    let mut t = |name: &str, shape: Vec<u64>, norm: bool| {
+        let bytes = if norm {
+            bf16(shape.clone(), 0.2, 1.0)
+        } else {
+            bf16(shape.clone(), 0.08, 0.0)
+        };
+        (name.to_string(), "BF16".to_string(), shape, bytes)
+    };
+    let p = "model.layers.0.";
+    let tensors = vec![
+        t("model.embed_tokens.weight", vec![3000, h], false),
+        t(&format!("{p}input_layernorm.weight"), vec![h], true),
+        t(
+            &format!("{p}self_attn.q_proj.weight"),
+            vec![heads * hd, h],
+            false,
+        ),
+        t(
+            &format!("{p}self_attn.k_proj.weight"),
+            vec![kv * hd, h],
+            false,
+        ),
+        t(
+            &format!("{p}self_attn.v_proj.weight"),
+            vec![kv * hd, h],
+            false,
+        ),
+        t(
+            &format!("{p}self_attn.o_proj.weight"),
+            vec![h, heads * hd],
+            false,
+        ),
+        t(
+            &format!("{p}post_attention_layernorm.weight"),
+            vec![h],
+            true,
+        ),
+        t(&format!("{p}mlp.gate_proj.weight"), vec![f, h], false),
+        t(&format!("{p}mlp.up_proj.weight"), vec![f, h], false),
+        t(&format!("{p}mlp.down_proj.weight"), vec![h, f], false),
+        t("model.norm.weight", vec![h], true),
+        t("lm_head.weight", vec![3000, h], false),
+    ];
+    write_safetensors(&m.join("model.safetensors"), &tensors);
+    m
+}
+
+#[test]
+fn tensors_larger_than_a_window_export_the_same_bytes_from_every_store_and_thread_count() {
+    let d = tempfile::tempdir().unwrap();
+    let p = |n: &str| d.path().join(n);
+    let model = make_wide_model(d.path());
+    for enc in ["raw", "zstd"] {
+        gmat_ok(&[
+            "import",
+            "-q",
+            "--encoding",
+            enc,
+            "--model",
+            s(&model),
+            "-o",
+            s(&p(enc)),
+        ]);
+    }
+    for t in ["BF16", "Q8_0", "Q4_K_M"] {
+        let mut files = Vec::new();
+        for (enc, threads) in [("raw", "2"), ("zstd", "1"), ("zstd", "2"), ("zstd", "3")] {
+            let out = p(&format!("{enc}-{threads}-{t}.gguf"));
+            gmat_ok_env(
+                &[
+                    "export",
+                    "-q",
+                    "--model",
+                    s(&p(enc)),
+                    "--type",
+                    t,
+                    "-o",
+                    s(&out),
+                ],
+                &[("RAYON_NUM_THREADS", threads)],
+            );
+            files.push((out.clone(), std::fs::read(&out).unwrap()));
+        }
+        for w in files.windows(2) {
+            assert!(
+                w[0].1 == w[1].1,
+                "{} and {} differ",
+                w[0].0.display(),
+                w[1].0.display()
+            );
+        }
+    }
+    // The BF16 export holds the source's embedding bytes exactly (read through two windows).
+    let src = read_safetensors(&model.join("model.safetensors"));
+    let embed = &src
+        .iter()
+        .find(|t| t.0 == "model.embed_tokens.weight")
+        .unwrap()
+        .3;
+    let gguf = gmat::gguf::GgufFile::open(&p("zstd-1-BF16.gguf")).unwrap();
+    let info = gguf
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .unwrap();
+    assert!(
+        gguf.tensor_data(info) == &embed[..],
+        "token_embd differs from the source"
+    );
+}
