@@ -10,7 +10,7 @@ use std::ops::Range;
 use memmap2::{Mmap, UncheckedAdvice};
 
 /// Bytes processed between releases.
-pub const CHUNK: usize = 64 << 20;
+pub const CHUNK: usize = 16 << 20;
 
 /// Drops the pages of `range` from this process's resident set (whole pages inside it only).
 pub fn release(map: &Mmap, range: Range<usize>) {

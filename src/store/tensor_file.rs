@@ -418,12 +418,26 @@ impl TensorFile {
         }
         let planes = Planes::for_dtype(self.header.dtype);
         let cb = self.chunk_bytes();
-        out.par_chunks_mut(cb).enumerate().try_for_each(|(i, dst)| {
-            let c = c0 + i;
-            let b = base.map(|b| &b[i * cb..i * cb + dst.len()]);
-            codec::decode_chunk(self.frame(c), b, planes, dst)
-                .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
-        })
+        out.par_chunks_mut(cb)
+            .enumerate()
+            .try_for_each(|(i, dst)| {
+                let c = c0 + i;
+                let b = base.map(|b| &b[i * cb..i * cb + dst.len()]);
+                codec::decode_chunk(self.frame(c), b, planes, dst)
+                    .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
+            })?;
+        // Reading goes forward: hand the decoded frames' pages back, so that resident memory
+        // does not grow with the tensor (a 70B model's embedding is 1.4 GB compressed).
+        if c1 > c0 {
+            let s = if c0 == 0 {
+                0
+            } else {
+                self.ends[c0 - 1] as usize
+            };
+            let e = self.ends[c1 - 1] as usize;
+            crate::mapped::release(&self.map, self.data_start + s..self.data_start + e);
+        }
+        Ok(())
     }
 
     /// Re-hashes the decoded bytes and compares with `expected`. `xor_zstd` files need their
