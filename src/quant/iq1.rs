@@ -5,10 +5,10 @@
 //! (through glibc's `qsort`), and `dequantize_row_iq1_s`, `dequantize_row_iq1_m` (ggml-quants.c;
 //! block layouts `block_iq1_s`, `block_iq1_m` in ggml-common.h).
 
-use super::iq2::check_row;
 use super::iq2_grid::{grid, Grid, Lattice, Lookup, IQ1S_GRID};
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 use super::simd::{build, F32x4};
+use super::super_block::{super_blocks, weighted_super_blocks};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -330,14 +330,9 @@ impl TypeCodec for Iq1S {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        check_row(src, imatrix, dst, IQ1_S_BYTES);
-        let qw = imatrix.expect("IQ1_S requires importance weights");
+        let blocks = weighted_super_blocks(src, imatrix, dst, IQ1_S_BYTES, "IQ1_S");
         let g = grid(Lattice::Iq1);
-        for ((xbl, qwbl), y) in src
-            .chunks_exact(QK_K)
-            .zip(qw.chunks_exact(QK_K))
-            .zip(dst.chunks_exact_mut(IQ1_S_BYTES))
-        {
+        for (xbl, qwbl, y) in blocks {
             quantize_block_iq1_s(g, xbl, qwbl, y);
         }
     }
@@ -617,14 +612,9 @@ impl TypeCodec for Iq1M {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        check_row(src, imatrix, dst, IQ1_M_BYTES);
+        let blocks = super_blocks(src, imatrix, dst, IQ1_M_BYTES);
         let g = grid(Lattice::Iq1);
-        for (ibl, (xbl, y)) in src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(IQ1_M_BYTES))
-            .enumerate()
-        {
-            let qwbl = imatrix.map(|w| &w[QK_K * ibl..QK_K * (ibl + 1)]);
+        for (xbl, qwbl, y) in blocks {
             quantize_block_iq1_m(g, xbl, qwbl, y);
         }
     }

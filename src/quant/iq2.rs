@@ -12,6 +12,7 @@ use super::iq2_grid::{
 use super::kquant_search::make_qp_quants;
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 use super::simd::build;
+use super::super_block::{super_blocks, weighted_super_blocks};
 use super::{GgmlType, TypeCodec};
 
 const QK_K: usize = 256;
@@ -162,22 +163,6 @@ fn sum_sq(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |s, &v| s + v * v)
 }
 
-/// Checks the row contract of [`TypeCodec::quantize_row`] for a 256-element block type.
-pub(super) fn check_row(src: &[f32], imatrix: Option<&[f32]>, dst: &[u8], block_bytes: usize) {
-    assert!(
-        src.len().is_multiple_of(QK_K),
-        "row length not a multiple of 256"
-    );
-    assert_eq!(
-        dst.len(),
-        src.len() / QK_K * block_bytes,
-        "destination size"
-    );
-    if let Some(qw) = imatrix {
-        assert_eq!(qw.len(), src.len(), "importance weights per row");
-    }
-}
-
 // ---------------------------------------------------------------------------------- IQ2_XXS
 
 /// IQ2_XXS (2.0625 bpw): per super-block an f16 scale and, per group of 32, four 8-bit grid
@@ -312,14 +297,9 @@ impl TypeCodec for Iq2Xxs {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        check_row(src, imatrix, dst, IQ2_XXS_BYTES);
-        let qw = imatrix.expect("IQ2_XXS requires importance weights");
+        let blocks = weighted_super_blocks(src, imatrix, dst, IQ2_XXS_BYTES, "IQ2_XXS");
         let g = grid(Lattice::Iq2Xxs);
-        for ((xbl, qwbl), y) in src
-            .chunks_exact(QK_K)
-            .zip(qw.chunks_exact(QK_K))
-            .zip(dst.chunks_exact_mut(IQ2_XXS_BYTES))
-        {
+        for (xbl, qwbl, y) in blocks {
             quantize_block_iq2_xxs(g, xbl, qwbl, y);
         }
     }
@@ -495,14 +475,9 @@ impl TypeCodec for Iq2Xs {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        check_row(src, imatrix, dst, IQ2_XS_BYTES);
-        let qw = imatrix.expect("IQ2_XS requires importance weights");
+        let blocks = weighted_super_blocks(src, imatrix, dst, IQ2_XS_BYTES, "IQ2_XS");
         let g = grid(Lattice::Iq2Xs);
-        for ((xbl, qwbl), y) in src
-            .chunks_exact(QK_K)
-            .zip(qw.chunks_exact(QK_K))
-            .zip(dst.chunks_exact_mut(IQ2_XS_BYTES))
-        {
+        for (xbl, qwbl, y) in blocks {
             quantize_block_iq2_xs(g, xbl, qwbl, y);
         }
     }
@@ -631,14 +606,9 @@ impl TypeCodec for Iq2S {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        check_row(src, imatrix, dst, IQ2_S_BYTES);
+        let blocks = super_blocks(src, imatrix, dst, IQ2_S_BYTES);
         let g = grid(Lattice::Iq2S);
-        for (ibl, (xbl, y)) in src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(IQ2_S_BYTES))
-            .enumerate()
-        {
-            let qwbl = imatrix.map(|w| &w[QK_K * ibl..QK_K * (ibl + 1)]);
+        for (xbl, qwbl, y) in blocks {
             quantize_block_iq2_s(g, xbl, qwbl, y);
         }
     }

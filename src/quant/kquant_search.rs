@@ -320,30 +320,12 @@ pub fn make_qkx2_quants(
     l: &mut [u8],
     search: MinSearch,
 ) -> (f32, f32) {
-    let n = x.len();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
+    let ((min, max), sums) = min_max_sums(x, weights);
     if max == min {
-        l[..n].fill(0);
+        l[..x.len()].fill(0);
         return (0.0, -min);
     }
-    min_search(nmax, x, weights, l, search, (min, max), (sum_w, sum_x))
+    min_search(nmax, x, weights, l, search, (min, max), sums)
 }
 
 /// Port of `make_qkx3_quants` with explicit weights (every caller passes them; ggml's x²
@@ -358,12 +340,25 @@ pub fn make_qkx3_quants(
     l: &mut [u8],
     search: MinSearch,
 ) -> (f32, f32) {
-    let n = x.len();
+    let ((min, max), sums) = min_max_sums(x, weights);
+    if max <= min {
+        l[..x.len()].fill(0);
+        return (0.0, -min);
+    }
+    min_search(nmax, x, weights, l, search, (min, max), sums)
+}
+
+/// The scan `make_qkx2_quants` and `make_qkx3_quants` both open with, kept in C's order so the
+/// sums round as ggml's do: `(min, max)` of `x`, with `min` raised to 0 as ggml does so that the
+/// returned `the_min` is never negative, and the weighted sums `(sum_w, sum_x)` that
+/// [`min_search`]'s least-squares refits need.
+#[cfg(test)]
+fn min_max_sums(x: &[f32], weights: &[f32]) -> ((f32, f32), (f32, f32)) {
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..n {
+    for i in 1..x.len() {
         if x[i] < min {
             min = x[i];
         }
@@ -377,11 +372,7 @@ pub fn make_qkx3_quants(
     if min > 0.0 {
         min = 0.0;
     }
-    if max <= min {
-        l[..n].fill(0);
-        return (0.0, -min);
-    }
-    min_search(nmax, x, weights, l, search, (min, max), (sum_w, sum_x))
+    ((min, max), (sum_w, sum_x))
 }
 
 /// The common body of `make_qkx2_quants` and `make_qkx3_quants` after the min/max scan (the two

@@ -10,6 +10,8 @@
 //! low nibble of `qs[j]` for `j < 16` and the high nibble of `qs[j - 16]` otherwise; Q5 keeps the
 //! fifth bit of value `j` in bit `j` of `qh`.
 
+use std::slice::ChunksExactMut;
+
 use super::kquant_search::{
     levels_from_lanes, make_qx_quants, min_search_lanes, read_f16, sum_sq, to_lanes, write_f16,
     Lanes, MinSearch,
@@ -179,14 +181,75 @@ fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
     w
 }
 
-/// The weighted `_1` search of a row: for each block of 32, in order, calls `emit` with the
-/// `(d, the_min, levels)` of `make_qkx3_quants(32, nmax, x, weight, L, &the_min, ...)` with
-/// ggml's weights `qw[j] * sqrt(sigma2 + x[j]^2)`.
+/// The reference `_0` quantizers (`quantize_row_q{4,5}_0_ref`) up to the levels: `d = max /
+/// -half` from the block's [`signed_absmax`], written as the block's f16 scale, and the float
+/// levels `x * (1/d) + (half + 0.5)`. What follows (clamping to the bit width, packing) is the
+/// part where Q4_0 and Q5_0 differ, so the caller does it.
+#[inline(always)]
+fn symmetric_ref_levels(x: &[f32], y: &mut [u8], half: f32) -> [F32x4; 8] {
+    let v = block_vectors(x);
+    let d = signed_absmax(x, &v) / -half;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(y, 0, d);
+    let (id, add) = (F32x4::splat(id), F32x4::splat(half + 0.5));
+    build(|m| v[m] * id + add)
+}
+
+/// The reference `_1` quantizers (`quantize_row_q{4,5}_1_ref`) up to the levels: `d = (max -
+/// min) / nmax`, written with `min` as the block's header, and the float levels `(x - min) *
+/// (1/d) + 0.5`. The caller converts them to bytes, which Q4_1 (clamped to 15) and Q5_1 (a
+/// plain `(uint8_t)` cast) do differently, and packs them.
+#[inline(always)]
+fn affine_ref_levels(x: &[f32], y: &mut [u8], nmax: f32) -> [F32x4; 8] {
+    let v = block_vectors(x);
+    let (min, max) = min_max(x, &v);
+    let d = (max - min) / nmax;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(y, 0, d);
+    write_f16(y, 2, min);
+    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
+    build(|m| (v[m] - min) * id + half)
+}
+
+/// The weighted `_0` quantizers (`quantize_row_q{4,5}_0_impl`) up to the packing: for each
+/// block of 32, in order, finds `d` and the levels of `make_qx_quants(32, nmax, x, L, 1,
+/// weight)` with ggml's weights `qw[j] * sqrt(sigma2 + x[j]^2)`, writes `d` as the header of the
+/// block's bytes in `out` and hands that block and the levels to `pack`, the one step
+/// where Q4_0 and Q5_0 differ.
+fn qx_blocks(
+    src: &[f32],
+    qw: &[f32],
+    nmax: i32,
+    out: ChunksExactMut<'_, u8>,
+    mut pack: impl FnMut(&mut [u8], &[u8; QK]),
+) {
+    let blocks = src.chunks_exact(QK).zip(out);
+    let sigma2 = row_sigma2(src);
+    for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
+        let w = block_weights(x, qw, sigma2);
+        let mut li = [0i8; QK];
+        let d = make_qx_quants(nmax, x, &mut li, Some(&w));
+        write_f16(y, 0, d);
+        pack(y, &li.map(|v| v as u8));
+    }
+}
+
+/// The weighted `_1` quantizers (`quantize_row_q{4,5}_1_impl`) up to the packing: for each
+/// block of 32, in order, finds `d`, `the_min` and the levels of `make_qkx3_quants(32, nmax, x,
+/// weight, L, &the_min, ...)` with ggml's weights `qw[j] * sqrt(sigma2 + x[j]^2)`, writes `d`
+/// and `-the_min` as the header of the block's bytes in `out` and hands that block and
+/// the levels to `pack`, the one step where Q4_1 and Q5_1 differ.
 ///
 /// The blocks are independent, so eight at a time run side by side, one per lane
 /// ([`min_search_lanes`]); a last group of fewer than eight is padded with zero blocks, whose
 /// lanes finish at once and are dropped.
-fn qkx3_blocks(src: &[f32], qw: &[f32], nmax: i32, mut emit: impl FnMut(f32, f32, &[u8; QK])) {
+fn qkx3_blocks(
+    src: &[f32],
+    qw: &[f32],
+    nmax: i32,
+    mut out: ChunksExactMut<'_, u8>,
+    mut pack: impl FnMut(&mut [u8], &[u8; QK]),
+) {
     const G: usize = 8;
     let sigma2 = F32x4::splat(row_sigma2(src));
     let nb = src.len() / QK;
@@ -216,7 +279,10 @@ fn qkx3_blocks(src: &[f32], qw: &[f32], nmax: i32, mut emit: impl FnMut(f32, f32
             } else {
                 (d1[k - 4], m1[k - 4])
             };
-            emit(d, m, l[k * QK..(k + 1) * QK].try_into().unwrap());
+            let y = out.next().expect("one output block per input block");
+            write_f16(y, 0, d);
+            write_f16(y, 2, -m);
+            pack(y, l[k * QK..(k + 1) * QK].try_into().unwrap());
         }
         b0 += n;
     }
@@ -262,31 +328,16 @@ impl TypeCodec for Q4_0 {
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
         const BYTES: usize = 18;
-        let blocks = src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES));
         match imatrix {
             None => {
-                // quantize_row_q4_0_ref
-                for (x, y) in blocks {
-                    let v = block_vectors(x);
-                    let d = signed_absmax(x, &v) / -8.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                    write_f16(y, 0, d);
-                    let (id, add) = (F32x4::splat(id), F32x4::splat(8.5));
-                    let l = levels_min_i8(build(|m| v[m] * id + add), 15);
+                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                    let l = levels_min_i8(symmetric_ref_levels(x, y, 8.0), 15);
                     pack_nibbles_v(l, &mut y[2..]);
                 }
             }
-            Some(qw) => {
-                // quantize_row_q4_0_impl
-                let sigma2 = row_sigma2(src);
-                for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
-                    let w = block_weights(x, qw, sigma2);
-                    let mut li = [0i8; QK];
-                    let d = make_qx_quants(8, x, &mut li, Some(&w));
-                    write_f16(y, 0, d);
-                    pack_nibbles(&li.map(|v| v as u8), &mut y[2..]);
-                }
-            }
+            Some(qw) => qx_blocks(src, qw, 8, dst.chunks_exact_mut(BYTES), |y, l| {
+                pack_nibbles(l, &mut y[2..])
+            }),
         }
     }
 
@@ -311,32 +362,16 @@ impl TypeCodec for Q4_1 {
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
         const BYTES: usize = 20;
-        let blocks = src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES));
         match imatrix {
             None => {
-                // quantize_row_q4_1_ref
-                for (x, y) in blocks {
-                    let v = block_vectors(x);
-                    let (min, max) = min_max(x, &v);
-                    let d = (max - min) / 15.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                    write_f16(y, 0, d);
-                    write_f16(y, 2, min);
-                    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
-                    let l = levels_min_i8(build(|m| (v[m] - min) * id + half), 15);
+                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                    let l = levels_min_i8(affine_ref_levels(x, y, 15.0), 15);
                     pack_nibbles_v(l, &mut y[4..]);
                 }
             }
-            Some(qw) => {
-                // quantize_row_q4_1_impl
-                let mut blocks = dst.chunks_exact_mut(BYTES);
-                qkx3_blocks(src, qw, 15, |d, min, l| {
-                    let y = blocks.next().expect("one output block per input block");
-                    write_f16(y, 0, d);
-                    write_f16(y, 2, -min);
-                    pack_nibbles(l, &mut y[4..]);
-                });
-            }
+            Some(qw) => qkx3_blocks(src, qw, 15, dst.chunks_exact_mut(BYTES), |y, l| {
+                pack_nibbles(l, &mut y[4..])
+            }),
         }
     }
 
@@ -362,33 +397,18 @@ impl TypeCodec for Q5_0 {
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
         const BYTES: usize = 22;
-        let blocks = src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES));
+        let pack = |y: &mut [u8], l: &[u8; QK]| {
+            let qh = pack_5bit(l, &mut y[6..]);
+            y[2..6].copy_from_slice(&qh);
+        };
         match imatrix {
             None => {
-                // quantize_row_q5_0_ref
-                for (x, y) in blocks {
-                    let v = block_vectors(x);
-                    let d = signed_absmax(x, &v) / -16.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                    write_f16(y, 0, d);
-                    let (id, add) = (F32x4::splat(id), F32x4::splat(16.5));
-                    let l = bytes32(levels_min_i8(build(|m| v[m] * id + add), 31));
-                    let qh = pack_5bit(&l, &mut y[6..]);
-                    y[2..6].copy_from_slice(&qh);
+                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                    let l = bytes32(levels_min_i8(symmetric_ref_levels(x, y, 16.0), 31));
+                    pack(y, &l);
                 }
             }
-            Some(qw) => {
-                // quantize_row_q5_0_impl
-                let sigma2 = row_sigma2(src);
-                for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
-                    let w = block_weights(x, qw, sigma2);
-                    let mut li = [0i8; QK];
-                    let d = make_qx_quants(16, x, &mut li, Some(&w));
-                    write_f16(y, 0, d);
-                    let qh = pack_5bit(&li.map(|v| v as u8), &mut y[6..]);
-                    y[2..6].copy_from_slice(&qh);
-                }
-            }
+            Some(qw) => qx_blocks(src, qw, 16, dst.chunks_exact_mut(BYTES), pack),
         }
     }
 
@@ -413,38 +433,24 @@ impl TypeCodec for Q5_1 {
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
         const BYTES: usize = 24;
-        let blocks = src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES));
+        let pack = |y: &mut [u8], l: &[u8; QK]| {
+            let qh = pack_5bit(l, &mut y[8..]);
+            y[4..8].copy_from_slice(&qh);
+        };
         match imatrix {
             None => {
-                // quantize_row_q5_1_ref: note the plain `(uint8_t)` conversion, no clamp to 31.
-                for (x, y) in blocks {
-                    let v = block_vectors(x);
-                    let (min, max) = min_max(x, &v);
-                    let d = (max - min) / 31.0;
-                    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-                    write_f16(y, 0, d);
-                    write_f16(y, 2, min);
-                    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
-                    let t: [I32x4; 8] = build(|m| ((v[m] - min) * id + half).to_i32_trunc());
+                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                    let f = affine_ref_levels(x, y, 31.0);
+                    // quantize_row_q5_1_ref converts with a plain `(uint8_t)`, no clamp to 31.
+                    let t: [I32x4; 8] = build(|m| f[m].to_i32_trunc());
                     let l = bytes32([
                         U8x16::from_low_bytes([t[0], t[1], t[2], t[3]]),
                         U8x16::from_low_bytes([t[4], t[5], t[6], t[7]]),
                     ]);
-                    let qh = pack_5bit(&l, &mut y[8..]);
-                    y[4..8].copy_from_slice(&qh);
+                    pack(y, &l);
                 }
             }
-            Some(qw) => {
-                // quantize_row_q5_1_impl
-                let mut blocks = dst.chunks_exact_mut(BYTES);
-                qkx3_blocks(src, qw, 31, |d, min, l| {
-                    let y = blocks.next().expect("one output block per input block");
-                    write_f16(y, 0, d);
-                    write_f16(y, 2, -min);
-                    let qh = pack_5bit(l, &mut y[8..]);
-                    y[4..8].copy_from_slice(&qh);
-                });
-            }
+            Some(qw) => qkx3_blocks(src, qw, 31, dst.chunks_exact_mut(BYTES), pack),
         }
     }
 

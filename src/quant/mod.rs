@@ -31,6 +31,7 @@ mod q6_k;
 mod q8_0;
 pub mod rounding;
 mod simd;
+mod super_block;
 mod tq;
 
 pub use ggml_type::GgmlType;
