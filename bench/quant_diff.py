@@ -21,14 +21,8 @@ import tempfile
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-for d in (os.environ.get("GMAT_ORACLE_DIR", ""), os.path.join(HERE, "..", "..", "shared", "reference"),
-          os.path.join(HERE, "..", "..", "..", "shared", "reference")):
-    if d and os.path.exists(os.path.join(d, "ggml_quant_oracle.py")):
-        sys.path.insert(0, d)
-        break
-from ggml_quant_oracle import Oracle  # noqa: E402
-from quant_bench import TYPES, NO_IMATRIX  # noqa: E402
+# quant_bench finds the oracle (shared/reference/ggml_quant_oracle.py) for both scripts.
+from quant_bench import NO_IMATRIX, TYPES, Oracle  # noqa: E402
 
 COLS = 4096
 

@@ -95,7 +95,7 @@ fn write_shard(
             let t = job.tensor;
             bar.set_message(t.name.clone());
             let done = match job.piece {
-                None => write_generated(t, &mut writer, job.at),
+                None => write_generated(job, &mut writer),
                 Some(p) => {
                     let piece = job.geometry(p);
                     let reader = match preloaded.take() {
@@ -254,20 +254,15 @@ impl<'p> PieceGeometry<'p> {
     }
 }
 
-fn write_generated(t: &PlannedTensor, file: &mut BackgroundWriter, at: u64) -> Result<()> {
+fn write_generated(job: &Job, file: &mut BackgroundWriter) -> Result<()> {
+    let t = job.tensor;
     let TensorSource::Generated(values) = &t.source else {
         unreachable!("only generated tensors have no pieces")
     };
-    let codec = quant::codec(t.ggml_type).context("no codec for the planned type")?;
-    let ncols = t.ncols() as usize;
-    let row_bytes = t
-        .ggml_type
-        .row_bytes(ncols as u64)
-        .context("row does not fit the type")? as usize;
     let mut out = file.buffer();
-    out.resize(row_bytes * values.len() / ncols, 0);
-    quant::quantize_rows(codec, values, ncols, t.imatrix.as_deref(), &mut out);
-    file.write(out, at)
+    out.resize(job.out_bytes as usize, 0);
+    quant::quantize_rows(job.codec, values, job.ncols, t.imatrix.as_deref(), &mut out);
+    file.write(out, job.at)
 }
 
 /// Converts and quantizes one piece's rows a window at a time. Encoded tensors decode the next

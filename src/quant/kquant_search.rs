@@ -148,14 +148,11 @@ fn qx_search<const SMALL: bool>(
     scale
 }
 
-/// Port of `make_q3_quants`: symmetric quantization to `-nmax..nmax-1` (stored offset by `nmax`)
-/// with x²-weights. With `do_rmse` it refines the levels one at a time (up to 5 sweeps) while
-/// the weighted fit improves and returns the least-squares scale; otherwise it returns the
-/// max-based scale. The quantizer runs [`make_q3_quants_lanes`]; this scalar port is its
-/// specification (see the tests).
+/// The value of largest magnitude and that magnitude, the first one on ties, as ggml's scalar
+/// searches find it (`max` keeps its sign: it sets the sign of the scale). Used by the test-only
+/// scalar specifications.
 #[cfg(test)]
-pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 {
-    let n = x.len();
+fn largest_magnitude(x: &[f32]) -> (f32, f32) {
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -165,6 +162,18 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 
             max = v;
         }
     }
+    (max, amax)
+}
+
+/// Port of `make_q3_quants`: symmetric quantization to `-nmax..nmax-1` (stored offset by `nmax`)
+/// with x²-weights. With `do_rmse` it refines the levels one at a time (up to 5 sweeps) while
+/// the weighted fit improves and returns the least-squares scale; otherwise it returns the
+/// max-based scale. The quantizer runs [`make_q3_quants_lanes`]; this scalar port is its
+/// specification (see the tests).
+#[cfg(test)]
+pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 {
+    let n = x.len();
+    let (max, amax) = largest_magnitude(x);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
@@ -984,15 +993,7 @@ mod tests {
     /// best weighted least-squares fit; it returns that fitted scale (0 for an all-zero group).
     pub fn make_qx_quants_ref(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
         let n = x.len();
-        let mut max = 0.0f32;
-        let mut amax = 0.0f32;
-        for &v in x {
-            let ax = v.abs();
-            if ax > amax {
-                amax = ax;
-                max = v;
-            }
-        }
+        let (max, amax) = largest_magnitude(x);
         if amax < GROUP_MAX_EPS {
             l[..n].fill(0);
             return 0.0;
