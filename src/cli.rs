@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::plan::mix_rules::TensorTypeRule;
-use crate::quant::GgmlType;
+use crate::commands::export::ExportArgs;
+use crate::commands::import::ImportArgs;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -37,7 +37,7 @@ Examples:
   gmat import --model ./hf-model/model.safetensors -o ./out         # config.json must sit beside it
   gmat import --model ./hf-model -o ./out --encoding raw            # no compression
   gmat import --model ./finetune --base ./out/model.gmat -o ./ft    # shares/deltas against a base")]
-    Import(ImportCli),
+    Import(ImportArgs),
     /// Export a GMAT store to a GGUF file for llama.cpp.
     #[command(after_help = "\
 Examples:
@@ -51,7 +51,7 @@ Examples:
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
 per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
-    Export(ExportCli),
+    Export(ExportArgs),
     /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
     #[command(after_help = "\
 Examples:
@@ -74,43 +74,6 @@ not (the message names it), or if the store or its base cannot be read.")]
 }
 
 #[derive(Args, Debug)]
-pub struct ImportCli {
-    /// HF model folder (model.safetensors or shards + index), or one .safetensors file.
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// Output folder; the store is written to OUTPUT/model.gmat.
-    #[arg(long, short = 'o')]
-    pub output: Option<PathBuf>,
-    /// Import config (tensor selection and UUIDs).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// Write an import config for the model (default: import_config.json) and print tensor
-    /// statistics, instead of importing.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "import_config.json")]
-    pub generate_config: Option<PathBuf>,
-    /// How tensors are stored: zstd (lossless byte planes + zstd, in chunks) or raw.
-    #[arg(long, value_enum, default_value_t = StoreEncoding::Zstd)]
-    pub encoding: StoreEncoding,
-    /// Base store of a fine-tune: tensors identical to the base's are shared (hard link, or a
-    /// reference), others of the same name and shape are stored as XOR deltas. The base must
-    /// stay in place for the fine-tune to export.
-    #[arg(long, value_name = "STORE")]
-    pub base: Option<PathBuf>,
-    /// No progress bars or summary.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-/// Tensor encodings `gmat import` can write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StoreEncoding {
-    /// Byte planes + zstd (lossless, smaller).
-    Zstd,
-    /// The source bytes as they are.
-    Raw,
-}
-
-#[derive(Args, Debug)]
 pub struct InspectCli {
     /// GMAT store (a model.gmat folder, or the folder holding it).
     pub store: PathBuf,
@@ -121,65 +84,6 @@ pub struct VerifyCli {
     /// GMAT store (a model.gmat folder, or the folder holding it).
     pub store: PathBuf,
     /// No progress bar or summary.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct ExportCli {
-    /// GMAT store (a model.gmat folder, or the folder holding it).
-    #[arg(long, short = 'm')]
-    pub model: PathBuf,
-    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder).
-    #[arg(long, short = 'o')]
-    pub output: Option<PathBuf>,
-    /// Export config (default type, per-tensor types, names).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// llama.cpp file type (F32, F16, BF16, Q8_0, ...); overrides the config's default_type.
-    #[arg(long = "type", short = 't', value_name = "TYPE")]
-    pub file_type: Option<String>,
-    /// Give every quantizable tensor the file type's own type (like llama-quantize --pure).
-    #[arg(long)]
-    pub pure: bool,
-    /// ggml type of output.weight (and of tied token embeddings), as llama-quantize
-    /// --output-tensor-type.
-    #[arg(long, value_name = "TYPE")]
-    pub output_tensor_type: Option<GgmlType>,
-    /// ggml type of token_embd.weight, as llama-quantize --token-embedding-type.
-    #[arg(long, value_name = "TYPE")]
-    pub token_embedding_type: Option<GgmlType>,
-    /// Give tensors whose GGUF name contains a match of REGEX (lower-cased) this ggml type;
-    /// repeatable, first match wins; quantized file types only; as llama-quantize --tensor-type.
-    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
-    pub tensor_types: Vec<TensorTypeRule>,
-    /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
-    #[arg(long)]
-    pub leave_output_tensor: bool,
-    /// Importance matrix from llama-imatrix (GGUF or legacy .dat), used exactly as
-    /// llama-quantize --imatrix uses it; overrides the config's quantization.imatrix.
-    #[arg(long, value_name = "FILE")]
-    pub imatrix: Option<String>,
-    /// Use the imatrix only for tensors whose name contains NAME (repeatable).
-    #[arg(long, value_name = "NAME")]
-    pub include_weights: Vec<String>,
-    /// Do not use the imatrix for tensors whose name contains NAME (repeatable).
-    #[arg(long, value_name = "NAME")]
-    pub exclude_weights: Vec<String>,
-    /// Write the fully resolved export config (default: export_config.json) instead of a GGUF.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "export_config.json")]
-    pub generate_config: Option<PathBuf>,
-    /// Print the plan (every tensor, its type and size) without writing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Split the output into NAME-00001-of-0000N.gguf shards of at most this much tensor data
-    /// (e.g. 2G, 500M; decimal units, like llama-gguf-split --split-max-size).
-    #[arg(long, value_name = "SIZE")]
-    pub shard_size: Option<String>,
-    /// Split the output into shards of at most N tensors (like llama-gguf-split --split-max-tensors).
-    #[arg(long, value_name = "N")]
-    pub shard_max_tensors: Option<usize>,
-    /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }

@@ -1,16 +1,21 @@
-//! Reading hyper-parameters from config.json the way `convert_hf_to_gguf.py` does
-//! (`find_hparam`: the first of several spellings that is present).
+//! A model's hyper-parameters as `convert_hf_to_gguf.py` sees them: config.json with
+//! `text_config` merged into the top level (`TextModel.__init__`), read with `find_hparam`
+//! (the first of several spellings that is present), and the `rope_parameters` table the
+//! converter assembles.
 
 use anyhow::{bail, Result};
-use serde_json::Value as Json;
+use serde_json::{Map, Value as Json};
 
 /// A model's config.json, with `text_config` merged into the top level as the converter does.
+#[derive(Clone, Debug)]
 pub struct Hparams {
-    json: serde_json::Map<String, Json>,
+    json: Json,
+    /// config.json as written (for `origin_hf_arch` and keys the merge shadows).
+    raw: Json,
 }
 
 impl Hparams {
-    /// Wraps a parsed config.json.
+    /// Wraps a parsed config.json: `{**hparams, **hparams["text_config"]}`.
     pub fn new(config: &Json) -> Result<Hparams> {
         let Some(obj) = config.as_object() else {
             bail!("config.json is not a JSON object");
@@ -21,18 +26,53 @@ impl Hparams {
                 json.insert(k.clone(), v.clone());
             }
         }
-        Ok(Hparams { json })
+        Ok(Hparams {
+            json: Json::Object(json),
+            raw: config.clone(),
+        })
     }
 
-    /// The raw value of the first of `keys` present and not null.
+    /// The merged parameters as JSON (what the vocabulary code reads).
+    pub fn json(&self) -> &Json {
+        &self.json
+    }
+
+    /// config.json as written.
+    pub fn raw(&self) -> &Json {
+        &self.raw
+    }
+
+    fn map(&self) -> &Map<String, Json> {
+        self.json.as_object().expect("Hparams holds an object")
+    }
+
+    /// A raw value, `None` when the key is absent or null.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        self.map().get(key).filter(|v| !v.is_null())
+    }
+
+    /// Whether the key is present (even as null): `key in self.hparams`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.map().contains_key(key)
+    }
+
+    /// Sets a parameter (the converter mutates `self.hparams` in a few places).
+    pub fn set(&mut self, key: &str, value: Json) {
+        if let Json::Object(m) = &mut self.json {
+            m.insert(key.to_string(), value);
+        }
+    }
+
+    /// `find_hparam(keys, optional=True)`: the value of the first of `keys` that is present,
+    /// `None` if that value is null or none is present.
     pub fn find(&self, keys: &[&str]) -> Option<&Json> {
-        keys.iter()
-            .find_map(|k| self.json.get(*k).filter(|v| !v.is_null()))
+        let m = self.map();
+        keys.iter().find_map(|k| m.get(*k)).filter(|v| !v.is_null())
     }
 
     fn key_of(&self, keys: &[&str]) -> String {
         keys.iter()
-            .find(|k| self.json.contains_key(**k))
+            .find(|k| self.contains(k))
             .unwrap_or(&keys[0])
             .to_string()
     }
@@ -76,6 +116,17 @@ impl Hparams {
         }
     }
 
+    /// A required u32 parameter.
+    pub fn req_u32(&self, keys: &[&str]) -> Result<u32> {
+        match self.u32(keys)? {
+            Some(n) => Ok(n),
+            None => bail!(
+                "config.json has no {} (needed for this architecture)",
+                keys.join(" / ")
+            ),
+        }
+    }
+
     /// A float parameter, if present.
     pub fn f64(&self, keys: &[&str]) -> Result<Option<f64>> {
         match self.find(keys) {
@@ -87,56 +138,163 @@ impl Hparams {
         }
     }
 
+    /// A required float parameter.
+    pub fn req_f64(&self, keys: &[&str]) -> Result<f64> {
+        match self.f64(keys)? {
+            Some(n) => Ok(n),
+            None => bail!(
+                "config.json has no {} (needed for this architecture)",
+                keys.join(" / ")
+            ),
+        }
+    }
+
     /// A boolean parameter, if present.
     pub fn bool(&self, key: &str) -> Option<bool> {
-        self.json.get(key).and_then(Json::as_bool)
+        self.get(key).and_then(Json::as_bool)
     }
 
     /// A string parameter, if present.
     pub fn str(&self, key: &str) -> Option<&str> {
-        self.json.get(key).and_then(Json::as_str)
+        self.get(key).and_then(Json::as_str)
     }
 
-    /// The first entry of `architectures`.
+    /// `origin_hf_arch`: the first entry of config.json's own `architectures`.
+    pub fn origin_hf_arch(&self) -> Option<&str> {
+        self.raw.get("architectures")?.as_array()?.first()?.as_str()
+    }
+
+    /// `get_model_architecture` for a text model: `text_config.architectures[0]` when present,
+    /// else `architectures[0]`.
     pub fn hf_architecture(&self) -> Option<&str> {
-        self.json
-            .get("architectures")?
-            .as_array()?
-            .first()?
-            .as_str()
+        let first = |v: &Json| -> Option<String> {
+            Some(
+                v.get("architectures")?
+                    .as_array()?
+                    .first()?
+                    .as_str()?
+                    .to_string(),
+            )
+        };
+        let from_text = self.raw.get("text_config").and_then(first).is_some();
+        let v = if from_text {
+            self.raw.get("text_config")?
+        } else {
+            &self.raw
+        };
+        v.get("architectures")?.as_array()?.first()?.as_str()
     }
 
-    /// RoPE parameters as the converter gathers them: `rope_parameters` or `rope_scaling`, with
-    /// the global `rope_theta` mirrored in when absent, and `type` accepted for `rope_type`.
-    pub fn rope_parameters(&self) -> serde_json::Map<String, Json> {
-        let mut p = match self.find(&["rope_parameters", "rope_scaling"]) {
-            Some(Json::Object(m)) => m.clone(),
-            _ => serde_json::Map::new(),
+    /// `TextModel.__init__`'s `rope_parameters`: `rope_parameters` or `rope_scaling`, with the
+    /// global parameters mirrored in when the table has no per-attention-type entries.
+    pub fn rope_parameters(&self) -> Map<String, Json> {
+        // `hparams.get("rope_parameters", hparams.get("rope_scaling")) or {}`
+        let table = if self.contains("rope_parameters") {
+            self.get("rope_parameters")
+        } else {
+            self.get("rope_scaling")
         };
-        if let Some(Json::Object(full)) = p.get("full_attention") {
-            return full.clone();
+        let mut p = match table {
+            Some(Json::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        if p.contains_key("full_attention") || p.contains_key("sliding_attention") {
+            return p;
         }
-        if !p.contains_key("rope_theta") {
-            if let Some(t) = self.find(&[
+        let rope_theta = self
+            .find(&[
                 "global_rope_theta",
                 "rope_global_theta",
                 "rope_theta_global",
                 "rope_theta",
                 "rotary_emb_base",
-            ]) {
-                p.insert("rope_theta".into(), t.clone());
-            }
+            ])
+            .cloned();
+        let local_rope_theta = self
+            .find(&[
+                "local_rope_theta",
+                "rope_local_theta",
+                "rope_theta_local",
+                "swa_rope_theta",
+                "rope_local_base_freq",
+            ])
+            .cloned();
+        let partial = self
+            .find(&["partial_rotary_factor", "rope_pct", "rope_percent"])
+            .cloned();
+        let orig_ctx = self.find(&["original_max_position_embeddings"]).cloned();
+        if let Some(t) = local_rope_theta {
+            let mut m = Map::new();
+            m.insert("rope_theta".into(), t);
+            p.insert("sliding_attention".into(), Json::Object(m));
+        }
+        if let (false, Some(t)) = (p.contains_key("rope_theta"), rope_theta) {
+            p.insert("rope_theta".into(), t);
         }
         if !p.contains_key("rope_type") {
-            if let Some(t) = p.get("type").cloned() {
+            if let Some(t) = p.get("type").filter(|v| !v.is_null()).cloned() {
                 p.insert("rope_type".into(), t);
             }
         }
-        if !p.contains_key("original_max_position_embeddings") {
-            if let Some(t) = self.find(&["original_max_position_embeddings"]) {
-                p.insert("original_max_position_embeddings".into(), t.clone());
-            }
+        if let (false, Some(f)) = (p.contains_key("partial_rotary_factor"), partial) {
+            p.insert("partial_rotary_factor".into(), f);
+        }
+        if let (false, Some(n)) = (p.contains_key("original_max_position_embeddings"), orig_ctx) {
+            p.insert("original_max_position_embeddings".into(), n);
         }
         p
+    }
+
+    /// `rope_parameters.get("full_attention", rope_parameters)`: the table global layers use.
+    pub fn full_attention_rope(&self) -> Map<String, Json> {
+        let p = self.rope_parameters();
+        match p.get("full_attention") {
+            Some(Json::Object(full)) => full.clone(),
+            _ => p,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn find_takes_the_first_present_key_even_if_null() {
+        let hp = Hparams::new(&json!({"num_local_experts": null, "num_experts": 8})).unwrap();
+        assert_eq!(hp.u64(&["num_local_experts", "num_experts"]).unwrap(), None);
+        assert_eq!(hp.u64(&["num_experts"]).unwrap(), Some(8));
+    }
+
+    #[test]
+    fn text_config_is_merged_and_the_class_comes_from_it_when_named() {
+        let hp = Hparams::new(&json!({
+            "architectures": ["KimiVLForConditionalGeneration"],
+            "hidden_size": 1,
+            "text_config": {"hidden_size": 32}
+        }))
+        .unwrap();
+        assert_eq!(hp.u64(&["hidden_size"]).unwrap(), Some(32));
+        assert_eq!(hp.hf_architecture(), Some("KimiVLForConditionalGeneration"));
+        let hp = Hparams::new(&json!({
+            "architectures": ["X"], "text_config": {"architectures": ["Y"]}
+        }))
+        .unwrap();
+        assert_eq!(hp.hf_architecture(), Some("Y"));
+        assert_eq!(hp.origin_hf_arch(), Some("X"));
+    }
+
+    #[test]
+    fn rope_parameters_mirror_the_global_keys() {
+        let hp = Hparams::new(&json!({
+            "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+            "rope_scaling": {"type": "linear", "factor": 8.0}
+        }))
+        .unwrap();
+        let p = hp.rope_parameters();
+        assert_eq!(p["rope_type"], "linear");
+        assert_eq!(p["rope_theta"], 1e6);
+        assert_eq!(p["sliding_attention"]["rope_theta"], 1e4);
     }
 }

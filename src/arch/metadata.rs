@@ -1,11 +1,11 @@
-//! The model metadata keys `convert_hf_to_gguf.py` writes (`TextModel.set_gguf_parameters`,
-//! the per-architecture overrides, `Metadata.set_gguf_meta_model`, `size_label`), with the GGUF
-//! value types gguf-py's `GGUFWriter.add_*` methods use.
+//! The `general.*` keys `convert_hf_to_gguf.py` writes (`Metadata.load`,
+//! `Metadata.set_gguf_meta_model`, gguf-py's `size_label`), with the GGUF value types
+//! gguf-py's `GGUFWriter.add_*` methods use.
 
-use anyhow::Result;
+use serde_json::Value as Json;
 
-use super::hparams::Hparams;
-use super::Arch;
+use super::kv::Kv;
+use super::tokenizer::ModelDir;
 use crate::gguf::Value;
 
 /// Parameter counts of the output tensors, for `general.size_label`.
@@ -92,169 +92,51 @@ pub fn display_name(folder: &str) -> String {
         .join(" ")
 }
 
-/// Everything before the tokenizer keys: general.*, the architecture's hyper-parameters,
-/// file type and quantization version.
-pub fn model_metadata(
-    arch: &Arch,
-    hp: &Hparams,
-    name: &str,
-    params: &ParamCount,
-    file_type: u32,
-) -> Result<Vec<(String, Value)>> {
-    let a = arch.name;
-    let mut kv: Vec<(String, Value)> = Vec::new();
-    let mut put = |k: String, v: Value| kv.push((k, v));
-    put("general.architecture".into(), Value::String(a.into()));
-    put("general.type".into(), Value::String("model".into()));
-    put("general.name".into(), Value::String(name.into()));
-    if params.total > 0 {
-        put(
-            "general.size_label".into(),
-            Value::String(params.size_label()),
-        );
-    }
-    let block_count = hp.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
-    put(format!("{a}.block_count"), Value::U32(block_count as u32));
-    let u32_key = |keys: &[&str]| hp.u32(keys);
-    if let Some(v) = u32_key(&[
-        "max_position_embeddings",
-        "n_ctx",
-        "n_positions",
-        "max_length",
-        "max_sequence_length",
-        "model_max_length",
-    ])? {
-        put(format!("{a}.context_length"), Value::U32(v));
-    }
-    if let Some(v) = u32_key(&["hidden_size", "n_embd", "dim"])? {
-        put(format!("{a}.embedding_length"), Value::U32(v));
-    }
-    if let Some(v) = u32_key(&[
-        "prefix_dense_intermediate_size",
-        "dense_intermediate_size",
-        "intermediate_size",
-        "n_inner",
-        "hidden_dim",
-    ])? {
-        put(format!("{a}.feed_forward_length"), Value::U32(v));
-    }
-    if let Some(v) = u32_key(&["num_attention_heads", "n_head", "n_heads"])? {
-        put(format!("{a}.attention.head_count"), Value::U32(v));
-    }
-    if let Some(v) = u32_key(&["num_key_value_heads", "n_kv_heads"])? {
-        put(format!("{a}.attention.head_count_kv"), Value::U32(v));
-    }
-    if hp.bool("is_causal") == Some(false) {
-        put(format!("{a}.attention.causal"), Value::Bool(false));
-    }
-    let rope = hp.rope_parameters();
-    let rnum = |k: &str| rope.get(k).and_then(|v| v.as_f64());
-    if let Some(t) = rope.get("rope_type").and_then(|v| v.as_str()) {
-        let factor = rnum("factor");
-        match (t, factor) {
-            ("linear", Some(f)) => {
-                put(
-                    format!("{a}.rope.scaling.type"),
-                    Value::String("linear".into()),
-                );
-                put(format!("{a}.rope.scaling.factor"), Value::F32(f as f32));
+/// `Metadata.load` + `set_type` + `set_gguf_meta_model`: the `general.*` keys written before
+/// the architecture's parameters (architecture, type, sampling defaults from
+/// generation_config.json, name, size label), in the converter's order.
+pub fn general_keys(kv: &mut Kv, arch: &str, md: &ModelDir, name: &str, params: &ParamCount) {
+    kv.set("general.architecture", Value::String(arch.into()));
+    kv.set("general.type", Value::String("model".into()));
+    // Metadata.load_generation_config: an unreadable file counts as absent.
+    let gen = md.json("generation_config.json").ok().flatten();
+    if let Some(gen) = gen.as_deref() {
+        let get = |k: &str| gen.get(k).filter(|v| !v.is_null());
+        if let Some(Json::String(s)) = get("sequence") {
+            kv.set("general.sampling.sequence", Value::String(s.clone()));
+        }
+        let int = |k: &str| get(k).and_then(Json::as_i64).map(|n| Value::I32(n as i32));
+        let float = |k: &str| get(k).and_then(Json::as_f64).map(|x| Value::F32(x as f32));
+        let items: [(&str, Option<Value>); 11] = [
+            ("top_k", int("top_k")),
+            ("top_p", float("top_p")),
+            ("min_p", float("min_p")),
+            ("xtc_probability", float("xtc_probability")),
+            ("xtc_threshold", float("xtc_threshold")),
+            ("temp", float("temperature")),
+            ("penalty_last_n", int("penalty_last_n")),
+            (
+                "penalty_repeat",
+                if gen.get("penalty_repeat").is_some() {
+                    float("penalty_repeat")
+                } else {
+                    float("repetition_penalty")
+                },
+            ),
+            ("mirostat", int("mirostat")),
+            ("mirostat_tau", float("mirostat_tau")),
+            ("mirostat_eta", float("mirostat_eta")),
+        ];
+        for (k, v) in items {
+            if let Some(v) = v {
+                kv.set(&format!("general.sampling.{k}"), v);
             }
-            ("yarn", Some(f)) => {
-                put(
-                    format!("{a}.rope.scaling.type"),
-                    Value::String("yarn".into()),
-                );
-                put(format!("{a}.rope.scaling.factor"), Value::F32(f as f32));
-                if let Some(n) = rope
-                    .get("original_max_position_embeddings")
-                    .and_then(|v| v.as_u64())
-                {
-                    put(
-                        format!("{a}.rope.scaling.original_context_length"),
-                        Value::U32(n as u32),
-                    );
-                }
-                if let Some(v) = rnum("extrapolation_factor") {
-                    put(
-                        format!("{a}.rope.scaling.yarn_ext_factor"),
-                        Value::F32(v as f32),
-                    );
-                }
-                if let Some(v) = rnum("attention_factor").or_else(|| rnum("attn_factor")) {
-                    put(
-                        format!("{a}.rope.scaling.yarn_attn_factor"),
-                        Value::F32(v as f32),
-                    );
-                }
-                if let Some(v) = rnum("beta_fast") {
-                    put(
-                        format!("{a}.rope.scaling.yarn_beta_fast"),
-                        Value::F32(v as f32),
-                    );
-                }
-                if let Some(v) = rnum("beta_slow") {
-                    put(
-                        format!("{a}.rope.scaling.yarn_beta_slow"),
-                        Value::F32(v as f32),
-                    );
-                }
-            }
-            ("su" | "longrope", _) => {
-                put(
-                    format!("{a}.rope.scaling.type"),
-                    Value::String("longrope".into()),
-                );
-            }
-            _ => {} // llama3 (rope_freqs tensor), dynamic, or unknown: no key, as the converter
         }
     }
-    if let Some(t) = rnum("rope_theta") {
-        put(format!("{a}.rope.freq_base"), Value::F32(t as f32));
+    kv.set("general.name", Value::String(name.into()));
+    if params.total > 0 {
+        kv.set("general.size_label", Value::String(params.size_label()));
     }
-    if let Some(e) = hp.f64(&["rms_norm_eps", "norm_eps"])? {
-        put(
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(e as f32),
-        );
-    }
-    if let Some(e) = hp.f64(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"])? {
-        put(
-            format!("{a}.attention.layer_norm_epsilon"),
-            Value::F32(e as f32),
-        );
-    }
-    if let Some(n) = u32_key(&["num_local_experts", "num_experts", "n_routed_experts"])? {
-        put(format!("{a}.expert_count"), Value::U32(n));
-    }
-    if let Some(n) = u32_key(&[
-        "num_experts_per_tok",
-        "num_experts_per_token",
-        "top_k_experts",
-    ])? {
-        put(format!("{a}.expert_used_count"), Value::U32(n));
-    }
-    if let Some(d) = hp.u32(&["head_dim"])? {
-        put(format!("{a}.attention.key_length"), Value::U32(d));
-        put(format!("{a}.attention.value_length"), Value::U32(d));
-    }
-    put("general.file_type".into(), Value::U32(file_type));
-    if arch.llama_extras {
-        put(
-            format!("{a}.vocab_size"),
-            Value::U32(hp.req_u64(&["vocab_size"])? as u32),
-        );
-        let rope_dim = match hp.u64(&["head_dim"])? {
-            Some(d) => d,
-            None => hp.req_u64(&["hidden_size"])? / hp.req_u64(&["num_attention_heads"])?.max(1),
-        };
-        put(
-            format!("{a}.rope.dimension_count"),
-            Value::U32(rope_dim as u32),
-        );
-    }
-    // gguf-py's GGML_QUANT_VERSION
-    put("general.quantization_version".into(), Value::U32(2));
-    Ok(kv)
 }
 
 #[cfg(test)]

@@ -1,114 +1,183 @@
-//! Per-architecture knowledge: which HF models an architecture covers, how tensor names map,
-//! which transforms the converter applies, and which metadata keys it writes.
+//! Per-architecture knowledge, shaped like llama.cpp's converter: one module per model family
+//! under [`models`], each implementing [`ArchSpec`], whose default methods are the converter's
+//! `TextModel` behaviour ([`text_model`]), over gguf-py's data tables ([`tensor_names`],
+//! [`name_map`]).
 //!
-//! Architectures are data ([`ARCHES`]) plus a few flags for the converter's per-class hooks.
-//! Adding one means adding a row here and, if its HF names are new, rows in `names.rs`.
+//! An architecture decides, from names, shapes and config.json only: which stored tensors
+//! become which GGUF tensors and how ([`tensors`], [`transform`]: views, splits, expert
+//! stacks, value operations, generated tensors), which metadata keys it writes
+//! (`set_gguf_parameters`) and which vocabulary reader it uses (`set_vocab`, [`tokenizer`]).
+//! The export plan records those decisions; the pipeline executes them while streaming.
+//! Adding an architecture is one new file in `models/` and one line in [`models::ARCHES`].
 
 pub mod hparams;
+pub mod kv;
 pub mod metadata;
-pub mod names;
-pub mod rope;
+pub mod models;
+pub mod name_map;
+pub mod tensor_names;
+pub mod tensors;
+pub mod text_model;
 pub mod tokenizer;
+pub mod transform;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 pub use hparams::Hparams;
-pub use names::{match_hf_name, NameMatch, TensorKind};
+pub use kv::Kv;
+pub use name_map::NameMap;
+pub use tensor_names::TensorKind;
+pub use tensors::{Data, OutTensor, Piece, SourceTensor, TensorSink};
+pub use tokenizer::ModelDir;
 
-/// One GGUF architecture and the converter behaviour gmat reproduces for it.
-#[derive(Debug)]
-pub struct Arch {
-    /// `general.architecture`.
-    pub name: &'static str,
-    /// HF `architectures[0]` values handled as this architecture.
-    pub hf_classes: &'static [&'static str],
-    /// Tensor kinds this architecture has besides [`COMMON`] (others are refused, as the
-    /// converter refuses them).
-    pub kinds: &'static [TensorKind],
-    /// The llama converter's Q/K row permutation (`LlamaModel.permute`).
-    pub permute_qk: bool,
-    /// `LlamaModel.set_gguf_parameters`: writes `vocab_size` and `rope.dimension_count`, and
-    /// generates `rope_freqs` for llama3 RoPE scaling.
-    pub llama_extras: bool,
+/// What an architecture's methods may read: the converter's `self` (hyper-parameters, model
+/// folder, tensor name map, block count, file type).
+#[derive(Clone, Copy)]
+pub struct Cx<'a> {
+    /// config.json, `text_config` merged.
+    pub hp: &'a Hparams,
+    /// The model folder (config.json and tokenizer files): the store root.
+    pub dir: &'a std::path::Path,
+    /// The tokenizer and side files, parsed once.
+    pub md: &'a ModelDir,
+    /// `self.tensor_map`.
+    pub names: &'a NameMap,
+    /// `self.block_count`.
+    pub block_count: u64,
+    /// `general.file_type` of the output.
+    pub file_type: u32,
 }
 
-use TensorKind as K;
-
-/// The tensors every supported architecture has.
-const COMMON: &[TensorKind] = &[
-    K::TokenEmbd,
-    K::Output,
-    K::OutputNorm,
-    K::AttnNorm,
-    K::AttnQ,
-    K::AttnK,
-    K::AttnV,
-    K::AttnOutput,
-    K::FfnNorm,
-    K::FfnGate,
-    K::FfnUp,
-    K::FfnDown,
-];
-
-/// Every supported architecture.
-pub static ARCHES: &[Arch] = &[
-    Arch {
-        name: "llama",
-        hf_classes: &[
-            "LlamaForCausalLM",
-            "LLaMAForCausalLM",
-            "MistralForCausalLM",
-            "MixtralForCausalLM",
-        ],
-        kinds: &[
-            K::RopeFreqs,
-            K::FfnGateInp,
-            K::FfnGateExps,
-            K::FfnUpExps,
-            K::FfnDownExps,
-        ],
-        permute_qk: true,
-        llama_extras: true,
-    },
-    Arch {
-        name: "qwen2",
-        hf_classes: &["Qwen2ForCausalLM"],
-        kinds: &[],
-        permute_qk: false,
-        llama_extras: false,
-    },
-    Arch {
-        name: "qwen3",
-        hf_classes: &["Qwen3ForCausalLM"],
-        kinds: &[K::AttnQNorm, K::AttnKNorm],
-        permute_qk: false,
-        llama_extras: false,
-    },
-];
-
-impl Arch {
-    /// Whether tensors of `kind` belong to this architecture.
-    pub fn has(&self, kind: TensorKind) -> bool {
-        COMMON.contains(&kind) || self.kinds.contains(&kind)
+impl Cx<'_> {
+    /// The block count as the uint32 GGUF stores.
+    pub fn block_count_u32(&self) -> Result<u32> {
+        u32::try_from(self.block_count).context("block count does not fit in 32 bits")
     }
 }
 
-/// The architecture of a model, from config.json's `architectures`.
-pub fn detect(hp: &Hparams) -> Result<&'static Arch> {
+/// One converter model class (`conversion/<family>.py`), as gmat reproduces it. The default
+/// methods are `TextModel`'s.
+pub trait ArchSpec: Sync {
+    /// `model_arch`: the GGUF architecture name (`general.architecture`).
+    fn gguf_arch(&self) -> &'static str;
+
+    /// The HF classes (`architectures[0]`) registered for this class.
+    fn hf_classes(&self) -> &'static [&'static str];
+
+    /// `filter_tensors`: the name the converter uses for a stored tensor, `None` to skip it.
+    fn filter_tensor(&self, name: &str) -> Option<String> {
+        text_model::filter_tensor(name)
+    }
+
+    /// `modify_tensors`: the GGUF tensors one source tensor becomes.
+    fn modify_tensor(&self, cx: &Cx, t: &SourceTensor, out: &mut TensorSink) -> Result<()> {
+        let _ = cx;
+        out.map_whole(t)
+    }
+
+    /// `generate_extra_tensors`: tensors computed from config.json, written first (and the
+    /// keys some families add while computing them).
+    fn extra_tensors(&self, cx: &Cx, kv: &mut Kv) -> Result<Vec<OutTensor>> {
+        let _ = (cx, kv);
+        Ok(Vec::new())
+    }
+
+    /// `set_gguf_parameters`: the architecture's metadata keys (and `general.file_type`).
+    fn set_gguf_parameters(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
+        text_model::set_gguf_parameters(cx, kv)
+    }
+
+    /// `set_vocab`: the `tokenizer.*` keys.
+    fn set_vocab(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
+        tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv)
+    }
+}
+
+/// The architecture of a model, from config.json's `architectures`; an unsupported one is an
+/// error that lists what is supported.
+pub fn detect(hp: &Hparams) -> Result<&'static dyn ArchSpec> {
     let Some(class) = hp.hf_architecture() else {
         bail!("config.json has no \"architectures\" list, so the model's architecture is unknown");
     };
-    match ARCHES.iter().find(|a| a.hf_classes.contains(&class)) {
-        Some(a) => Ok(a),
+    match models::ARCHES
+        .iter()
+        .find(|a| a.hf_classes().contains(&class))
+    {
+        Some(a) => Ok(*a),
         None => {
-            let known: Vec<&str> = ARCHES
+            let mut known: Vec<&str> = models::ARCHES
                 .iter()
-                .flat_map(|a| a.hf_classes.iter().copied())
+                .flat_map(|a| a.hf_classes().iter().copied())
                 .collect();
+            known.sort_unstable();
             bail!(
                 "architecture {class} is not supported (supported: {})",
                 known.join(", ")
             )
         }
     }
+}
+
+/// The architecture whose GGUF name is `name`.
+pub fn by_gguf_name(name: &str) -> Option<&'static dyn ArchSpec> {
+    models::ARCHES
+        .iter()
+        .copied()
+        .find(|a| a.gguf_arch() == name)
+}
+
+/// `TextModel.block_count`.
+pub fn block_count(hp: &Hparams) -> Result<u64> {
+    hp.req_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])
+}
+
+/// `prepare_tensors`: every output tensor of the model, in the converter's order
+/// (generated tensors first, then each source tensor's outputs as `modify_tensors` yields
+/// them). `sources` are the stored tensors in store order, with their stored names.
+pub fn convert_tensors(
+    spec: &dyn ArchSpec,
+    cx: &Cx,
+    sources: &[SourceTensor],
+    kv: &mut Kv,
+) -> Result<Vec<OutTensor>> {
+    let mut out = spec.extra_tensors(cx, kv)?;
+    let mut sink = TensorSink::new(cx.names);
+    for s in sources {
+        let Some(name) = spec.filter_tensor(&s.name) else {
+            continue;
+        };
+        // "we don't need these"
+        if name.ends_with(".attention.masked_bias")
+            || name.ends_with(".attention.bias")
+            || name.ends_with(".rotary_emb.inv_freq")
+        {
+            continue;
+        }
+        let t = SourceTensor::new(s.index, name, s.dtype, s.shape.clone());
+        spec.modify_tensor(cx, &t, &mut sink)
+            .with_context(|| format!("tensor {}", s.name))?;
+    }
+    out.extend(sink.finish()?);
+    Ok(out)
+}
+
+/// The `tokenizer.*` keys `set_vocab` writes for the model folder `dir` (tests and tools).
+pub fn vocab_metadata(
+    spec: &dyn ArchSpec,
+    dir: &std::path::Path,
+    hp: &Hparams,
+) -> Result<Vec<(String, crate::gguf::Value)>> {
+    let names = NameMap::new(spec.gguf_arch(), 0)?;
+    let md = ModelDir::new(dir);
+    let cx = Cx {
+        hp,
+        dir,
+        md: &md,
+        names: &names,
+        block_count: 0,
+        file_type: 0,
+    };
+    let mut kv = Kv::default();
+    spec.set_vocab(&cx, &mut kv)?;
+    Ok(kv.into_vec())
 }

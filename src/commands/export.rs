@@ -5,41 +5,61 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 
-use crate::arch::{self, tokenizer, Hparams};
+use crate::arch::{self, Hparams};
 use crate::config::export_config::{ExportMapEntry, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
-use crate::plan::mix_rules::TensorTypeRule;
 use crate::plan::split::{self, SplitLimits};
-use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource};
+use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource, TypeOptions};
 use crate::quant::imatrix::Imatrix;
-use crate::quant::GgmlType;
 use crate::source::Dtype;
 use crate::store::Store;
 
-/// Options of `gmat export`.
+/// Options of `gmat export` (the command line is this struct).
+#[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// GMAT store (a model.gmat folder, or the folder holding it).
+    #[arg(long, short = 'm')]
     pub model: PathBuf,
+    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder).
+    #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
+    /// Export config (default type, per-tensor types, names).
+    #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+    /// llama.cpp file type (F32, F16, BF16, Q8_0, ...); overrides the config's default_type.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
     pub file_type: Option<String>,
-    pub pure: bool,
-    pub output_tensor_type: Option<GgmlType>,
-    pub token_embedding_type: Option<GgmlType>,
-    pub tensor_types: Vec<TensorTypeRule>,
-    pub leave_output_tensor: bool,
-    /// `--imatrix` as typed (llama-quantize records the argument verbatim).
+    #[command(flatten)]
+    pub types: TypeOptions,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat), used exactly as
+    /// llama-quantize --imatrix uses it; overrides the config's quantization.imatrix.
+    #[arg(long, value_name = "FILE")]
     pub imatrix: Option<String>,
+    /// Use the imatrix only for tensors whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
     pub include_weights: Vec<String>,
+    /// Do not use the imatrix for tensors whose name contains NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
     pub exclude_weights: Vec<String>,
+    /// Write the fully resolved export config (default: export_config.json) instead of a GGUF.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "export_config.json")]
     pub generate_config: Option<PathBuf>,
+    /// Print the plan (every tensor, its type and size) without writing anything.
+    #[arg(long)]
     pub dry_run: bool,
-    pub quiet: bool,
-    /// `--shard-size` (overrides the config's `shard_size`).
+    /// Split the output into NAME-00001-of-0000N.gguf shards of at most this much tensor data
+    /// (e.g. 2G, 500M; decimal units, like llama-gguf-split --split-max-size).
+    #[arg(long, value_name = "SIZE")]
     pub shard_size: Option<String>,
-    /// `--shard-max-tensors` (overrides the config's `shard_max_tensors`).
+    /// Split the output into shards of at most N tensors (like llama-gguf-split --split-max-tensors).
+    #[arg(long, value_name = "N")]
     pub shard_max_tensors: Option<usize>,
+    /// No progress bars or summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Runs the command.
@@ -57,8 +77,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let hparams = Hparams::new(&config_json)?;
     let arch = arch::detect(&hparams)?;
     let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
-    let tokenizer = tokenizer::tokenizer_metadata(&store.root, arch.name, &config_json)
-        .with_context(|| format!("tokenizer of {}", store.root.display()))?;
     let model_name = store
         .manifest
         .model
@@ -84,18 +102,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let plan = plan::build(&PlanInput {
         manifest: &store.manifest,
+        dir: &store.root,
         hparams: &hparams,
         arch,
         config: &config,
         file_type,
-        pure: args.pure,
-        output_tensor_type: args.output_tensor_type,
-        token_embedding_type: args.token_embedding_type,
-        tensor_types: args.tensor_types.clone(),
-        leave_output_tensor: args.leave_output_tensor,
+        types: &args.types,
         imatrix: imatrix.as_ref(),
         model_name,
-        tokenizer,
     })?;
     if let Some(path) = &args.generate_config {
         let q = Quantization {

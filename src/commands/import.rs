@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
 
 use crate::config::import_config::{default_uuid, model_summary, ImportConfig, ImportMapEntry};
 use crate::config::read_config;
@@ -13,17 +14,51 @@ use crate::pipeline::{self, progress::human_bytes};
 use crate::source::HfModel;
 use crate::store::{Encoding, Holding, Store};
 
-/// Options of `gmat import`.
+/// Options of `gmat import` (the command line is this struct).
+#[derive(Args, Debug)]
 pub struct ImportArgs {
+    /// HF model folder (model.safetensors or shards + index), or one .safetensors file.
+    #[arg(long, short = 'm')]
     pub model: PathBuf,
+    /// Output folder; the store is written to OUTPUT/model.gmat.
+    #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
+    /// Import config (tensor selection and UUIDs).
+    #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+    /// Write an import config for the model (default: import_config.json) and print tensor
+    /// statistics, instead of importing.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "import_config.json")]
     pub generate_config: Option<PathBuf>,
-    /// Encoding of tensors not shared with a base: `raw` or `zstd`.
-    pub encoding: Encoding,
-    /// Base store of a fine-tune: identical tensors are shared, others stored as deltas.
+    /// How tensors are stored: zstd (lossless byte planes + zstd, in chunks) or raw.
+    #[arg(long, value_enum, default_value_t = StoreEncoding::Zstd)]
+    pub encoding: StoreEncoding,
+    /// Base store of a fine-tune: tensors identical to the base's are shared (hard link, or a
+    /// reference), others of the same name and shape are stored as XOR deltas. The base must
+    /// stay in place for the fine-tune to export.
+    #[arg(long, value_name = "STORE")]
     pub base: Option<PathBuf>,
+    /// No progress bars or summary.
+    #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Tensor encodings `gmat import` can write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreEncoding {
+    /// Byte planes + zstd (lossless, smaller).
+    Zstd,
+    /// The source bytes as they are.
+    Raw,
+}
+
+impl From<StoreEncoding> for Encoding {
+    fn from(e: StoreEncoding) -> Encoding {
+        match e {
+            StoreEncoding::Zstd => Encoding::Zstd,
+            StoreEncoding::Raw => Encoding::Raw,
+        }
+    }
 }
 
 /// Runs the command.
@@ -67,7 +102,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         None => None,
     };
     let options = ImportOptions {
-        encoding: args.encoding,
+        encoding: args.encoding.into(),
         base: base.as_ref(),
     };
     let manifest = pipeline::import::run(
@@ -115,7 +150,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             started.elapsed(),
             human_bytes(own),
             100.0 * own as f64 / raw.max(1) as f64,
-            args.encoding,
+            Encoding::from(args.encoding),
             pipeline::progress::peak_rss_bytes()
                 .map(|b| format!(", peak memory {}", human_bytes(b)))
                 .unwrap_or_default()

@@ -3,10 +3,12 @@
 //! Layout facts (magic, version, alignment, value encodings) follow ggml's `docs/gguf.md` and
 //! `ggml/src/gguf.cpp` of the reference build.
 
+pub mod ggml_type;
 pub mod reader;
 pub mod value;
 pub mod writer;
 
+pub use ggml_type::GgmlType;
 pub use reader::GgufFile;
 pub use value::{Value, ValueType};
 pub use writer::{GgufHeader, TensorInfo};

@@ -8,8 +8,8 @@ use memmap2::Mmap;
 
 use super::value::{Value, ValueType};
 use super::writer::TensorInfo;
+use super::GgmlType;
 use super::{align_up, DEFAULT_ALIGNMENT, MAGIC};
-use crate::quant::GgmlType;
 
 /// Upper bound on counts read from a header, so a corrupt count fails fast instead of
 /// allocating without limit.

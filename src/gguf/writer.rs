@@ -2,8 +2,8 @@
 //! known in advance, so tensor data can be written in place afterwards.
 
 use super::value::Value;
+use super::GgmlType;
 use super::{align_up, DEFAULT_ALIGNMENT, MAGIC, VERSION};
-use crate::quant::GgmlType;
 
 /// One tensor as it appears in the header.
 #[derive(Clone, Debug, PartialEq)]

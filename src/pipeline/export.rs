@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 use super::progress;
 use super::writer::BackgroundWriter;
 use crate::plan::split::{self, Shard, SplitLimits};
-use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource, Transform};
+use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource};
 use crate::quant::{self, TypeCodec};
 use crate::store::{Store, TensorReader};
 
@@ -204,14 +204,13 @@ impl<'p> Job<'p> {
     }
 }
 
-/// Which source bytes a window of output rows of one piece reads.
+/// Which source bytes a window of output rows of one piece reads: output row `r` is the
+/// piece view's elements `r·ncols .. (r+1)·ncols`.
 struct PieceGeometry<'p> {
     piece: &'p SourcePiece,
     ncols: usize,
     nrows: usize,
     esize: usize,
-    /// 1-D tensors are permuted element-wise (a bias): elements are rows of one value.
-    elementwise: bool,
     chunk_rows: usize,
 }
 
@@ -222,35 +221,31 @@ impl<'p> PieceGeometry<'p> {
             ncols,
             nrows,
             esize: piece.entry.dtype.size(),
-            elementwise: piece.entry.shape.len() == 1 && piece.transform != Transform::None,
             chunk_rows: (CHUNK_VALUES / ncols.max(1)).max(1),
         }
     }
 
-    /// The source row of output row `r` (for element-wise permutations: of element `r`).
-    fn source_row(&self, r: usize) -> usize {
-        let perm_rows = if self.piece.entry.shape.len() == 1 {
-            self.ncols
-        } else {
-            self.nrows
-        };
-        self.piece.transform.source_row(r, perm_rows)
-    }
-
-    /// The source byte range output rows `r0..r1` read: a permutation stays within a head's rows.
+    /// The source byte range output rows `r0..r1` read.
     fn source_range(&self, r0: usize, r1: usize) -> (usize, usize) {
-        if self.elementwise {
-            (0, self.piece.entry.raw_bytes as usize)
-        } else {
-            let (a, b) = (r0..r1)
-                .map(|r| self.source_row(r))
-                .fold((usize::MAX, 0), |(a, b), s| (a.min(s), b.max(s + 1)));
-            (a * self.ncols * self.esize, b * self.ncols * self.esize)
-        }
+        let n = self.ncols as u64;
+        let (lo, hi) = self.piece.view.source_span(r0 as u64 * n, r1 as u64 * n);
+        (lo as usize * self.esize, hi as usize * self.esize)
     }
 
     fn first_window(&self) -> (usize, usize) {
         self.source_range(0, self.chunk_rows.min(self.nrows))
+    }
+
+    /// Appends output row `r`'s values, converted to f32, from `bytes` (the source bytes
+    /// starting at byte `lo`).
+    fn row_values(&self, r: usize, bytes: &[u8], lo: usize, vals: &mut Vec<f32>) {
+        let (n, esize, dtype) = (self.ncols as u64, self.esize, self.piece.entry.dtype);
+        self.piece
+            .view
+            .for_each_run(r as u64 * n, (r as u64 + 1) * n, |s, len| {
+                let at = s as usize * esize - lo;
+                dtype.extend_f32(&bytes[at..at + len as usize * esize], vals);
+            });
     }
 }
 
@@ -278,9 +273,10 @@ fn write_piece(
     mut next: Option<&mut (TensorReader, (usize, usize))>,
     file: &mut BackgroundWriter,
 ) -> Result<()> {
-    let (ncols, nrows, row_bytes, esize) = (job.ncols, job.nrows, job.row_bytes, g.esize);
+    let (ncols, nrows, row_bytes) = (job.ncols, job.nrows, job.row_bytes);
     let (codec, weights) = (job.codec, job.weights());
-    let dtype = g.piece.entry.dtype;
+    let f16_source = g.piece.entry.dtype == crate::source::Dtype::F16;
+    let mut released = 0usize;
     let mut r0 = 0;
     while r0 < nrows {
         let r1 = (r0 + g.chunk_rows).min(nrows);
@@ -304,15 +300,8 @@ fn write_piece(
                     |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
                         let r = r0 + i;
                         vals.clear();
-                        if g.elementwise {
-                            for c in 0..ncols {
-                                let s = g.source_row(c) * esize - lo;
-                                dtype.extend_f32(&bytes[s..s + esize], vals);
-                            }
-                        } else {
-                            let s = g.source_row(r) * ncols * esize - lo;
-                            dtype.extend_f32(&bytes[s..s + ncols * esize], vals);
-                        }
+                        g.row_values(r, bytes, lo, vals);
+                        g.piece.op.apply(vals, f16_source);
                         // A branch-free scan first (vectorised); the position only on failure.
                         let finite = vals.iter().fold(true, |ok, v| ok & v.is_finite());
                         if let Some(c) = (!finite)
@@ -334,8 +323,11 @@ fn write_piece(
             return Err(prefer_corruption(reader, e));
         }
         file.write(out, job.at + (r0 * row_bytes) as u64)?;
-        if !g.elementwise {
-            reader.release(r0 * ncols * esize, r1 * ncols * esize);
+        // Views read forward: pages before the next window are done with.
+        let keep_from = next_window.map_or(hi, |(s, _)| s);
+        if keep_from > released {
+            reader.release(released, keep_from);
+            released = keep_from;
         }
         r0 = r1;
     }

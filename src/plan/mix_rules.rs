@@ -303,21 +303,42 @@ impl FromStr for TensorTypeRule {
     }
 }
 
-/// llama-quantize's options that change tensor types.
+/// llama-quantize's options that change tensor types: one definition for the command line,
+/// the export command and the plan.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TypeOptions {
+    /// Give every quantizable tensor the file type's own type (like llama-quantize --pure).
+    #[arg(long)]
+    pub pure: bool,
+    /// ggml type of output.weight (and of tied token embeddings), as llama-quantize
+    /// --output-tensor-type.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<GgmlType>,
+    /// ggml type of token_embd.weight, as llama-quantize --token-embedding-type.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<GgmlType>,
+    /// Give tensors whose GGUF name contains a match of REGEX (lower-cased) this ggml type;
+    /// repeatable, first match wins; quantized file types only; as llama-quantize --tensor-type.
+    #[arg(long = "tensor-type", value_name = "REGEX=TYPE")]
+    pub tensor_types: Vec<TensorTypeRule>,
+    /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+}
+
+/// The type options together with whether an importance matrix is given (which changes a few
+/// IQ3_XXS/IQ4/Q4_0/Q5_0 choices and lifts the refusals).
 #[derive(Clone, Debug, Default)]
 pub struct MixOptions {
-    /// `--pure`: no mix rules; every quantizable tensor gets the file type's type.
-    pub pure: bool,
-    /// `--output-tensor-type`.
-    pub output_tensor_type: Option<GgmlType>,
-    /// `--token-embedding-type`.
-    pub token_embedding_type: Option<GgmlType>,
-    /// `--tensor-type` rules, first match wins.
-    pub tensor_types: Vec<TensorTypeRule>,
-    /// `--leave-output-tensor`: output.weight keeps its type.
-    pub leave_output_tensor: bool,
-    /// `--imatrix` given (changes a few IQ3_XXS/IQ4/Q4_0/Q5_0 choices and lifts the refusals).
+    pub types: TypeOptions,
     pub has_imatrix: bool,
+}
+
+impl std::ops::Deref for MixOptions {
+    type Target = TypeOptions;
+    fn deref(&self) -> &TypeOptions {
+        &self.types
+    }
 }
 
 impl MixOptions {
@@ -826,6 +847,13 @@ mod tests {
 
     use super::*;
 
+    fn mix(types: TypeOptions) -> MixOptions {
+        MixOptions {
+            types,
+            has_imatrix: false,
+        }
+    }
+
     fn ft(name: &str) -> FileType {
         name.parse().unwrap()
     }
@@ -1096,20 +1124,20 @@ mod tests {
     fn manual_rules_win_and_skip_the_counters() {
         let m = tiny(4, true);
         let facts = ModelFacts::new("llama", 4, 8, 2, 0);
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             tensor_types: vec![
                 "BLK\\.0\\.attn_v=Q8_0".parse().unwrap(),
                 "attn_v=q4_0".parse().unwrap(),
             ],
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q3_K_M"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "blk.0.attn_v.weight"), G::Q8_0);
         assert_eq!(type_of(&m, &types, "blk.1.attn_v.weight"), G::Q4_0);
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             tensor_types: vec!["blk\\.0\\.attn_v=q8_0".parse().unwrap()],
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q3_K_M"), &opts).unwrap();
         // blk.0 did not advance i_attention_wv: blk.1 and blk.2 are the first two
         let v: Vec<GgmlType> = (0..4)
@@ -1128,10 +1156,10 @@ mod tests {
             qk_norm: false,
             has_output: true,
         });
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             tensor_types: vec!["ffn_up=q6_k".parse().unwrap()],
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let facts = ModelFacts::new("llama", 1, 2, 2, 0);
         let types = select_types(&facts, &m.descs(), ft("Q8_0"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "blk.0.ffn_up.weight"), G::Q8_0);
@@ -1142,41 +1170,41 @@ mod tests {
         let facts = ModelFacts::new("llama", 2, 8, 2, 0);
         // tied: token_embd is treated as the output tensor
         let m = tiny(2, false);
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             output_tensor_type: Some(G::Q8_0),
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q8_0);
         let types = select_types(&facts, &m.descs(), ft("Q4_0"), &MixOptions::default()).unwrap();
         assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q6_K);
         // untied
         let m = tiny(2, true);
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             output_tensor_type: Some(G::Q5_0),
             token_embedding_type: Some(G::Q2_K),
             tensor_types: vec![
                 "output=f32".parse().unwrap(),
                 "token_embd=f32".parse().unwrap(),
             ],
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "output.weight"), G::Q5_0);
         assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q2_K);
         // --leave-output-tensor keeps the unquantized type, and the model is still untied
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             leave_output_tensor: true,
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q4_0"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "output.weight"), G::BF16);
         assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q4_0);
         // --pure: one type (except the options)
-        let opts = MixOptions {
+        let opts = mix(TypeOptions {
             pure: true,
-            ..MixOptions::default()
-        };
+            ..TypeOptions::default()
+        });
         let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "output.weight"), G::Q4_K);
         assert_eq!(type_of(&m, &types, "blk.0.attn_norm.weight"), G::F32);

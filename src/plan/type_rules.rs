@@ -12,19 +12,49 @@
 use anyhow::{bail, Result};
 
 use crate::arch::TensorKind;
-use crate::quant::GgmlType;
+use crate::gguf::GgmlType;
 
-/// The converter's type for a tensor, given its float out-type.
+/// Tensor kinds `prepare_tensors` always writes as F32 (its list of `match_model_tensor_name`
+/// keys, conversion/base.py of the reference build).
+const KEPT_F32: &[TensorKind] = &[
+    TensorKind::FfnGateInp,
+    TensorKind::FfnGateInpShexp,
+    TensorKind::PosEmbd,
+    TensorKind::TokenTypes,
+    TensorKind::SsmConv1d,
+    TensorKind::ShortconvConv,
+    TensorKind::TimeMixFirst,
+    TensorKind::TimeMixW1,
+    TensorKind::TimeMixW2,
+    TensorKind::TimeMixDecayW1,
+    TensorKind::TimeMixDecayW2,
+    TensorKind::TimeMixLerpFused,
+    TensorKind::PosnetNorm1,
+    TensorKind::PosnetNorm2,
+    TensorKind::VEncEmbdPos,
+    TensorKind::AEncEmbdPos,
+    TensorKind::AltupCorrectCoef,
+    TensorKind::AltupPredictCoef,
+    TensorKind::SsmConv1dQ,
+    TensorKind::SsmConv1dK,
+    TensorKind::SsmConv1dV,
+    TensorKind::IndexerProj,
+];
+
+/// The converter's type for a tensor, given its float out-type: F32 for 1-D tensors, norms,
+/// the [`KEPT_F32`] kinds and names not ending in `.weight`/`.lora_a`/`.lora_b`.
 pub fn converter_type(
     gguf_name: &str,
     n_dims: usize,
-    kind: Option<TensorKind>,
+    kind: TensorKind,
     out_type: GgmlType,
 ) -> GgmlType {
     let forced_f32 = n_dims <= 1
         || gguf_name.ends_with("_norm.weight")
-        || kind == Some(TensorKind::FfnGateInp)
-        || !gguf_name.ends_with(".weight");
+        || (KEPT_F32.contains(&kind) && gguf_name.ends_with(".weight"))
+        || ![".weight", ".lora_a", ".lora_b"]
+            .iter()
+            .any(|s| gguf_name.ends_with(s));
     if forced_f32 {
         GgmlType::F32
     } else {
@@ -69,27 +99,21 @@ mod tests {
     #[test]
     fn converter_keeps_norms_biases_and_routers_f32() {
         let bf = GgmlType::BF16;
+        let k = TensorKind::AttnQ;
         assert_eq!(
-            converter_type("blk.0.attn_norm.weight", 1, None, bf),
+            converter_type("blk.0.attn_norm.weight", 1, TensorKind::AttnNorm, bf),
+            GgmlType::F32
+        );
+        assert_eq!(converter_type("blk.0.attn_q.bias", 1, k, bf), GgmlType::F32);
+        assert_eq!(
+            converter_type("blk.0.ffn_gate_inp.weight", 2, TensorKind::FfnGateInp, bf),
             GgmlType::F32
         );
         assert_eq!(
-            converter_type("blk.0.attn_q.bias", 1, None, bf),
+            converter_type("token_types.weight", 2, TensorKind::TokenTypes, bf),
             GgmlType::F32
         );
-        assert_eq!(
-            converter_type(
-                "blk.0.ffn_gate_inp.weight",
-                2,
-                Some(TensorKind::FfnGateInp),
-                bf
-            ),
-            GgmlType::F32
-        );
-        assert_eq!(
-            converter_type("blk.0.attn_q.weight", 2, Some(TensorKind::AttnQ), bf),
-            bf
-        );
+        assert_eq!(converter_type("blk.0.attn_q.weight", 2, k, bf), bf);
     }
 
     #[test]

@@ -10,7 +10,6 @@
 //! oracle next to it, and `bench/quant_diff.py` compares whole matrices with the real ggml.
 
 mod float;
-pub mod ggml_type;
 #[cfg(test)]
 pub(crate) mod golden;
 pub mod imatrix;
@@ -34,7 +33,7 @@ mod simd;
 mod super_block;
 mod tq;
 
-pub use ggml_type::GgmlType;
+pub use crate::gguf::GgmlType;
 
 /// Converts rows of f32 to one ggml type and back.
 ///

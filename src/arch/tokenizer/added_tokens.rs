@@ -17,7 +17,7 @@ use serde_json::{Map, Value as Json};
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::files::{truthy, ModelDir};
-use super::hf_tokenizer::Class;
+use super::tokenizer_class::Class;
 
 /// `SPECIAL_TOKENS_ATTRIBUTES` without `additional_special_tokens`.
 const SPECIAL_ATTRS: [&str; 7] = [

@@ -13,9 +13,10 @@ use serde_json::Value as Json;
 
 use super::files::ModelDir;
 use super::hf_tokenizer::HfTokenizer;
-use super::kv::{keys, Kv};
+use super::pre_tokenizer;
 use super::special::SpecialVocab;
-use super::{does_token_look_special, pre_tokenizer, token_types_value, TokenType};
+use super::token_type::{does_token_look_special, token_types_value, TokenType};
+use crate::arch::kv::{keys, Kv};
 
 /// A BPE vocabulary and its pre-tokenizer name.
 pub(crate) struct BpeVocab {

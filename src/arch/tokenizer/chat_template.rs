@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value as Json};
 
 use super::files::{self, get, ModelDir};
-use super::kv::{keys, Kv};
+use crate::arch::kv::{keys, Kv};
 
 /// A chat template as `add_chat_template` accepts it: one string, or named templates.
 #[derive(Clone, Debug, PartialEq)]

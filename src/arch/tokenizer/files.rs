@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 /// The model folder, with each JSON file parsed at most once: tokenizer.json is read by the
 /// vocabulary, the pre-tokenizer check and `SpecialVocab`, and for a 150k-token vocabulary one
 /// parse costs more than everything else together.
-pub(crate) struct ModelDir {
+pub struct ModelDir {
     dir: PathBuf,
     json: RefCell<HashMap<&'static str, Option<Rc<Json>>>>,
 }

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 use super::files::{get, truthy, ModelDir};
 use super::hf_tokenizer::HfTokenizer;
 use super::spm_vocab::SpmVocab;
-use super::TokenType;
+use super::token_type::TokenType;
 
 /// Whether tokenizer.json is a vocabulary `LlamaHfVocab` accepts.
 pub(crate) fn check(md: &ModelDir) -> Result<bool> {

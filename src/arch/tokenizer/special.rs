@@ -14,8 +14,8 @@ use serde_json::{Map, Value as Json};
 
 use super::chat_template::{self, ChatTemplate};
 use super::files::{self, get, truthy, ModelDir};
-use super::kv::{keys, Kv};
 use super::merges;
+use crate::arch::kv::{keys, Kv};
 use crate::gguf::Value;
 
 /// The default `special_token_types`.

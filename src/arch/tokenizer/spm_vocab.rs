@@ -12,10 +12,10 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::Value as Json;
 
 use super::files::{self, ModelDir};
-use super::kv::{keys, Kv};
 use super::special::SpecialVocab;
 use super::spm::{self, PieceType};
-use super::{does_token_look_special, token_types_value, TokenType};
+use super::token_type::{does_token_look_special, token_types_value, TokenType};
+use crate::arch::kv::{keys, Kv};
 use crate::gguf::Value;
 
 /// Tokens, scores and types of a `llama`-model vocabulary.

@@ -4,8 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::tokenizer_metadata;
 use crate::gguf::{GgufFile, Value};
+
+/// The `tokenizer.*` keys the architecture named `arch` writes for the model folder `dir`.
+fn tokenizer_metadata(
+    dir: &Path,
+    arch: &str,
+    config: &serde_json::Value,
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let Some(spec) = crate::arch::by_gguf_name(arch) else {
+        anyhow::bail!("GGUF architecture {arch:?} is not supported");
+    };
+    crate::arch::vocab_metadata(spec, dir, &crate::arch::Hparams::new(config)?)
+}
 
 /// The kit lives beside the clone (`../shared/reference/models`); `GMAT_REFERENCE_MODELS`
 /// overrides that (e.g. for a git worktree elsewhere).
@@ -309,8 +320,11 @@ fn malformed_json_names_the_file() {
 fn unsupported_architecture_is_an_error() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     write(tmp.path(), "config.json", b"{}");
-    let e = err(tmp.path(), "bert");
-    assert!(e.contains("\"bert\"") && e.contains("not supported"), "{e}");
+    let e = err(tmp.path(), "mamba");
+    assert!(
+        e.contains("\"mamba\"") && e.contains("not supported"),
+        "{e}"
+    );
 }
 
 #[test]

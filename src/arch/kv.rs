@@ -1,15 +1,17 @@
 //! An ordered key/value sink that behaves like gguf-py's `GGUFWriter` key table.
 //!
-//! The converter calls `add_*` several times for some keys (e.g. Gemma2 first lets
-//! `SpecialVocab` run, then writes `add_space_prefix`; CodeLlama runs a second `SpecialVocab`).
-//! `GGUFWriter.add_key_value` stores keys in a Python dict, so a repeated key keeps its first
-//! position and takes the last value. Reproducing that exactly is what
-//! keeps our key order identical to the converter's.
+//! The converter calls `add_*` several times for some keys (e.g. Gemma3 writes the context
+//! length in `TextModel.set_gguf_parameters` and again in its own; Gemma2 first lets
+//! `SpecialVocab` run, then writes `add_space_prefix`). `GGUFWriter.add_key_value` stores keys
+//! in a Python dict, so a repeated key keeps its first position and takes the last value.
+//! Reproducing that exactly is what keeps our key order identical to the converter's.
+//! Architecture keys (`{arch}.block_count`, ...) are written through the `arch_*` methods with
+//! the value types of the matching `GGUFWriter.add_*` methods.
 
 use crate::gguf::{Value, ValueType};
 
 /// Key names from gguf-py `constants.py` (`Keys.Tokenizer`).
-pub(crate) mod keys {
+pub mod keys {
     pub const MODEL: &str = "tokenizer.ggml.model";
     pub const PRE: &str = "tokenizer.ggml.pre";
     pub const LIST: &str = "tokenizer.ggml.tokens";
@@ -57,11 +59,61 @@ pub(crate) mod keys {
 
 /// Insertion-ordered metadata with dict semantics (see the module doc).
 #[derive(Default, Debug)]
-pub(crate) struct Kv {
+pub struct Kv {
+    /// `GGUFWriter.arch`: the prefix of architecture keys.
+    arch: String,
     entries: Vec<(String, Value)>,
 }
 
 impl Kv {
+    /// An empty table whose architecture keys start with `arch.`.
+    pub fn for_arch(arch: &str) -> Kv {
+        Kv {
+            arch: arch.to_string(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// `{arch}.{suffix}`.
+    pub fn arch_key(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch)
+    }
+
+    /// An architecture key as uint32 (`add_uint32`).
+    pub fn arch_u32(&mut self, suffix: &str, v: u32) {
+        let k = self.arch_key(suffix);
+        self.set(&k, Value::U32(v));
+    }
+
+    /// An architecture key as float32 (`add_float32`).
+    pub fn arch_f32(&mut self, suffix: &str, v: f64) {
+        let k = self.arch_key(suffix);
+        self.set(&k, Value::F32(v as f32));
+    }
+
+    /// An architecture key as bool (`add_bool`).
+    pub fn arch_bool(&mut self, suffix: &str, v: bool) {
+        let k = self.arch_key(suffix);
+        self.set(&k, Value::Bool(v));
+    }
+
+    /// An architecture key as string (`add_string`).
+    pub fn arch_str(&mut self, suffix: &str, v: &str) {
+        let k = self.arch_key(suffix);
+        self.set(&k, Value::String(v.to_string()));
+    }
+
+    /// An architecture key as an array (`add_array`).
+    pub fn arch_array(&mut self, suffix: &str, v: Value) {
+        let k = self.arch_key(suffix);
+        self.set(&k, v);
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
     /// Sets `key`, keeping its original position if it was already set.
     pub fn set(&mut self, key: &str, value: Value) {
         match self.entries.iter_mut().find(|(k, _)| k == key) {

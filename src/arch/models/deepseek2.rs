@@ -1,0 +1,188 @@
+//! `deepseek2`: DeepseekV2Model of llama.cpp `conversion/deepseek.py` (DeepSeek-V2, V3, and the
+//! text model of Kimi-VL, whose `language_model.` prefix the base filter removes).
+//!
+//! Multi-head latent attention: `kv_b_proj` is split per head into `attn_k_b` (transposed, for
+//! the absorption optimisation) and `attn_v_b`, as views of the stored tensor; the KV head
+//! count is written as 1 (MLA becomes MQA). Routed experts are stacked down, gate, up; the
+//! leading dense layers, shared experts and `e_score_correction` bias are table entries; the
+//! multi-token-prediction layers past `num_hidden_layers` and a tied `lm_head` are dropped.
+
+use anyhow::{bail, Result};
+use serde_json::Value as Json;
+
+use crate::arch::kv::Kv;
+use crate::arch::tensors::{ExpertLayout, SourceTensor, TensorSink};
+use crate::arch::{text_model, tokenizer, ArchSpec, Cx};
+
+/// The converter's `DeepseekV2Model`.
+pub struct Deepseek2;
+
+const EXPERTS: ExpertLayout = ExpertLayout {
+    expert: "model.layers.{bid}.mlp.experts.{xid}.{w}.weight",
+    merged: "model.layers.{bid}.mlp.experts.{w}.weight",
+    projections: &["down_proj", "gate_proj", "up_proj"],
+};
+
+impl ArchSpec for Deepseek2 {
+    fn gguf_arch(&self) -> &'static str {
+        "deepseek2"
+    }
+
+    fn hf_classes(&self) -> &'static [&'static str] {
+        &[
+            "DeepseekV2ForCausalLM",
+            "DeepseekV3ForCausalLM",
+            "KimiVLForConditionalGeneration",
+        ]
+    }
+
+    fn filter_tensor(&self, name: &str) -> Option<String> {
+        // DeepSeek-OCR's vision encoders
+        if name.contains("sam_model") || name.contains("qwen2_model") {
+            return None;
+        }
+        text_model::filter_tensor(name)
+    }
+
+    fn modify_tensor(&self, cx: &Cx, t: &SourceTensor, out: &mut TensorSink) -> Result<()> {
+        let hp = cx.hp;
+        if hp.bool("tie_word_embeddings") == Some(true)
+            && (t.name == "lm_head.weight" || t.name == "model.lm_head.weight")
+        {
+            return Ok(()); // the output uses token_embd.weight
+        }
+        // multi-token-prediction layers
+        let block_count = hp.req_u64(&["num_hidden_layers"])?;
+        if let Some(b) = mtp_layer(&t.name) {
+            if b >= block_count {
+                return Ok(());
+            }
+        }
+        if t.name.contains("mlp.experts") {
+            let n = hp.req_u64(&["n_routed_experts"])? as usize;
+            return out.stack_expert(&EXPERTS, n, t);
+        }
+        if t.name.ends_with("kv_b_proj.weight") {
+            return split_kv_b(cx, t, out);
+        }
+        out.map_whole(t)
+    }
+
+    fn set_gguf_parameters(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
+        // MLA is converted into MQA (GQA with one group)
+        let mut hp = cx.hp.clone();
+        hp.set("num_key_value_heads", Json::from(1));
+        if !hp.contains("rms_norm_eps") {
+            hp.set("rms_norm_eps", Json::from(1e-6));
+        }
+        let cx = Cx { hp: &hp, ..*cx };
+        text_model::set_gguf_parameters(&cx, kv)?;
+
+        let has_moe = hp.get("n_routed_experts").is_some();
+        let first_k_dense = match hp.u32(&["first_k_dense_replace"])? {
+            Some(n) => n,
+            None if !has_moe => hp.req_u32(&["num_hidden_layers"])?,
+            None => 0,
+        };
+        kv.arch_u32("leading_dense_block_count", first_k_dense);
+        let kv_lora_rank = hp.u32(&["kv_lora_rank"])?.unwrap_or(512);
+        kv.arch_u32("vocab_size", hp.req_u32(&["vocab_size"])?);
+        if let Some(q) = hp.u32(&["q_lora_rank"])? {
+            kv.arch_u32("attention.q_lora_rank", q);
+        }
+        let rope_dim = hp.req_u32(&["qk_rope_head_dim"])?;
+        let nope = hp.req_u32(&["qk_nope_head_dim"])?;
+        kv.arch_u32("attention.kv_lora_rank", kv_lora_rank);
+        kv.arch_u32("attention.key_length", kv_lora_rank + rope_dim);
+        kv.arch_u32("attention.value_length", kv_lora_rank);
+        kv.arch_u32("attention.key_length_mla", nope + rope_dim);
+        kv.arch_u32("attention.value_length_mla", hp.req_u32(&["v_head_dim"])?);
+        kv.arch_u32(
+            "expert_feed_forward_length",
+            hp.req_u32(&["moe_intermediate_size", "intermediate_size"])?,
+        );
+        if let Some(n) = hp.u32(&["n_routed_experts"])? {
+            kv.arch_u32("expert_count", n);
+        }
+        kv.arch_u32(
+            "expert_shared_count",
+            hp.u32(&["n_shared_experts"])?.unwrap_or(0),
+        );
+        if let Some(s) = hp.f64(&["routed_scaling_factor"])? {
+            kv.arch_f32("expert_weights_scale", s);
+        }
+        if hp.bool("norm_topk_prob") == Some(true) {
+            kv.arch_bool("expert_weights_norm", true);
+        }
+        kv.arch_u32("rope.dimension_count", rope_dim);
+        if let Some(m) = hp
+            .rope_parameters()
+            .get("mscale_all_dim")
+            .and_then(Json::as_f64)
+        {
+            // for legacy reasons not the usual yarn_log_mul meaning (llama.cpp PR 17945)
+            kv.arch_f32("rope.scaling.yarn_log_multiplier", 0.1 * m);
+        }
+        Ok(())
+    }
+
+    fn set_vocab(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
+        // The converter falls back to a tiktoken reader (Kimi-K2) when the GPT-2 path fails.
+        tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv).map_err(|e| {
+            e.context("DeepSeek vocabularies other than a tokenizer.json BPE (the tiktoken Kimi-K2 reader) are not supported")
+        })
+    }
+}
+
+/// `re.match(r"model.layers.(\d+)", name)`: the layer of a `model.layers.N...` name.
+fn mtp_layer(name: &str) -> Option<u64> {
+    // the converter's pattern has unescaped dots: any character matches there
+    let b = name.as_bytes();
+    if b.len() < 14 || &b[..5] != b"model" || &b[6..12] != b"layers" {
+        return None;
+    }
+    let digits: String = name[13..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// MLA with the absorption optimisation: `kv_b_proj` viewed as
+/// `[n_head_kv, qk_nope + v_head, kv_lora_rank]`, split into `k_b` (the first `qk_nope` rows of
+/// each head, transposed) and `v_b` (the rest).
+fn split_kv_b(cx: &Cx, t: &SourceTensor, out: &mut TensorSink) -> Result<()> {
+    let hp = cx.hp;
+    let n_head_kv = hp.req_u64(&["num_key_value_heads"])?;
+    let v_head = hp.req_u64(&["v_head_dim"])?;
+    let nope = hp.req_u64(&["qk_nope_head_dim"])?;
+    let (rows, rank) = match t.shape[..] {
+        [r, c] => (r, c),
+        _ => bail!("kv_b_proj has shape {:?}; expected 2 dimensions", t.shape),
+    };
+    if rows != n_head_kv * (v_head + nope) {
+        bail!(
+            "kv_b_proj has {rows} rows; expected num_key_value_heads {n_head_kv} x (v_head_dim {v_head} + qk_nope_head_dim {nope})"
+        );
+    }
+    let kv_b = t.view().reshape(&[n_head_kv, v_head + nope, rank])?;
+    let k_b = kv_b.clone().narrow(1, 0, nope)?.swap_axes(1, 2);
+    let v_b = kv_b.narrow(1, nope, v_head)?;
+    let k_name = t.name.replace("kv_b_proj", "k_b_proj");
+    let v_name = t.name.replace("kv_b_proj", "v_b_proj");
+    out.map(&k_name, vec![n_head_kv, rank, nope], t.piece(k_b))?;
+    out.map(&v_name, vec![n_head_kv, v_head, rank], t.piece(v_b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtp_layers_are_found_like_the_converters_regex() {
+        assert_eq!(mtp_layer("model.layers.61.mlp.gate.weight"), Some(61));
+        assert_eq!(mtp_layer("model.layers.7"), Some(7));
+        assert_eq!(mtp_layer("model.norm.weight"), None);
+        assert_eq!(mtp_layer("lm_head.weight"), None);
+    }
+}
