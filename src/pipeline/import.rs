@@ -122,16 +122,20 @@ pub fn run(
     commit.finish()?;
     bar.finish_and_clear();
     let mut side_files = Vec::new();
-    for p in &model.side_files {
-        let name = p
+    for rel in &model.side_files {
+        let src = model.dir.join(rel);
+        let dst = root.join(rel);
+        let folder = dst.parent().unwrap_or(root);
+        std::fs::create_dir_all(folder)
+            .with_context(|| format!("cannot create {}", folder.display()))?;
+        let file_name = dst
             .file_name()
             .and_then(|n| n.to_str())
-            .context("side file name is not UTF-8")?
-            .to_string();
-        let tmp = root.join(format!(".{name}.partial"));
-        std::fs::copy(p, &tmp).with_context(|| format!("cannot copy {}", p.display()))?;
-        std::fs::rename(&tmp, root.join(&name))?;
-        side_files.push(name);
+            .context("side file name is not UTF-8")?;
+        let tmp = folder.join(format!(".{file_name}.partial"));
+        std::fs::copy(&src, &tmp).with_context(|| format!("cannot copy {}", src.display()))?;
+        std::fs::rename(&tmp, &dst)?;
+        side_files.push(rel.clone());
     }
     let manifest = Manifest {
         format: "gmat".into(),

@@ -22,6 +22,8 @@ pub const SIDE_FILES: &[&str] = &[
     "merges.txt",
     "chat_template.jinja",
     "chat_template.json",
+    "preprocessor_config.json",
+    "modules.json",
 ];
 
 const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -34,8 +36,51 @@ pub struct HfModel {
     pub config: serde_json::Value,
     /// Weight files, in the order the converter reads them (sorted by file name).
     pub files: Vec<SafetensorsFile>,
-    /// Side files present in `dir`.
-    pub side_files: Vec<PathBuf>,
+    /// Side files present in `dir`, as paths relative to it (`name` or `module/name`).
+    pub side_files: Vec<String>,
+}
+
+/// The [`SIDE_FILES`] present in `dir`, and the `config.json` of each sentence-transformers
+/// pooling module `modules.json` lists (the converter reads the pooling mode there).
+fn side_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out: Vec<String> = SIDE_FILES
+        .iter()
+        .filter(|f| dir.join(f).is_file())
+        .map(|f| f.to_string())
+        .collect();
+    let modules = dir.join("modules.json");
+    if modules.is_file() {
+        let text = std::fs::read_to_string(&modules)
+            .with_context(|| format!("cannot read {}", modules.display()))?;
+        let list: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", modules.display()))?;
+        for m in list.as_array().into_iter().flatten() {
+            let ty = m.get("type").and_then(|v| v.as_str()).unwrap_or("");
+            let Some(path) = m.get("path").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            if !ty.ends_with("Pooling") {
+                continue;
+            }
+            if !is_plain_name(path) {
+                bail!(
+                    "{}: module path {path:?} is not a plain folder name",
+                    modules.display()
+                );
+            }
+            let rel = format!("{path}/config.json");
+            if dir.join(&rel).is_file() {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A file or folder name that stays inside its folder: no separators, not `.`/`..`, not
+/// hidden.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['/', '\\']) && !s.starts_with('.')
 }
 
 /// A tensor together with the file that holds it.
@@ -77,11 +122,7 @@ impl HfModel {
             files.push(SafetensorsFile::open(p)?);
         }
         let model = HfModel {
-            side_files: SIDE_FILES
-                .iter()
-                .map(|f| dir.join(f))
-                .filter(|p| p.is_file())
-                .collect(),
+            side_files: side_files(&dir)?,
             dir,
             config,
             files,

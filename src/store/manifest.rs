@@ -187,8 +187,14 @@ impl Manifest {
             }
         }
         for f in &self.side_files {
-            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                bail!("side file {f:?} must be a plain file name");
+            // a file of the store, or of one sentence-transformers module folder
+            let parts: Vec<&str> = f.split('/').collect();
+            if parts.len() > 2
+                || !parts
+                    .iter()
+                    .all(|p| crate::source::hf_folder::is_plain_name(p))
+            {
+                bail!("side file {f:?} must be a plain file name (or module/name)");
             }
         }
         Ok(())
