@@ -15,3 +15,5 @@ pub mod plan;
 pub mod quant;
 pub mod source;
 pub mod store;
+#[cfg(test)]
+mod testkit;

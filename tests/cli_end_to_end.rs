@@ -34,17 +34,28 @@ fn example_bf16_and_q8_0_match_the_reference() {
     }
 }
 
+/// Every kit model of a supported family, exported at the type the converter wrote it in.
 #[test]
-fn kit_models_match_the_converter_in_bf16() {
-    for name in [
-        "llama-tiny",
-        "llama-bpe-tiny",
-        "qwen2-tiny",
-        "qwen3-tiny",
-        "mixtral-tiny",
+fn kit_models_match_the_converter() {
+    let Some(kit) = kit("converter parity of the kit models") else {
+        return;
+    };
+    for (name, ty) in [
+        ("llama-tiny", "BF16"),
+        ("llama-bpe-tiny", "BF16"),
+        ("qwen2-tiny", "BF16"),
+        ("qwen3-tiny", "BF16"),
+        ("mixtral-tiny", "BF16"),
+        ("qwen3moe-tiny", "BF16"),
+        ("gemma2-tiny", "BF16"),
+        ("gemma3-tiny", "BF16"),
+        ("phi3-tiny", "BF16"),
+        ("deepseek2-tiny", "BF16"),
+        ("kimivl-tiny", "BF16"),
+        ("bert-tiny", "F32"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let hf = kit().join(name).join("hf");
+        let hf = kit.join(name).join("hf");
         gmat_ok(&["import", "-q", "--model", s(&hf), "-o", s(dir.path())]);
         let out = dir.path().join("out.gguf");
         gmat_ok(&[
@@ -53,17 +64,15 @@ fn kit_models_match_the_converter_in_bf16() {
             "--model",
             s(dir.path()),
             "--type",
-            "BF16",
+            ty,
             "-o",
             s(&out),
         ]);
-        assert_parity(
-            &out,
-            &kit()
-                .join(name)
-                .join("expected")
-                .join(format!("{name}-bf16.gguf")),
-        );
+        let expected = kit
+            .join(name)
+            .join("expected")
+            .join(format!("{name}-{}.gguf", ty.to_lowercase()));
+        assert_parity(&out, &expected);
     }
 }
 

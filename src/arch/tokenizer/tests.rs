@@ -18,26 +18,6 @@ fn tokenizer_metadata(
     crate::arch::vocab_metadata(spec, dir, &crate::arch::Hparams::new(config)?)
 }
 
-/// The kit lives beside the clone (`../shared/reference/models`); `GMAT_REFERENCE_MODELS`
-/// overrides that (e.g. for a git worktree elsewhere).
-fn kit() -> PathBuf {
-    let p = std::env::var_os("GMAT_REFERENCE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/reference/models"
-            ))
-        });
-    assert!(
-        p.is_dir(),
-        "the reference kit is missing: expected the HF models and converter GGUFs at {} \
-         (shared/reference/models beside the repository clone, or set GMAT_REFERENCE_MODELS)",
-        p.display()
-    );
-    p
-}
-
 fn config(dir: &Path) -> serde_json::Value {
     let p = dir.join("config.json");
     let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -69,7 +49,10 @@ fn diff(a: &Value, b: &Value) -> Option<String> {
 }
 
 fn check_model(name: &str, arch: &str) {
-    let root = kit().join(name);
+    let Some(kit) = crate::testkit::kit(&format!("tokenizer keys of {name}")) else {
+        return;
+    };
+    let root = kit.join(name);
     let gguf_path = root.join("expected").join(format!("{name}-bf16.gguf"));
     compare(&root.join("hf"), arch, &gguf_path);
 }
@@ -157,6 +140,39 @@ fn kit_gemma2_tiny() {
 #[test]
 fn kit_phi3_tiny() {
     check_model("phi3-tiny", "phi3");
+}
+
+#[test]
+fn kit_qwen3moe_tiny() {
+    check_model("qwen3moe-tiny", "qwen3moe");
+}
+
+#[test]
+fn kit_gemma3_tiny() {
+    check_model("gemma3-tiny", "gemma3");
+}
+
+#[test]
+fn kit_deepseek2_tiny() {
+    check_model("deepseek2-tiny", "deepseek2");
+}
+
+#[test]
+fn kit_kimivl_tiny() {
+    check_model("kimivl-tiny", "deepseek2");
+}
+
+#[test]
+fn kit_bert_tiny() {
+    let Some(kit) = crate::testkit::kit("tokenizer keys of bert-tiny") else {
+        return;
+    };
+    let root = kit.join("bert-tiny");
+    compare(
+        &root.join("hf"),
+        "bert",
+        &root.join("expected/bert-tiny-f32.gguf"),
+    );
 }
 
 // ---- error cases (self-contained: no kit needed) ----

@@ -730,31 +730,11 @@ fn metadata_strings_are_cut_like_strncpy() {
 
 // ---- end to end against llama-quantize (needs the reference kit) ----
 
-/// The kit lives beside the clone (`../shared/reference/models`); `GMAT_REFERENCE_MODELS`
-/// overrides that (e.g. for a git worktree elsewhere).
-fn kit() -> PathBuf {
-    let p = std::env::var_os("GMAT_REFERENCE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/reference/models"
-            ))
-        });
-    assert!(
-        p.is_dir(),
-        "the reference kit is missing at {} (shared/reference/models beside the repository clone, or set GMAT_REFERENCE_MODELS)",
-        p.display()
-    );
-    p
-}
-
 /// Quantizes `tensor` of the kit's BF16 GGUF of `model` row by row with the imatrix weights as
 /// llama-quantize picks them, and returns the bytes.
-fn quantize_like_llama(model: &str, m: &Imatrix, tensor: &str, t: GgmlType) -> Vec<u8> {
+fn quantize_like_llama(kit: &Path, model: &str, m: &Imatrix, tensor: &str, t: GgmlType) -> Vec<u8> {
     let f = GgufFile::open(
-        &kit()
-            .join(model)
+        &kit.join(model)
             .join("expected")
             .join(format!("{model}-bf16.gguf")),
     )
@@ -781,6 +761,9 @@ fn quantize_like_llama(model: &str, m: &Imatrix, tensor: &str, t: GgmlType) -> V
 
 #[test]
 fn quantized_bytes_match_llama_quantize_with_imatrix() {
+    let Some(kit) = crate::testkit::kit("imatrix quantization of kit tensors") else {
+        return;
+    };
     let exp = expected();
     let cases: [(&str, &str, &str, &[&str]); 5] = [
         (
@@ -832,7 +815,7 @@ fn quantized_bytes_match_llama_quantize_with_imatrix() {
             let want = &exp["quantize"][run]["tensors"][name];
             let ty = want["type"].as_str().unwrap();
             let t = GgmlType::all().find(|t| t.name() == ty).unwrap();
-            let got = quantize_like_llama(model, &m, name, t);
+            let got = quantize_like_llama(&kit, model, &m, name, t);
             assert_eq!(
                 sha256_hex(&got),
                 want["sha256"].as_str().unwrap(),
