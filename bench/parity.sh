@@ -5,8 +5,9 @@
 #
 #   bash bench/parity.sh [WORKDIR]      (default /tmp/gmat-parity)
 #
-# BF16: against the kit's expected/<name>-bf16.gguf (converter output).
-# F32/F16: against convert_hf_to_gguf.py --outtype f32/f16 (when the converter is installed).
+# BF16 (F32 for float32 models): against the kit's expected/<name>-*.gguf (converter output).
+# F32/F16/Q8_0: against convert_hf_to_gguf.py --outtype f32/f16/q8_0 (when the converter is
+# installed).
 # Quantized file types: against llama-quantize <expected bf16> out TYPE, and with --pure against
 # llama-quantize --pure. Types llama-quantize refuses are reported as such.
 set -uo pipefail
@@ -20,7 +21,7 @@ KIT=$ROOT/../shared/reference/models
 IGN=(--ignore-key '^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$' --ignore-key '^gmat\.')
 FILE_TYPES=${FILE_TYPES:-"Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M"}
 PURE_TYPES=${PURE_TYPES:-"Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S IQ1_S IQ1_M"}
-MODELS=${MODELS:-"llama-tiny llama-bpe-tiny qwen2-tiny qwen3-tiny mixtral-tiny"}
+MODELS=${MODELS:-"llama-tiny llama-bpe-tiny qwen2-tiny qwen3-tiny mixtral-tiny qwen3moe-tiny gemma2-tiny gemma3-tiny phi3-tiny deepseek2-tiny kimivl-tiny bert-tiny"}
 mkdir -p "$W"
 pass=0; fail=0; skipped=0
 check() { # label ours theirs
@@ -30,16 +31,19 @@ check() { # label ours theirs
   case "$line" in IDENTICAL*) pass=$((pass + 1));; *) fail=$((fail + 1));; esac
 }
 for m in $MODELS; do
-  bf16=$KIT/$m/expected/$m-bf16.gguf
+  # the converter's own output: BF16, or F32 for float32 models (bert-tiny)
+  bf16=$KIT/$m/expected/$m-bf16.gguf; base=BF16
+  [ -f "$bf16" ] || { bf16=$KIT/$m/expected/$m-f32.gguf; base=F32; }
   rm -rf "$W/$m"
   "$GMAT" import -q --model "$KIT/$m/hf" -o "$W/$m" || { echo "$m: import failed"; fail=$((fail + 1)); continue; }
-  "$GMAT" export -q --model "$W/$m" --type BF16 -o "$W/ours.gguf" && check "$m BF16" "$W/ours.gguf" "$bf16"
+  "$GMAT" export -q --model "$W/$m" --type $base -o "$W/ours.gguf" && check "$m $base" "$W/ours.gguf" "$bf16"
   if [ -n "${REF_CONVERT:-}" ] && $REF_PY -c "import torch" 2>/dev/null; then
     ln -sfn "$KIT/$m/hf" "$W/$m-link"
-    for t in F32 F16; do
+    for t in F32 F16 Q8_0; do
       lt=$(echo $t | tr 'A-Z' 'a-z')
+      [ $t = $base ] && continue
       $REF_CONVERT "$W/$m-link" --outtype $lt --outfile "$W/ref.gguf" > "$W/conv.log" 2>&1 || { echo "$m $t: converter failed"; continue; }
-      "$GMAT" export -q --model "$W/$m" --type $t -o "$W/ours.gguf" && check "$m $t" "$W/ours.gguf" "$W/ref.gguf"
+      "$GMAT" export -q --model "$W/$m" --type $t -o "$W/ours.gguf" && check "$m $t (converter)" "$W/ours.gguf" "$W/ref.gguf"
     done
   fi
   for pure in "" "--pure"; do

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod content_hash;
 pub mod gguf;
 pub mod mapped;
 pub mod pipeline;

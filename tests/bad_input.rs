@@ -205,3 +205,36 @@ fn corrupted_store_and_nan_weights_leave_no_output() {
     assert!(e.contains("corrupt"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn unsupported_architecture_is_named_before_any_output() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path());
+    let cfg = m.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("LlamaForCausalLM", "MambaForCausalLM")).unwrap();
+    // The store is architecture-agnostic: import keeps the model as it is.
+    let st = d.path().join("st");
+    gmat_ok(&["import", "-q", "--model", s(&m), "-o", s(&st)]);
+    let out = d.path().join("out.gguf");
+    let cfg_out = d.path().join("x.json");
+    for extra in [
+        &[][..],
+        &["--dry-run"][..],
+        &["--generate-config", s(&cfg_out)][..],
+    ] {
+        let mut args = vec!["export", "--model", s(&st), "--type", "Q8_0", "-o", s(&out)];
+        args.extend_from_slice(extra);
+        let e = gmat_err(&args);
+        assert!(
+            e.contains("MambaForCausalLM is not supported")
+                && e.contains("LlamaForCausalLM")
+                && e.contains("Gemma3ForCausalLM")
+                && e.contains("BertModel"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "one message: {e}");
+    }
+    assert!(!out.exists());
+    assert!(!cfg_out.exists());
+}

@@ -46,39 +46,49 @@ pub enum GgmlType {
     MXFP4 = 39,
 }
 
+/// Elements of a K-quant (and IQ/TQ) super-block (`QK_K`, ggml-common.h).
+pub const QK_K: usize = 256;
+/// Elements of a Q4_0/Q4_1/Q5_0/Q5_1 block (`QK4_0` = `QK4_1` = `QK5_0` = `QK5_1`,
+/// ggml-common.h).
+pub const QK_LEGACY: usize = 32;
+/// Elements of a Q8_0 block (`QK8_0`, ggml-common.h).
+pub const QK8_0: usize = 32;
+/// Elements of an IQ4_NL block (`QK4_NL`, ggml-common.h).
+pub const QK4_NL: usize = 32;
+
 /// (type, name, elements per block, bytes per block), from ggml.c `type_traits`.
 const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::F32, "F32", 1, 4),
     (GgmlType::F16, "F16", 1, 2),
-    (GgmlType::Q4_0, "Q4_0", 32, 18),
-    (GgmlType::Q4_1, "Q4_1", 32, 20),
-    (GgmlType::Q5_0, "Q5_0", 32, 22),
-    (GgmlType::Q5_1, "Q5_1", 32, 24),
-    (GgmlType::Q8_0, "Q8_0", 32, 34),
-    (GgmlType::Q8_1, "Q8_1", 32, 36),
-    (GgmlType::Q2_K, "Q2_K", 256, 84),
-    (GgmlType::Q3_K, "Q3_K", 256, 110),
-    (GgmlType::Q4_K, "Q4_K", 256, 144),
-    (GgmlType::Q5_K, "Q5_K", 256, 176),
-    (GgmlType::Q6_K, "Q6_K", 256, 210),
-    (GgmlType::Q8_K, "Q8_K", 256, 292),
-    (GgmlType::IQ2_XXS, "IQ2_XXS", 256, 66),
-    (GgmlType::IQ2_XS, "IQ2_XS", 256, 74),
-    (GgmlType::IQ3_XXS, "IQ3_XXS", 256, 98),
-    (GgmlType::IQ1_S, "IQ1_S", 256, 50),
-    (GgmlType::IQ4_NL, "IQ4_NL", 32, 18),
-    (GgmlType::IQ3_S, "IQ3_S", 256, 110),
-    (GgmlType::IQ2_S, "IQ2_S", 256, 82),
-    (GgmlType::IQ4_XS, "IQ4_XS", 256, 136),
+    (GgmlType::Q4_0, "Q4_0", QK_LEGACY, 18),
+    (GgmlType::Q4_1, "Q4_1", QK_LEGACY, 20),
+    (GgmlType::Q5_0, "Q5_0", QK_LEGACY, 22),
+    (GgmlType::Q5_1, "Q5_1", QK_LEGACY, 24),
+    (GgmlType::Q8_0, "Q8_0", QK8_0, 34),
+    (GgmlType::Q8_1, "Q8_1", QK8_0, 36),
+    (GgmlType::Q2_K, "Q2_K", QK_K, 84),
+    (GgmlType::Q3_K, "Q3_K", QK_K, 110),
+    (GgmlType::Q4_K, "Q4_K", QK_K, 144),
+    (GgmlType::Q5_K, "Q5_K", QK_K, 176),
+    (GgmlType::Q6_K, "Q6_K", QK_K, 210),
+    (GgmlType::Q8_K, "Q8_K", QK_K, 292),
+    (GgmlType::IQ2_XXS, "IQ2_XXS", QK_K, 66),
+    (GgmlType::IQ2_XS, "IQ2_XS", QK_K, 74),
+    (GgmlType::IQ3_XXS, "IQ3_XXS", QK_K, 98),
+    (GgmlType::IQ1_S, "IQ1_S", QK_K, 50),
+    (GgmlType::IQ4_NL, "IQ4_NL", QK4_NL, 18),
+    (GgmlType::IQ3_S, "IQ3_S", QK_K, 110),
+    (GgmlType::IQ2_S, "IQ2_S", QK_K, 82),
+    (GgmlType::IQ4_XS, "IQ4_XS", QK_K, 136),
     (GgmlType::I8, "I8", 1, 1),
     (GgmlType::I16, "I16", 1, 2),
     (GgmlType::I32, "I32", 1, 4),
     (GgmlType::I64, "I64", 1, 8),
     (GgmlType::F64, "F64", 1, 8),
-    (GgmlType::IQ1_M, "IQ1_M", 256, 56),
+    (GgmlType::IQ1_M, "IQ1_M", QK_K, 56),
     (GgmlType::BF16, "BF16", 1, 2),
-    (GgmlType::TQ1_0, "TQ1_0", 256, 54),
-    (GgmlType::TQ2_0, "TQ2_0", 256, 66),
+    (GgmlType::TQ1_0, "TQ1_0", QK_K, 54),
+    (GgmlType::TQ2_0, "TQ2_0", QK_K, 66),
     (GgmlType::MXFP4, "MXFP4", 32, 17),
 ];
 

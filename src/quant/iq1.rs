@@ -11,7 +11,7 @@ use super::simd::{build, F32x4};
 use super::super_block::{super_blocks, weighted_super_blocks};
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 const IQ1S_DELTA: f32 = 0.125;
 const IQ1M_DELTA: f32 = 0.125;
 const GROUP_MAX_EPS_IQ1_S: f32 = 1e-12;

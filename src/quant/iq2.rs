@@ -15,7 +15,7 @@ use super::simd::build;
 use super::super_block::{super_blocks, weighted_super_blocks};
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 const GROUP_MAX_EPS: f32 = 1e-15;
 const GROUP_MAX_EPS_IQ2_S: f32 = 1e-8;
 /// ggml's `kMaxQ`: three levels per coordinate.

@@ -12,7 +12,7 @@ use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 use super::simd::build;
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 const IQ3XXS_BLOCK_BYTES: usize = 98;
 const IQ3S_BLOCK_BYTES: usize = 110;
 /// ggml's `kMaxQ` for both IQ3 types.

@@ -9,8 +9,8 @@ use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
 use super::simd::{build, F32x4};
 use super::{GgmlType, TypeCodec};
 
-const QK4_NL: usize = 32;
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK4_NL;
+use crate::gguf::ggml_type::QK_K;
 const IQ4NL_BLOCK_BYTES: usize = 2 + QK4_NL / 2;
 const IQ4XS_BLOCK_BYTES: usize = 2 + 2 + QK_K / 64 + QK_K / 2;
 /// ggml's `GROUP_MAX_EPS`.

@@ -19,7 +19,7 @@ use super::kquant_search::{
 use super::simd::{build, F32x4, I32x4, U8x16};
 use super::{GgmlType, TypeCodec};
 
-const QK: usize = 32;
+use crate::gguf::ggml_type::QK_LEGACY as QK;
 
 /// The `make_qkx3_quants` tuning of the weighted Q4_1/Q5_1 quantizers (`-0.9f, 0.05f, 36,
 /// false` in `quantize_row_q{4,5}_1_impl`).

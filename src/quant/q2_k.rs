@@ -16,7 +16,7 @@ use super::rounding::nearest_int;
 use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 const BLOCK_BYTES: usize = 84;
 const SCALES: usize = 0;
 const QS: usize = 16;

@@ -19,7 +19,7 @@ use super::rounding::nearest_int;
 use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
-pub(super) const QK_K: usize = 256;
+pub(super) use crate::gguf::ggml_type::QK_K;
 const BLOCK_BYTES: usize = 144;
 /// Offsets shared by the Q4_K and Q5_K blocks.
 pub(super) const D: usize = 0;

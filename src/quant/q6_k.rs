@@ -15,7 +15,7 @@ use super::kquant_search::{make_qx_quants, read_f16, write_f16, GROUP_MAX_EPS};
 use super::rounding::nearest_int;
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 const BLOCK_BYTES: usize = 210;
 const QL: usize = 0;
 const QH: usize = 128;

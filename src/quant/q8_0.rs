@@ -4,7 +4,7 @@ use super::rounding::{f16_bits_to_f32, f32_to_f16_bits};
 use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
-const QK8_0: usize = 32;
+use crate::gguf::ggml_type::QK8_0;
 const BLOCK_BYTES: usize = 2 + QK8_0;
 
 /// Port of ggml's `quantize_row_q8_0_ref`: scale = amax / 127, values rounded half away from

@@ -5,7 +5,7 @@
 //! silently drop a trailing partial block or ignore surplus weights, so the row contract is
 //! checked once here, before the first block, for every type that walks its row this way.
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 
 /// Checks the row contract of [`super::TypeCodec::quantize_row`] for a 256-element block type.
 fn check_row(src: &[f32], imatrix: Option<&[f32]>, dst: &[u8], block_bytes: usize) {

@@ -9,7 +9,7 @@ use super::rounding::{f16_bits_to_f32, f32_to_f16_bits};
 use super::simd::{self, build, F32x4, I32x4};
 use super::{GgmlType, TypeCodec};
 
-const QK_K: usize = 256;
+use crate::gguf::ggml_type::QK_K;
 /// `block_tq1_0`: `qs[48]` (five trits a byte), `qh[4]` (four trits a byte), then `d`.
 const TQ1_QS: usize = (QK_K - 4 * QK_K / 64) / 5;
 const TQ1_QH: usize = QK_K / 64;

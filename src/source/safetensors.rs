@@ -83,7 +83,7 @@ impl SafetensorsFile {
 
     /// Content hash of a tensor's bytes, releasing pages as it goes.
     pub fn hash(&self, t: &SafetensorsTensor) -> String {
-        crate::store::hash::format(crate::mapped::hash_releasing(&self.map, t.range.clone()))
+        crate::content_hash::format(crate::mapped::hash_releasing(&self.map, t.range.clone()))
     }
 
     /// The raw little-endian bytes of a tensor.

@@ -3,7 +3,7 @@
 
 pub mod codec;
 pub mod commit;
-pub mod hash;
+pub use crate::content_hash as hash;
 pub mod manifest;
 pub mod reader;
 pub mod tensor_file;

@@ -1,4 +1,5 @@
-//! Content hashes of decoded tensor bytes: `blake3:<hex>`.
+//! Content hashes of decoded tensor bytes: `blake3:<hex>` (a leaf: the source, the store and
+//! export all name tensors by it).
 
 use anyhow::{bail, Result};
 
