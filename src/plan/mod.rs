@@ -47,6 +47,37 @@ pub enum TensorSource {
     Generated(Vec<f32>),
 }
 
+impl TensorSource {
+    /// Where the values come from, for `--dry-run`: the source tensor(s), and how they are read
+    /// when not as they are.
+    pub fn describe(&self) -> String {
+        let piece = |p: &SourcePiece| {
+            let mut d = p.entry.name.clone();
+            if !p.view.is_whole(&p.entry.shape) {
+                let _ = write!(
+                    d,
+                    " (view +{} dims {:?} strides {:?})",
+                    p.view.offset, p.view.dims, p.view.strides
+                );
+            }
+            if p.op != ValueOp::None {
+                let _ = write!(d, " {:?}", p.op);
+            }
+            d
+        };
+        match self {
+            TensorSource::Generated(v) => format!("generated ({} values)", v.len()),
+            TensorSource::Stored(p) if p.len() == 1 => piece(&p[0]),
+            TensorSource::Stored(p) => format!(
+                "{} stacked: {} .. {}",
+                p.len(),
+                piece(&p[0]),
+                piece(&p[p.len() - 1])
+            ),
+        }
+    }
+}
+
 /// One tensor of the output file.
 #[derive(Clone, Debug)]
 pub struct PlannedTensor {
@@ -130,11 +161,12 @@ impl ExportPlan {
             let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 s,
-                "{:<36} {:<8} [{:>18}] {:>12} bytes",
+                "{:<36} {:<8} [{:>18}] {:>12} bytes  <- {}",
                 t.name,
                 t.ggml_type.name(),
                 dims.join(", "),
-                t.n_bytes
+                t.n_bytes,
+                t.source.describe()
             );
         }
         let bytes = self.data_bytes();
