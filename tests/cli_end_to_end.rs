@@ -52,6 +52,7 @@ fn kit_models_match_the_converter() {
         ("phi3-tiny", "BF16"),
         ("deepseek2-tiny", "BF16"),
         ("kimivl-tiny", "BF16"),
+        ("deepseek3-fp8-tiny", "BF16"),
         ("bert-tiny", "F32"),
     ] {
         let dir = tempfile::tempdir().unwrap();

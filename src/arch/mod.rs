@@ -10,6 +10,7 @@
 //! The export plan records those decisions; the pipeline executes them while streaming.
 //! Adding an architecture is one new file in `models/` and one line in [`models::ARCHES`].
 
+pub mod dequant;
 pub mod hparams;
 pub mod kv;
 pub mod metadata;
@@ -141,21 +142,39 @@ pub fn convert_tensors(
     kv: &mut Kv,
 ) -> Result<Vec<OutTensor>> {
     let mut out = spec.extra_tensors(cx, kv)?;
-    let mut sink = TensorSink::new(cx.names);
+    // index_tensors: filter_tensors at load time, a later duplicate name replacing the value
+    let mut filtered: Vec<SourceTensor> = Vec::with_capacity(sources.len());
+    let mut position: std::collections::HashMap<String, usize> = Default::default();
     for s in sources {
         let Some(name) = spec.filter_tensor(&s.name) else {
             continue;
         };
+        let t = SourceTensor::new(s.index, name, s.dtype, s.shape.clone());
+        match position.get(&t.name) {
+            Some(&at) => filtered[at] = t,
+            None => {
+                position.insert(t.name.clone(), filtered.len());
+                filtered.push(t);
+            }
+        }
+    }
+    let filtered = dequant::dequant_model(cx.hp, filtered)?;
+    let mut sink = TensorSink::new(cx.names);
+    for t in &filtered {
         // "we don't need these"
-        if name.ends_with(".attention.masked_bias")
-            || name.ends_with(".attention.bias")
-            || name.ends_with(".rotary_emb.inv_freq")
+        if t.name.ends_with(".attention.masked_bias")
+            || t.name.ends_with(".attention.bias")
+            || t.name.ends_with(".rotary_emb.inv_freq")
         {
             continue;
         }
-        let t = SourceTensor::new(s.index, name, s.dtype, s.shape.clone());
-        spec.modify_tensor(cx, &t, &mut sink)
-            .with_context(|| format!("tensor {}", s.name))?;
+        spec.modify_tensor(cx, t, &mut sink).with_context(|| {
+            let stored = sources.iter().find(|s| s.index == t.index);
+            format!(
+                "tensor {}",
+                stored.map_or(t.name.as_str(), |s| s.name.as_str())
+            )
+        })?;
     }
     out.extend(sink.finish()?);
     Ok(out)

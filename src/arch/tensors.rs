@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context, Result};
 
+use super::dequant::BlockScale;
 use super::name_map::NameMap;
 use super::tensor_names::TensorKind;
 use super::transform::{ValueOp, View};
@@ -27,6 +28,8 @@ pub struct SourceTensor {
     pub shape: Vec<u64>,
     /// `prepare_tensors`' block id: the first all-digit part of the name.
     pub bid: Option<usize>,
+    /// Block scales of a quantized checkpoint's weight (`dequant_model`).
+    pub scale: Option<BlockScale>,
 }
 
 impl SourceTensor {
@@ -39,24 +42,22 @@ impl SourceTensor {
             dtype,
             shape,
             bid,
+            scale: None,
         }
     }
 
     /// All of this tensor, unchanged.
     pub fn whole(&self) -> Piece {
-        Piece {
-            source: self.index,
-            view: View::contiguous(&self.shape),
-            op: ValueOp::None,
-        }
+        self.piece(View::contiguous(&self.shape))
     }
 
-    /// This tensor read through `view`.
+    /// This tensor read through `view` (dequantized first when it has block scales).
     pub fn piece(&self, view: View) -> Piece {
         Piece {
             source: self.index,
             view,
             op: ValueOp::None,
+            scale: self.scale.clone(),
         }
     }
 
@@ -80,6 +81,8 @@ pub struct Piece {
     pub source: usize,
     pub view: View,
     pub op: ValueOp,
+    /// The source's block scales: its values are dequantized before the view and the op.
+    pub scale: Option<BlockScale>,
 }
 
 impl Piece {

@@ -201,7 +201,7 @@ fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> 
     }
     let weights = store.manifest.tensors.iter().find(|t| t.shape.len() >= 2);
     let name = match weights.map(|t| t.dtype) {
-        Some(Dtype::BF16) => "BF16",
+        Some(Dtype::BF16 | Dtype::F8E4M3 | Dtype::F8E5M2) => "BF16",
         Some(Dtype::F16) => "F16",
         _ => "F32",
     };

@@ -14,8 +14,10 @@ use indicatif::ProgressBar;
 
 use super::progress;
 use super::writer::BackgroundWriter;
+use crate::arch::transform::ValueOp;
+use crate::gguf::GgmlType;
 use crate::plan::split::{self, Shard, SplitLimits};
-use crate::plan::{ExportPlan, PlannedTensor, SourcePiece, TensorSource};
+use crate::plan::{ExportPlan, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
 use crate::quant::{self, TypeCodec};
 use crate::store::{Store, TensorReader};
 
@@ -110,7 +112,7 @@ fn write_shard(
                                 .map(|r| (r, g.first_window())),
                             None => None,
                         };
-                    let done = write_piece(job, &piece, reader, next.as_mut(), &mut writer);
+                    let done = write_piece(store, job, &piece, reader, next.as_mut(), &mut writer);
                     preloaded = next.map(|(r, _)| r);
                     done
                 }
@@ -185,6 +187,15 @@ fn shard_jobs<'p>(plan: &'p ExportPlan, shard: &Shard, data_start: u64) -> Resul
 }
 
 impl<'p> Job<'p> {
+    /// The converter's type to round a piece's values through first: only for values it
+    /// computes (dequantized, or changed by an op) and when the output type is another.
+    fn round_to(&self, piece: &SourcePiece) -> Option<GgmlType> {
+        let t = self.tensor;
+        let computed = piece.scale.is_some() || piece.op != ValueOp::None;
+        let narrow = matches!(t.intermediate, GgmlType::BF16 | GgmlType::F16);
+        (computed && narrow && t.intermediate != t.ggml_type).then_some(t.intermediate)
+    }
+
     fn geometry(&self, piece: usize) -> PieceGeometry<'p> {
         let TensorSource::Stored(pieces) = &self.tensor.source else {
             unreachable!("only stored tensors have pieces")
@@ -236,16 +247,102 @@ impl<'p> PieceGeometry<'p> {
         self.source_range(0, self.chunk_rows.min(self.nrows))
     }
 
-    /// Appends output row `r`'s values, converted to f32, from `bytes` (the source bytes
-    /// starting at byte `lo`).
-    fn row_values(&self, r: usize, bytes: &[u8], lo: usize, vals: &mut Vec<f32>) {
+    /// Appends output row `r`'s values, converted to f32 (and dequantized with `scales`),
+    /// from `bytes` (the source bytes starting at byte `lo`).
+    fn row_values(
+        &self,
+        r: usize,
+        bytes: &[u8],
+        lo: usize,
+        scales: Option<&BlockScales>,
+        vals: &mut Vec<f32>,
+    ) {
         let (n, esize, dtype) = (self.ncols as u64, self.esize, self.piece.entry.dtype);
         self.piece
             .view
             .for_each_run(r as u64 * n, (r as u64 + 1) * n, |s, len| {
                 let at = s as usize * esize - lo;
+                let start = vals.len();
                 dtype.extend_f32(&bytes[at..at + len as usize * esize], vals);
+                if let Some(sc) = scales {
+                    sc.apply(s, &mut vals[start..]);
+                }
             });
+    }
+}
+
+/// A weight's block scales in memory (`dequant_simple`), for its source elements.
+struct BlockScales {
+    values: Vec<f32>,
+    /// The weight's shape and, per axis, the block and the scale tensor's stride.
+    shape: Vec<u64>,
+    block: Vec<u64>,
+    strides: Vec<u64>,
+}
+
+impl BlockScales {
+    fn load(store: &Store, sc: &ScaleSource, weight_shape: &[u64]) -> Result<BlockScales> {
+        let bytes = store
+            .reader(&sc.entry)?
+            .read_all()
+            .with_context(|| format!("scale tensor {}", sc.entry.name))?;
+        let mut values = Vec::new();
+        sc.entry.dtype.extend_f32(&bytes, &mut values);
+        // the scale's axes line up with the weight's first axes (unsqueezed at the end)
+        let mut sshape = sc.entry.shape.clone();
+        sshape.resize(weight_shape.len(), 1);
+        let mut strides = vec![1u64; sshape.len()];
+        for i in (0..sshape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * sshape[i + 1];
+        }
+        Ok(BlockScales {
+            values,
+            shape: weight_shape.to_vec(),
+            block: sc.block.clone(),
+            strides,
+        })
+    }
+
+    /// Multiplies `vals`, the source elements from flat index `first` on, by their scales (in
+    /// f32, as `weight.float() * scale`).
+    fn apply(&self, first: u64, vals: &mut [f32]) {
+        let nd = self.shape.len();
+        if nd == 2 {
+            let cols = self.shape[1];
+            let (b0, b1, s0) = (self.block[0], self.block[1], self.strides[0]);
+            for (k, v) in vals.iter_mut().enumerate() {
+                let e = first + k as u64;
+                let (r, c) = (e / cols, e % cols);
+                *v *= self.values[((r / b0) * s0 + c / b1) as usize];
+            }
+            return;
+        }
+        for (k, v) in vals.iter_mut().enumerate() {
+            let mut e = first + k as u64;
+            let mut at = 0u64;
+            for d in (0..nd).rev() {
+                let i = e % self.shape[d];
+                e /= self.shape[d];
+                at += (i / self.block[d]) * self.strides[d];
+            }
+            *v *= self.values[at as usize];
+        }
+    }
+}
+
+/// Rounds values to the type the converter writes them in before llama-quantize reads them.
+fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
+    use crate::quant::rounding::{
+        bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits,
+    };
+    match to {
+        Some(GgmlType::BF16) => vals
+            .iter_mut()
+            .for_each(|v| *v = bf16_bits_to_f32(f32_to_bf16_bits(*v))),
+        Some(GgmlType::F16) => vals
+            .iter_mut()
+            .for_each(|v| *v = f16_bits_to_f32(f32_to_f16_bits(*v))),
+        _ => {}
     }
 }
 
@@ -267,6 +364,7 @@ fn write_generated(job: &Job, file: &mut BackgroundWriter) -> Result<()> {
 /// content hash is checked at the end, after the rows are written to the (still temporary)
 /// output.
 fn write_piece(
+    store: &Store,
     job: &Job,
     g: &PieceGeometry,
     mut reader: TensorReader,
@@ -276,6 +374,11 @@ fn write_piece(
     let (ncols, nrows, row_bytes) = (job.ncols, job.nrows, job.row_bytes);
     let (codec, weights) = (job.codec, job.weights());
     let f16_source = g.piece.entry.dtype == crate::source::Dtype::F16;
+    let scales = match &g.piece.scale {
+        Some(sc) => Some(BlockScales::load(store, sc, &g.piece.entry.shape)?),
+        None => None,
+    };
+    let round_to = job.round_to(g.piece);
     let mut released = 0usize;
     let mut r0 = 0;
     while r0 < nrows {
@@ -300,8 +403,9 @@ fn write_piece(
                     |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
                         let r = r0 + i;
                         vals.clear();
-                        g.row_values(r, bytes, lo, vals);
+                        g.row_values(r, bytes, lo, scales.as_ref(), vals);
                         g.piece.op.apply(vals, f16_source);
+                        round_through(vals, round_to);
                         // A branch-free scan first (vectorised); the position only on failure.
                         let finite = vals.iter().fold(true, |ok, v| ok & v.is_finite());
                         if let Some(c) = (!finite)

@@ -35,6 +35,16 @@ pub struct SourcePiece {
     pub entry: TensorEntry,
     pub view: View,
     pub op: ValueOp,
+    /// The block scales `entry` is dequantized with (FP8 checkpoints), applied to source
+    /// elements before the view and the op.
+    pub scale: Option<ScaleSource>,
+}
+
+/// A stored tensor of block scales and the block each scale covers, per axis.
+#[derive(Clone, Debug)]
+pub struct ScaleSource {
+    pub entry: TensorEntry,
+    pub block: Vec<u64>,
 }
 
 /// Where an output tensor's values come from.
@@ -59,6 +69,9 @@ impl TensorSource {
                     " (view +{} dims {:?} strides {:?})",
                     p.view.offset, p.view.dims, p.view.strides
                 );
+            }
+            if let Some(sc) = &p.scale {
+                let _ = write!(d, " (x {} blocks {:?})", sc.entry.name, sc.block);
             }
             if p.op != ValueOp::None {
                 let _ = write!(d, " {:?}", p.op);
@@ -86,6 +99,9 @@ pub struct PlannedTensor {
     /// ggml order: `dims[0]` is the row length.
     pub dims: Vec<u64>,
     pub ggml_type: GgmlType,
+    /// The type the converter writes it in (the file llama-quantize reads for quantized
+    /// types): values not already exact in it are rounded to it first.
+    pub intermediate: GgmlType,
     pub source: TensorSource,
     /// Offset within the data section.
     pub offset: u64,
@@ -251,6 +267,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
             src_float
         };
         t.ggml_type = type_rules::converter_type(&t.name, t.dims.len(), t.kind, out_float);
+        t.intermediate = t.ggml_type;
     }
     // Stage 2: llama-quantize's choice (file type mix and its options).
     let facts = mix_rules::ModelFacts::from_gguf_metadata(&metadata)?;
@@ -362,10 +379,13 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
     })
 }
 
+/// The converter's float type for a source dtype, when it writes "the source type" (the
+/// intermediate file of a quantized export): FP8 checkpoints are converted as BF16, the
+/// type they are published in besides FP8.
 fn float_type_of(d: Dtype) -> GgmlType {
     match d {
         Dtype::F16 => GgmlType::F16,
-        Dtype::BF16 => GgmlType::BF16,
+        Dtype::BF16 | Dtype::F8E4M3 | Dtype::F8E5M2 => GgmlType::BF16,
         _ => GgmlType::F32,
     }
 }
@@ -411,6 +431,10 @@ fn converted_tensors(
                         entry: manifest.tensors[p.source].clone(),
                         view: p.view,
                         op: p.op,
+                        scale: p.scale.map(|s| ScaleSource {
+                            entry: manifest.tensors[s.source].clone(),
+                            block: s.block,
+                        }),
                     })
                     .collect(),
             ),
@@ -420,6 +444,7 @@ fn converted_tensors(
             kind: t.kind,
             dims: t.shape.iter().rev().copied().collect(),
             ggml_type: GgmlType::F32,
+            intermediate: GgmlType::F32,
             source,
             offset: 0,
             n_bytes: 0,

@@ -25,6 +25,12 @@ pub enum Dtype {
     U8,
     #[serde(rename = "BOOL")]
     Bool,
+    /// FP8 with 4 exponent bits, no infinities (`float8_e4m3fn`), as DeepSeek-V3 ships.
+    #[serde(rename = "F8_E4M3")]
+    F8E4M3,
+    /// FP8 with 5 exponent bits (`float8_e5m2`): the top byte of an IEEE half.
+    #[serde(rename = "F8_E5M2")]
+    F8E5M2,
 }
 
 impl Dtype {
@@ -34,7 +40,7 @@ impl Dtype {
             Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
             Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
             Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
-            Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
+            Dtype::I8 | Dtype::U8 | Dtype::Bool | Dtype::F8E4M3 | Dtype::F8E5M2 => 1,
         }
     }
 
@@ -54,6 +60,8 @@ impl Dtype {
             Dtype::U16 => "U16",
             Dtype::U8 => "U8",
             Dtype::Bool => "BOOL",
+            Dtype::F8E4M3 => "F8_E4M3",
+            Dtype::F8E5M2 => "F8_E5M2",
         }
     }
 
@@ -93,8 +101,35 @@ impl Dtype {
             Dtype::U16 => conv!(2, |c| u16::from_le_bytes([c[0], c[1]]) as f32),
             Dtype::I8 => conv!(1, |c| c[0] as i8 as f32),
             Dtype::U8 | Dtype::Bool => conv!(1, |c| c[0] as f32),
+            Dtype::F8E4M3 => {
+                let table = f8_e4m3_table();
+                conv!(1, |c| table[c[0] as usize])
+            }
+            Dtype::F8E5M2 => conv!(1, |c| f16_bits_to_f32((c[0] as u16) << 8)),
         }
     }
+}
+
+/// `float8_e4m3fn` → f32 for every byte: sign, 4 exponent bits (bias 7), 3 mantissa bits;
+/// exponent 0 is subnormal (`m/8 · 2^-6`), `S.1111.111` is NaN, there are no infinities (the
+/// OCP FP8 format torch implements). Every value is exact in f32.
+fn f8_e4m3_table() -> &'static [f32; 256] {
+    static TABLE: std::sync::OnceLock<[f32; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [0f32; 256];
+        for (b, v) in t.iter_mut().enumerate() {
+            let sign = if b & 0x80 != 0 { -1.0f32 } else { 1.0 };
+            let (e, m) = ((b >> 3) & 0xf, (b & 7) as f32);
+            *v = if e == 0xf && b & 7 == 7 {
+                f32::NAN
+            } else if e == 0 {
+                sign * m / 8.0 * 2f32.powi(-6)
+            } else {
+                sign * (1.0 + m / 8.0) * 2f32.powi(e as i32 - 7)
+            };
+        }
+        t
+    })
 }
 
 impl fmt::Display for Dtype {
@@ -120,10 +155,12 @@ impl FromStr for Dtype {
             "U16" => Dtype::U16,
             "U8" => Dtype::U8,
             "BOOL" => Dtype::Bool,
+            "F8_E4M3" => Dtype::F8E4M3,
+            "F8_E5M2" => Dtype::F8E5M2,
             other => {
                 return Err(format!(
-                    "dtype {other} is not supported (gmat stores F64, F32, F16, BF16 and integer tensors; \
-                     FP8 and other quantized checkpoints need their scales applied first)"
+                    "dtype {other} is not supported (gmat stores F64, F32, F16, BF16, F8_E4M3, \
+                     F8_E5M2 and integer tensors)"
                 ))
             }
         })
@@ -135,6 +172,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fp8_values_are_torchs() {
+        // float8_e4m3fn: values read from torch (`torch.arange(256, dtype=uint8)
+        // .view(torch.float8_e4m3fn).float()`): 0x01 = 2^-9, 0x7e = 448, 0x7f = NaN, 0x80 = -0.
+        let mut out = Vec::new();
+        Dtype::F8E4M3.extend_f32(&[0x00, 0x01, 0x08, 0x38, 0x7e, 0xfe, 0x80], &mut out);
+        assert_eq!(
+            out,
+            [0.0, 2f32.powi(-9), 2f32.powi(-6), 1.0, 448.0, -448.0, -0.0]
+        );
+        assert!(out[6].is_sign_negative());
+        out.clear();
+        Dtype::F8E4M3.extend_f32(&[0x7f, 0xff], &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+        // float8_e5m2: 0x7c = inf, 0x01 = 2^-16, 0x3c = 1
+        out.clear();
+        Dtype::F8E5M2.extend_f32(&[0x7c, 0x01, 0x3c], &mut out);
+        assert_eq!(out, [f32::INFINITY, 2f32.powi(-16), 1.0]);
+        assert_eq!("F8_E4M3".parse::<Dtype>(), Ok(Dtype::F8E4M3));
+    }
+
+    #[test]
     fn converts_each_dtype_to_f32() {
         let mut out = Vec::new();
         Dtype::BF16.extend_f32(&[0x80, 0x3f, 0x00, 0xc0], &mut out);
@@ -142,7 +200,7 @@ mod tests {
         Dtype::I8.extend_f32(&[0xff], &mut out);
         Dtype::F64.extend_f32(&0.5f64.to_le_bytes(), &mut out);
         assert_eq!(out, vec![1.0, -2.0, 1.0, -1.0, 0.5]);
-        assert!("F8_E4M3".parse::<Dtype>().is_err());
+        assert!("F8_E8M0".parse::<Dtype>().is_err());
         assert_eq!("BF16".parse::<Dtype>(), Ok(Dtype::BF16));
     }
 }
