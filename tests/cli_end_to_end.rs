@@ -263,3 +263,76 @@ fn output_bytes_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+/// A vision-language model exports its text GGUF and, beside it, its projector GGUF
+/// (`convert_hf_to_gguf.py --mmproj`), both identical to the converter's.
+#[test]
+fn kit_vision_projector_matches_the_converter() {
+    let Some(kit) = kit("mmproj parity of kimivl-tiny") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hf = kit.join("kimivl-tiny/hf");
+    gmat_ok(&["import", "-q", "--model", s(&hf), "-o", s(dir.path())]);
+    let out = dir.path().join("kimi.gguf");
+    let dry = gmat_ok(&[
+        "export",
+        "--model",
+        s(dir.path()),
+        "--type",
+        "BF16",
+        "-o",
+        s(&out),
+        "--dry-run",
+    ]);
+    let dry = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.contains("vision projector -> ") && dry.contains("v.blk.0.attn_q.weight"),
+        "{dry}"
+    );
+    gmat_ok(&[
+        "export",
+        "-q",
+        "--model",
+        s(dir.path()),
+        "--type",
+        "BF16",
+        "-o",
+        s(&out),
+    ]);
+    let expected = kit.join("kimivl-tiny/expected");
+    assert_parity(&out, &expected.join("kimivl-tiny-bf16.gguf"));
+    let mmproj = dir.path().join("mmproj-kimivl-tiny-F16.gguf");
+    assert!(
+        mmproj.is_file(),
+        "the projector is written beside the output"
+    );
+    assert_parity(&mmproj, &expected.join("mmproj-kimivl-tiny-f16.gguf"));
+    // --no-mmproj writes the text model only; other types are refused with a message
+    let only = dir.path().join("only.gguf");
+    let before = std::fs::read_dir(dir.path()).unwrap().count();
+    gmat_ok(&[
+        "export",
+        "-q",
+        "--model",
+        s(dir.path()),
+        "--type",
+        "Q8_0",
+        "-o",
+        s(&only),
+        "--no-mmproj",
+    ]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), before + 1);
+    let e = gmat_err(&[
+        "export",
+        "--model",
+        s(dir.path()),
+        "--type",
+        "Q8_0",
+        "-o",
+        s(&only),
+        "--mmproj-type",
+        "Q4_K_M",
+    ]);
+    assert!(e.contains("projector") && e.contains("Q4_K_M"), "{e}");
+}

@@ -95,9 +95,16 @@ pub fn display_name(folder: &str) -> String {
 /// `Metadata.load` + `set_type` + `set_gguf_meta_model`: the `general.*` keys written before
 /// the architecture's parameters (architecture, type, sampling defaults from
 /// generation_config.json, name, size label), in the converter's order.
-pub fn general_keys(kv: &mut Kv, arch: &str, md: &ModelDir, name: &str, params: &ParamCount) {
+pub fn general_keys(
+    kv: &mut Kv,
+    arch: &str,
+    general_type: &str,
+    md: &ModelDir,
+    name: &str,
+    params: &ParamCount,
+) {
     kv.set("general.architecture", Value::String(arch.into()));
-    kv.set("general.type", Value::String("model".into()));
+    kv.set("general.type", Value::String(general_type.into()));
     // Metadata.load_generation_config: an unreadable file counts as absent.
     let gen = md.json("generation_config.json").ok().flatten();
     if let Some(gen) = gen.as_deref() {

@@ -14,8 +14,10 @@ pub mod dequant;
 pub mod hparams;
 pub mod kv;
 pub mod metadata;
+pub mod mmproj_model;
 pub mod models;
 pub mod name_map;
+pub mod projectors;
 pub mod tensor_names;
 pub mod tensors;
 pub mod text_model;
@@ -24,6 +26,7 @@ pub mod transform;
 
 use anyhow::{bail, Context, Result};
 
+use crate::gguf::GgmlType;
 pub use hparams::Hparams;
 pub use kv::Kv;
 pub use name_map::NameMap;
@@ -35,8 +38,11 @@ pub use tokenizer::ModelDir;
 /// folder, tensor name map, block count, file type).
 #[derive(Clone, Copy)]
 pub struct Cx<'a> {
-    /// config.json, `text_config` merged.
+    /// `self.hparams`: config.json with `text_config` merged for a text model; the
+    /// `vision_config` for a projector.
     pub hp: &'a Hparams,
+    /// config.json with `text_config` merged (a projector's `n_embd_text` comes from it).
+    pub text: &'a Hparams,
     /// The model folder (config.json and tokenizer files): the store root.
     pub dir: &'a std::path::Path,
     /// The tokenizer and side files, parsed once.
@@ -56,8 +62,20 @@ impl Cx<'_> {
     }
 }
 
+/// Which base class a converter class derives from: the defaults of [`ArchSpec`] are that
+/// class's behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// `TextModel`: a language model GGUF (`general.type` "model").
+    Text,
+    /// `MmprojModel`: a multimodal projector GGUF (`general.architecture` "clip",
+    /// `general.type` "mmproj"), written next to the text model for llama.cpp's mtmd tools.
+    Mmproj,
+}
+
 /// One converter model class (`conversion/<family>.py`), as gmat reproduces it. The default
-/// methods are `TextModel`'s.
+/// methods are those of its base class ([`ArchSpec::kind`]): `TextModel` ([`text_model`]) or
+/// `MmprojModel` ([`mmproj_model`]).
 pub trait ArchSpec: Sync {
     /// `model_arch`: the GGUF architecture name (`general.architecture`).
     fn gguf_arch(&self) -> &'static str;
@@ -65,9 +83,17 @@ pub trait ArchSpec: Sync {
     /// The HF classes (`architectures[0]`) registered for this class.
     fn hf_classes(&self) -> &'static [&'static str];
 
+    /// The base class.
+    fn kind(&self) -> ModelKind {
+        ModelKind::Text
+    }
+
     /// `filter_tensors`: the name the converter uses for a stored tensor, `None` to skip it.
     fn filter_tensor(&self, name: &str) -> Option<String> {
-        text_model::filter_tensor(name)
+        match self.kind() {
+            ModelKind::Text => text_model::filter_tensor(name),
+            ModelKind::Mmproj => mmproj_model::filter_tensor(name),
+        }
     }
 
     /// `modify_tensors`: the GGUF tensors one source tensor becomes.
@@ -85,13 +111,55 @@ pub trait ArchSpec: Sync {
 
     /// `set_gguf_parameters`: the architecture's metadata keys (and `general.file_type`).
     fn set_gguf_parameters(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
-        text_model::set_gguf_parameters(cx, kv)
+        match self.kind() {
+            ModelKind::Text => text_model::set_gguf_parameters(cx, kv),
+            ModelKind::Mmproj => mmproj_model::set_gguf_parameters(cx, kv),
+        }
     }
 
-    /// `set_vocab`: the `tokenizer.*` keys.
+    /// `set_vocab`: the `tokenizer.*` keys (projectors have none).
     fn set_vocab(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
-        tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv)
+        match self.kind() {
+            ModelKind::Text => tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv),
+            ModelKind::Mmproj => Ok(()),
+        }
     }
+
+    /// `tensor_force_quant`: a type the class imposes on a tensor (`None`: the file type's),
+    /// given the source name, the GGUF name and the output file type's `general.file_type`.
+    fn force_type(&self, name: &str, gguf_name: &str, file_type: u32) -> Option<GgmlType> {
+        match self.kind() {
+            ModelKind::Text => None,
+            ModelKind::Mmproj => mmproj_model::force_type(name, gguf_name, file_type),
+        }
+    }
+
+    /// `self.hparams` of the class, from config.json: the merged text config for a text
+    /// model; a projector's vision config (as the class adjusts it).
+    fn hparams(&self, config: &serde_json::Value) -> Result<Hparams> {
+        match self.kind() {
+            ModelKind::Text => Hparams::new(config),
+            ModelKind::Mmproj => mmproj_model::vision_hparams(config),
+        }
+    }
+
+    /// `self.block_count`.
+    fn block_count(&self, hp: &Hparams) -> Result<u64> {
+        match self.kind() {
+            ModelKind::Text => block_count(hp),
+            ModelKind::Mmproj => mmproj_model::block_count(hp),
+        }
+    }
+}
+
+/// The projector class of a vision-language model, if gmat has one for its HF class
+/// (`convert_hf_to_gguf.py --mmproj` picks it the same way).
+pub fn detect_projector(hp: &Hparams) -> Option<&'static dyn ArchSpec> {
+    let class = hp.origin_hf_arch()?;
+    projectors::PROJECTORS
+        .iter()
+        .copied()
+        .find(|a| a.hf_classes().contains(&class))
 }
 
 /// The architecture of a model, from config.json's `architectures`; an unsupported one is an
@@ -190,6 +258,7 @@ pub fn vocab_metadata(
     let md = ModelDir::new(dir);
     let cx = Cx {
         hp,
+        text: hp,
         dir,
         md: &md,
         names: &names,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::arch::{self, Hparams};
-use crate::config::export_config::{ExportMapEntry, Quantization};
+use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
 use crate::plan::split::{self, SplitLimits};
@@ -57,10 +57,26 @@ pub struct ExportArgs {
     /// Split the output into shards of at most N tensors (like llama-gguf-split --split-max-tensors).
     #[arg(long, value_name = "N")]
     pub shard_max_tensors: Option<usize>,
+    /// Where to write the vision projector of a vision-language model (default:
+    /// mmproj-NAME-TYPE.gguf beside the output). It is written by default when gmat knows the
+    /// model's projector.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_mmproj")]
+    pub mmproj: Option<PathBuf>,
+    /// Type of the projector file: F16 (default), BF16, F32 or Q8_0, as
+    /// `convert_hf_to_gguf.py --mmproj --outtype` writes it.
+    #[arg(long, value_name = "TYPE")]
+    pub mmproj_type: Option<String>,
+    /// Do not write the vision projector of a vision-language model.
+    #[arg(long)]
+    pub no_mmproj: bool,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
+
+/// The projector file type when neither the command line nor the config names one: F16, what
+/// llama.cpp's multimodal instructions convert projectors to.
+const DEFAULT_MMPROJ_TYPE: &str = "F16";
 
 /// Runs the command.
 pub fn run(args: ExportArgs) -> Result<()> {
@@ -109,8 +125,42 @@ pub fn run(args: ExportArgs) -> Result<()> {
         file_type,
         types: &args.types,
         imatrix: imatrix.as_ref(),
-        model_name,
+        model_name: model_name.clone(),
     })?;
+    // The vision projector of a vision-language model: its own plan, from the converter's
+    // --mmproj class.
+    let mmproj_config = config.mmproj.clone().unwrap_or_default();
+    let projector = if args.no_mmproj || !mmproj_config.write {
+        None
+    } else {
+        arch::detect_projector(&hparams)
+    };
+    let mmproj = match projector {
+        None => None,
+        Some(p) => {
+            let name = args
+                .mmproj_type
+                .as_deref()
+                .or(mmproj_config.default_type.as_deref())
+                .unwrap_or(DEFAULT_MMPROJ_TYPE);
+            let ft: FileType = name
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--mmproj-type: {e}"))?;
+            let plan = plan::build(&PlanInput {
+                manifest: &store.manifest,
+                dir: &store.root,
+                hparams: &hparams,
+                arch: p,
+                config: &ExportConfig::default(),
+                file_type: ft,
+                types: &TypeOptions::default(),
+                imatrix: None,
+                model_name: model_name.clone(),
+            })
+            .context("vision projector (mmproj)")?;
+            Some(plan)
+        }
+    };
     if let Some(path) = &args.generate_config {
         let q = Quantization {
             imatrix: imatrix_path,
@@ -118,39 +168,60 @@ pub fn run(args: ExportArgs) -> Result<()> {
             exclude_weights: exclude,
             ..Quantization::default()
         };
-        return generate(&plan, &store, q, path);
+        return generate(&plan, mmproj.as_ref(), &store, q, path);
     }
-    if args.dry_run {
-        print!("{}", plan.describe());
-        return Ok(());
-    }
+    let stem = store
+        .manifest
+        .model
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("model")
+        .to_string();
     let out = match &args.output {
         Some(o) => o.clone(),
-        None => PathBuf::from(format!(
-            "{}-{}.gguf",
-            store
-                .manifest
-                .model
-                .get("name")
-                .and_then(|v| v.as_str())
-                .unwrap_or("model"),
-            file_type.name
-        )),
+        None => PathBuf::from(format!("{stem}-{}.gguf", file_type.name)),
     };
-    let limits = split_limits(&args, &config)?;
-    let stats = pipeline::export::run(&store, &plan, &out, limits, args.quiet)?;
+    let mmproj_out = mmproj.as_ref().map(|p| match &args.mmproj {
+        Some(f) => f.clone(),
+        None => out.with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
+    });
+    if args.dry_run {
+        print!("{}", plan.describe());
+        if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
+            println!("\nvision projector -> {}", path.display());
+            print!("{}", p.describe());
+        }
+        return Ok(());
+    }
+    let mut outputs = vec![pipeline::export::Output {
+        plan: &plan,
+        path: out,
+        limits: split_limits(&args, &config)?,
+    }];
+    if let (Some(p), Some(path)) = (&mmproj, mmproj_out) {
+        outputs.push(pipeline::export::Output {
+            plan: p,
+            path,
+            limits: SplitLimits::default(),
+        });
+    }
+    let stats = pipeline::export::run_all(&store, &outputs, args.quiet)?;
     if !args.quiet {
+        for (o, st) in outputs.iter().zip(&stats) {
+            eprintln!(
+                "wrote {} ({}, {} tensors, file type {})",
+                st.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                human_bytes(st.file_bytes),
+                o.plan.tensors.len(),
+                o.plan.file_type,
+            );
+        }
         eprintln!(
-            "wrote {} ({}, {} tensors, file type {}) in {:.2?}{}",
-            stats
-                .paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            human_bytes(stats.file_bytes),
-            plan.tensors.len(),
-            file_type,
+            "done in {:.2?}{}",
             started.elapsed(),
             pipeline::progress::peak_rss_bytes()
                 .map(|b| format!(", peak memory {}", human_bytes(b)))
@@ -209,7 +280,13 @@ fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> 
 }
 
 /// Writes the fully resolved plan as an export config: the JSON alone reproduces the file.
-fn generate(plan: &ExportPlan, store: &Store, imatrix: Quantization, path: &Path) -> Result<()> {
+fn generate(
+    plan: &ExportPlan,
+    mmproj: Option<&ExportPlan>,
+    store: &Store,
+    imatrix: Quantization,
+    path: &Path,
+) -> Result<()> {
     let mut per_tensor = BTreeMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
@@ -239,6 +316,10 @@ fn generate(plan: &ExportPlan, store: &Store, imatrix: Quantization, path: &Path
             ..imatrix
         },
         tensor_map,
+        mmproj: mmproj.map(|p| MmprojConfig {
+            write: true,
+            default_type: Some(p.file_type.name.to_string()),
+        }),
         ..ExportConfig::default()
     };
     let mut json = serde_json::to_value(&config)?;
@@ -263,6 +344,14 @@ fn generate(plan: &ExportPlan, store: &Store, imatrix: Quantization, path: &Path
     );
     for (t, (n, b)) in by_type {
         println!("  {t:<8} {n:>5} tensors {:>12}", human_bytes(b));
+    }
+    if let Some(p) = mmproj {
+        println!(
+            "vision projector: file type {}  tensors: {}  data: {}",
+            p.file_type,
+            p.tensors.len(),
+            human_bytes(p.data_bytes())
+        );
     }
     Ok(())
 }

@@ -43,6 +43,31 @@ pub struct ExportMapEntry {
     pub target: String,
 }
 
+/// `mmproj` section: the vision projector of a vision-language model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmprojConfig {
+    /// Whether export writes the projector file (default true).
+    #[serde(default = "yes")]
+    pub write: bool,
+    /// Its file type: F16 (default), BF16, F32 or Q8_0.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub default_type: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MmprojConfig {
+    fn default() -> Self {
+        MmprojConfig {
+            write: true,
+            default_type: None,
+        }
+    }
+}
+
 /// The whole export config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +91,9 @@ pub struct ExportConfig {
     /// The original GMAT's lossy block encoding; accepted and ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_format: Option<serde_json::Value>,
+    /// The vision projector (vision-language models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmproj: Option<MmprojConfig>,
 }
 
 impl Default for ExportConfig {
@@ -78,6 +106,7 @@ impl Default for ExportConfig {
             shard_max_tensors: None,
             special_token_keys: BTreeMap::new(),
             block_format: None,
+            mmproj: None,
         }
     }
 }

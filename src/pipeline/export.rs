@@ -31,6 +31,13 @@ pub struct ExportStats {
     pub file_bytes: u64,
 }
 
+/// One output of an export: a plan, where it goes, and how it is split.
+pub struct Output<'p> {
+    pub plan: &'p ExportPlan,
+    pub path: PathBuf,
+    pub limits: SplitLimits,
+}
+
 /// Writes `plan` to `out`, split into shards when `limits` says so. Every file is written under
 /// a temporary name; the names are swapped in only when all files are complete.
 pub fn run(
@@ -40,15 +47,36 @@ pub fn run(
     limits: SplitLimits,
     quiet: bool,
 ) -> Result<ExportStats> {
-    let shards = split::shards(plan, out, limits)?;
-    let bar = progress::bytes_bar(plan.data_bytes(), "export", quiet);
+    let mut stats = run_all(
+        store,
+        &[Output {
+            plan,
+            path: out.to_path_buf(),
+            limits,
+        }],
+        quiet,
+    )?;
+    Ok(stats.remove(0))
+}
+
+/// Writes several outputs (a text model and its projector) as one unit: every file under a
+/// temporary name, all renamed into place only when every one is complete, none on an error.
+pub fn run_all(store: &Store, outputs: &[Output], quiet: bool) -> Result<Vec<ExportStats>> {
+    let mut all_shards = Vec::new();
+    for o in outputs {
+        all_shards.push(split::shards(o.plan, &o.path, o.limits)?);
+    }
+    let bytes: u64 = outputs.iter().map(|o| o.plan.data_bytes()).sum();
+    let bar = progress::bytes_bar(bytes, "export", quiet);
     let mut written: Vec<PathBuf> = Vec::new();
-    let mut total = 0u64;
+    let mut totals = vec![0u64; outputs.len()];
     let result = (|| -> Result<()> {
-        for shard in &shards {
-            let tmp = partial_path(&shard.path);
-            written.push(tmp.clone());
-            total += write_shard(store, plan, shard, &tmp, &bar)?;
+        for (k, (o, shards)) in outputs.iter().zip(&all_shards).enumerate() {
+            for shard in shards {
+                let tmp = partial_path(&shard.path);
+                written.push(tmp.clone());
+                totals[k] += write_shard(store, o.plan, shard, &tmp, &bar)?;
+            }
         }
         Ok(())
     })();
@@ -59,15 +87,19 @@ pub fn run(
         }
         return Err(e);
     }
-    for shard in &shards {
+    for shard in all_shards.iter().flatten() {
         let tmp = partial_path(&shard.path);
         std::fs::rename(&tmp, &shard.path)
             .with_context(|| format!("cannot move {} into place", tmp.display()))?;
     }
-    Ok(ExportStats {
-        paths: shards.into_iter().map(|s| s.path).collect(),
-        file_bytes: total,
-    })
+    Ok(all_shards
+        .into_iter()
+        .zip(totals)
+        .map(|(shards, file_bytes)| ExportStats {
+            paths: shards.into_iter().map(|s| s.path).collect(),
+            file_bytes,
+        })
+        .collect())
 }
 
 fn write_shard(

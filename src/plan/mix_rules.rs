@@ -967,6 +967,7 @@ mod tests {
         let md = ModelDir::new(dir);
         let cx = Cx {
             hp: &hp,
+            text: &hp,
             dir,
             md: &md,
             names: &names,

@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 use crate::arch::metadata::{general_keys, ParamCount};
 use crate::arch::transform::{ValueOp, View};
-use crate::arch::{self, ArchSpec, Cx, Data, Hparams, Kv, ModelDir, NameMap, TensorKind};
+use crate::arch::{
+    self, ArchSpec, Cx, Data, Hparams, Kv, ModelDir, ModelKind, NameMap, TensorKind,
+};
 use crate::config::ExportConfig;
 use crate::gguf::{GgmlType, GgufHeader, Value};
 use crate::quant;
@@ -212,7 +214,6 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         arch,
         config,
         file_type,
-        types: type_options,
         ..
     } = input;
     if config.target_format != "gguf" {
@@ -221,11 +222,14 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
             config.target_format
         );
     }
-    let block_count = arch::block_count(hparams)?;
+    // The class's own view of config.json (a projector's is the vision config).
+    let class_hp = arch.hparams(hparams.raw())?;
+    let block_count = arch.block_count(&class_hp)?;
     let names = NameMap::new(arch.gguf_arch(), block_count as usize)?;
     let md = ModelDir::new(input.dir);
     let cx = Cx {
-        hp: hparams,
+        hp: &class_hp,
+        text: hparams,
         dir: input.dir,
         md: &md,
         names: &names,
@@ -247,7 +251,18 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         let outer_first: Vec<u64> = t.dims.iter().rev().copied().collect();
         params.add(&t.name, &outer_first, &mut n_exp_tensors, &mut exp_sum);
     }
-    general_keys(&mut kv, arch.gguf_arch(), &md, &input.model_name, &params);
+    let general_type = match arch.kind() {
+        ModelKind::Text => "model",
+        ModelKind::Mmproj => "mmproj",
+    };
+    general_keys(
+        &mut kv,
+        arch.gguf_arch(),
+        general_type,
+        &md,
+        &input.model_name,
+        &params,
+    );
     arch.set_gguf_parameters(&cx, &mut kv)?;
     // gguf-py's GGML_QUANT_VERSION
     kv.set("general.quantization_version", Value::U32(2));
@@ -255,8 +270,71 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         .with_context(|| format!("tokenizer of {}", input.dir.display()))?;
     let mut metadata = kv.into_vec();
 
-    // Stage 1: the converter's type, i.e. the type in the unquantized intermediate file.
+    match arch.kind() {
+        ModelKind::Text => choose_types(input, &mut tensors, &metadata)?,
+        ModelKind::Mmproj => choose_converter_types(*arch, *file_type, &mut tensors)?,
+    }
+
+    // Offsets, exactly as the GGUF writer will lay them out.
+    let mut header = GgufHeader::default();
     for t in &mut tensors {
+        t.n_bytes = t.ggml_type.row_bytes(t.ncols()).unwrap_or(0) * t.nrows();
+        t.offset = header.push_tensor(t.name.clone(), t.dims.clone(), t.ggml_type);
+    }
+    let mut seen = HashSet::new();
+    for t in &tensors {
+        if !seen.insert(t.name.as_str()) {
+            bail!(
+                "two tensors would both be named {} in the GGUF (check tensor_map)",
+                t.name
+            );
+        }
+    }
+
+    for (k, id) in &config.special_token_keys {
+        let key = format!("tokenizer.ggml.{k}_token_id");
+        metadata.retain(|(mk, _)| *mk != key);
+        metadata.push((key, Value::U32(*id)));
+    }
+    if let Some(im) = input.imatrix {
+        // llama-quantize appends these last.
+        let keys = im.metadata();
+        metadata.retain(|(k, _)| !keys.iter().any(|(n, _)| n == k));
+        metadata.extend(keys);
+    }
+    let plan_hash = plan_hash(file_type, &metadata, &tensors);
+    metadata.push((
+        "gmat.version".into(),
+        Value::String(env!("CARGO_PKG_VERSION").into()),
+    ));
+    metadata.push((
+        "gmat.source_hash".into(),
+        Value::String(manifest.model_hash()),
+    ));
+    metadata.push(("gmat.plan_hash".into(), Value::String(plan_hash.clone())));
+    Ok(ExportPlan {
+        file_type: *file_type,
+        metadata,
+        tensors,
+        plan_hash,
+    })
+}
+
+/// A text model's tensor types: the converter's type (the intermediate file), then
+/// llama-quantize's choice for the file type and options, then the config's per-tensor types.
+fn choose_types(
+    input: &PlanInput,
+    tensors: &mut [PlannedTensor],
+    metadata: &[(String, Value)],
+) -> Result<()> {
+    let PlanInput {
+        config,
+        file_type,
+        types: type_options,
+        ..
+    } = input;
+    // Stage 1: the converter's type, i.e. the type in the unquantized intermediate file.
+    for t in tensors.iter_mut() {
         let src_float = match &t.source {
             TensorSource::Stored(p) => float_type_of(p[0].entry.dtype),
             TensorSource::Generated(_) => GgmlType::F32,
@@ -270,7 +348,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         t.intermediate = t.ggml_type;
     }
     // Stage 2: llama-quantize's choice (file type mix and its options).
-    let facts = mix_rules::ModelFacts::from_gguf_metadata(&metadata)?;
+    let facts = mix_rules::ModelFacts::from_gguf_metadata(metadata)?;
     let mix = mix_rules::MixOptions {
         types: (*type_options).clone(),
         has_imatrix: input.imatrix.is_some(),
@@ -334,49 +412,43 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         t.ggml_type = ty;
     }
 
-    // Offsets, exactly as the GGUF writer will lay them out.
-    let mut header = GgufHeader::default();
-    for t in &mut tensors {
-        t.n_bytes = t.ggml_type.row_bytes(t.ncols()).unwrap_or(0) * t.nrows();
-        t.offset = header.push_tensor(t.name.clone(), t.dims.clone(), t.ggml_type);
-    }
-    let mut seen = HashSet::new();
-    for t in &tensors {
-        if !seen.insert(t.name.as_str()) {
-            bail!(
-                "two tensors would both be named {} in the GGUF (check tensor_map)",
-                t.name
-            );
-        }
-    }
+    Ok(())
+}
 
-    for (k, id) in &config.special_token_keys {
-        let key = format!("tokenizer.ggml.{k}_token_id");
-        metadata.retain(|(mk, _)| *mk != key);
-        metadata.push((key, Value::U32(*id)));
+/// A projector's tensor types: what `convert_hf_to_gguf.py --mmproj --outtype T` writes
+/// (llama-quantize does not quantize projectors): F32/F16/BF16, or Q8_0 with gguf-py's F16
+/// fallback for rows that are not whole blocks, and the class's forced types.
+fn choose_converter_types(
+    arch: &dyn ArchSpec,
+    file_type: FileType,
+    tensors: &mut [PlannedTensor],
+) -> Result<()> {
+    if !(file_type.is_float() || file_type.default_type == GgmlType::Q8_0) {
+        bail!(
+            "a projector (mmproj) is written as F32, F16, BF16 or Q8_0, as the converter \
+             writes it; {file_type} is not one of them"
+        );
     }
-    if let Some(im) = input.imatrix {
-        // llama-quantize appends these last.
-        let keys = im.metadata();
-        metadata.retain(|(k, _)| !keys.iter().any(|(n, _)| n == k));
-        metadata.extend(keys);
+    for t in tensors.iter_mut() {
+        let source_name = match &t.source {
+            TensorSource::Stored(p) => p[0].entry.name.as_str(),
+            TensorSource::Generated(_) => "",
+        };
+        let forced = arch.force_type(source_name, &t.name, file_type.id);
+        let mut ty = type_rules::converter_type_forced(
+            &t.name,
+            t.dims.len(),
+            t.kind,
+            forced,
+            file_type.default_type,
+        );
+        if ty.is_quantized() && t.ncols() % ty.block_size() as u64 != 0 {
+            ty = GgmlType::F16; // gguf-py QuantError: "falling back to F16"
+        }
+        t.ggml_type = ty;
+        t.intermediate = ty;
     }
-    let plan_hash = plan_hash(file_type, &metadata, &tensors);
-    metadata.push((
-        "gmat.version".into(),
-        Value::String(env!("CARGO_PKG_VERSION").into()),
-    ));
-    metadata.push((
-        "gmat.source_hash".into(),
-        Value::String(manifest.model_hash()),
-    ));
-    metadata.push(("gmat.plan_hash".into(), Value::String(plan_hash.clone())));
-    Ok(ExportPlan {
-        file_type: *file_type,
-        metadata,
-        tensors,
-        plan_hash,
-    })
+    Ok(())
 }
 
 /// The converter's float type for a source dtype, when it writes "the source type" (the

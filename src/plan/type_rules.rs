@@ -62,6 +62,22 @@ pub fn converter_type(
     }
 }
 
+/// `prepare_tensors`' type when the class may force one (`tensor_force_quant`): the forced
+/// type, unless the tensor is 1-D or a norm (always F32); otherwise as [`converter_type`].
+pub fn converter_type_forced(
+    gguf_name: &str,
+    n_dims: usize,
+    kind: TensorKind,
+    forced: Option<GgmlType>,
+    out_type: GgmlType,
+) -> GgmlType {
+    match forced {
+        Some(_) if n_dims <= 1 || gguf_name.ends_with("_norm.weight") => GgmlType::F32,
+        Some(t) => t,
+        None => converter_type(gguf_name, n_dims, kind, out_type),
+    }
+}
+
 /// llama-quantize's `tensor_type_fallback`: a type whose block fits a row of `ncols`.
 pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
     let qk = target.block_size() as u64;
