@@ -20,7 +20,7 @@ use std::str::FromStr;
 use anyhow::{bail, Context, Result};
 use regex::Regex;
 
-use super::file_type::FileType;
+use super::file_type::{FileType, Ftype as F};
 use super::type_rules::fallback;
 use crate::gguf::Value;
 use crate::quant::GgmlType;
@@ -383,7 +383,7 @@ pub fn requires_imatrix(name: &str, ty: GgmlType, ft: FileType) -> bool {
     }
     match ty {
         G::IQ3_XXS | G::IQ2_XXS | G::IQ2_XS | G::IQ2_S | G::IQ1_M | G::IQ1_S => true,
-        G::Q2_K => ft.name == "Q2_K_S",
+        G::Q2_K => ft.ftype == F::Q2_K_S,
         _ => false,
     }
 }
@@ -407,8 +407,9 @@ pub fn check_imatrix(
         {
             bail!(
                 "file type {ft} needs an importance matrix: tensor {} would be {} \
-                 (llama-quantize refuses this without --imatrix, and gmat does not read imatrix \
-                 files yet); choose another file type, or give such tensors another type",
+                 (llama-quantize refuses this without --imatrix too); give an importance \
+                 matrix with --imatrix FILE (made by llama-imatrix), choose another file type, \
+                 or give such tensors another type",
                 t.name,
                 types[i]
             );
@@ -465,10 +466,6 @@ impl<'a> QuantState<'a> {
     }
 
     /// Whether the file type is one of `names`.
-    fn ft_is(&self, names: &[&str]) -> bool {
-        names.contains(&self.ft.name)
-    }
-
     /// `llama_tensor_get_type`: the options' precedence, then the mix, then the fallback.
     fn tensor_type(&mut self, t: &TensorDesc) -> Result<GgmlType> {
         let opts = self.opts;
@@ -514,11 +511,18 @@ impl<'a> QuantState<'a> {
         Ok(
             if cat == Category::Output || (self.has_tied_embeddings && cat == Category::TokenEmbd) {
                 self.output_type(new_type, t)
-            } else if self.ft_is(&["MXFP4_MOE"]) {
+            } else if self.ft.is(&[F::MXFP4_MOE]) {
                 self.mxfp4_moe_type(t, cat)
             } else if cat == Category::TokenEmbd {
                 self.token_embd_type(new_type)
-            } else if self.ft_is(&["IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"]) {
+            } else if self.ft.is(&[
+                F::IQ2_XXS,
+                F::IQ2_XS,
+                F::IQ1_S,
+                F::IQ2_S,
+                F::IQ2_M,
+                F::IQ1_M,
+            ]) {
                 self.very_low_bit_type(new_type, cat)
             } else if cat.is_attn_v() {
                 // (the reference's later ATTENTION_QKV branch is unreachable: QKV is attn_v-like)
@@ -546,12 +550,18 @@ impl<'a> QuantState<'a> {
             return ty;
         }
         let nx = t.dims[0];
-        if self.ft_is(&["MXFP4_MOE"]) {
+        if self.ft.is(&[F::MXFP4_MOE]) {
             G::Q8_0
         } else if self.model.arch == "falcon" || !nx.is_multiple_of(new_type.block_size() as u64) {
             G::Q8_0
-        } else if self.ft_is(&[
-            "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M",
+        } else if self.ft.is(&[
+            F::IQ2_XXS,
+            F::IQ2_XS,
+            F::IQ3_XXS,
+            F::IQ1_S,
+            F::IQ2_S,
+            F::IQ2_M,
+            F::IQ1_M,
         ]) {
             G::Q5_K
         } else if new_type != G::Q8_0 {
@@ -578,11 +588,13 @@ impl<'a> QuantState<'a> {
     fn token_embd_type(&self, new_type: GgmlType) -> GgmlType {
         if let Some(ty) = self.opts.token_embedding_type {
             ty
-        } else if self.ft_is(&["IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ1_M"]) {
+        } else if self.ft.is(&[F::IQ2_XXS, F::IQ2_XS, F::IQ1_S, F::IQ1_M]) {
             G::Q2_K
-        } else if self.ft_is(&["IQ2_S", "IQ2_M", "IQ3_XXS"]) {
+        } else if self.ft.is(&[F::IQ2_S, F::IQ2_M, F::IQ3_XXS]) {
             G::IQ3_S
-        } else if self.ft_is(&["TQ1_0", "TQ2_0", "Q2_0"]) {
+        } else if self.ft.is(&[F::TQ1_0, F::TQ2_0]) {
+            // llama-quant.cpp also names LLAMA_FTYPE_MOSTLY_Q2_0 here: gmat has no Q2_0 file
+            // type yet (it would need the Q2_0 quantizer), so no such file can reach this.
             G::Q4_K
         } else {
             new_type
@@ -592,7 +604,7 @@ impl<'a> QuantState<'a> {
     /// The IQ1/IQ2 file types.
     fn very_low_bit_type(&mut self, new_type: GgmlType, cat: Category) -> GgmlType {
         let n_expert = self.model.n_expert;
-        let iq2_s_or_m = self.ft_is(&["IQ2_S", "IQ2_M"]);
+        let iq2_s_or_m = self.ft.is(&[F::IQ2_S, F::IQ2_M]);
         if cat.is_attn_v() {
             self.i_attention_wv += 1;
             if self.model.n_gqa() >= 4 || n_expert >= 4 {
@@ -615,7 +627,7 @@ impl<'a> QuantState<'a> {
         } else if cat == Category::AttnOutput {
             if n_expert == 8 {
                 G::Q5_K
-            } else if self.ft_is(&["IQ1_S", "IQ1_M"]) {
+            } else if self.ft.is(&[F::IQ1_S, F::IQ1_M]) {
                 G::IQ2_XXS
             } else if iq2_s_or_m {
                 G::IQ3_S
@@ -633,15 +645,15 @@ impl<'a> QuantState<'a> {
     fn attn_v_type(&mut self, new_type: GgmlType) -> GgmlType {
         let gqa = self.model.n_gqa();
         let (i, n) = (self.i_attention_wv, self.n_attention_wv);
-        let mut ty = if self.ft_is(&["Q2_K"]) {
+        let mut ty = if self.ft.is(&[F::Q2_K]) {
             if gqa >= 4 {
                 G::Q4_K
             } else {
                 G::Q3_K
             }
-        } else if self.ft_is(&["Q2_K_S"]) && gqa >= 4 {
+        } else if self.ft.is(&[F::Q2_K_S]) && gqa >= 4 {
             G::Q4_K
-        } else if self.ft_is(&["IQ3_XXS"]) {
+        } else if self.ft.is(&[F::IQ3_XXS]) {
             if gqa >= 4 {
                 G::Q4_K
             } else if !self.opts.has_imatrix {
@@ -649,23 +661,23 @@ impl<'a> QuantState<'a> {
             } else {
                 G::IQ3_XXS
             }
-        } else if self.ft_is(&["IQ3_XS", "IQ3_S"]) && gqa >= 4 {
+        } else if self.ft.is(&[F::IQ3_XS, F::IQ3_S]) && gqa >= 4 {
             G::Q4_K
-        } else if self.ft_is(&["IQ3_M"]) {
+        } else if self.ft.is(&[F::IQ3_M]) {
             G::Q4_K
-        } else if self.ft_is(&["Q3_K_M"]) {
+        } else if self.ft.is(&[F::Q3_K_M]) {
             if i < 2 {
                 G::Q5_K
             } else {
                 G::Q4_K
             }
-        } else if self.ft_is(&["Q3_K_L"]) {
+        } else if self.ft.is(&[F::Q3_K_L]) {
             G::Q5_K
-        } else if self.ft_is(&["IQ4_NL", "IQ4_XS"]) && gqa >= 4 {
+        } else if self.ft.is(&[F::IQ4_NL, F::IQ4_XS]) && gqa >= 4 {
             G::Q5_K
-        } else if self.ft_is(&["Q4_K_M", "Q5_K_M"]) && use_more_bits(i, n) {
+        } else if self.ft.is(&[F::Q4_K_M, F::Q5_K_M]) && use_more_bits(i, n) {
             G::Q6_K
-        } else if self.ft_is(&["Q4_K_S"]) && i < 4 {
+        } else if self.ft.is(&[F::Q4_K_S]) && i < 4 {
             G::Q5_K
         } else {
             new_type
@@ -690,9 +702,9 @@ impl<'a> QuantState<'a> {
     }
 
     fn attn_q_type(&self, new_type: GgmlType) -> GgmlType {
-        if self.ft_is(&["IQ3_XS"]) {
+        if self.ft.is(&[F::IQ3_XS]) {
             G::IQ3_XXS
-        } else if self.ft_is(&["IQ3_XXS"]) {
+        } else if self.ft.is(&[F::IQ3_XXS]) {
             G::IQ2_S
         } else {
             new_type
@@ -718,21 +730,21 @@ impl<'a> QuantState<'a> {
         let falcon = self.model.arch == "falcon";
         let more = use_more_bits(i, n);
         let imatrix = self.opts.has_imatrix;
-        let ty = if self.ft_is(&["Q2_K"]) {
+        let ty = if self.ft.is(&[F::Q2_K]) {
             G::Q3_K
-        } else if self.ft_is(&["Q2_K_S"]) {
+        } else if self.ft.is(&[F::Q2_K_S]) {
             if i < n / 8 {
                 G::Q4_K
             } else {
                 new_type
             }
-        } else if self.ft_is(&["IQ3_XXS"]) && !imatrix {
+        } else if self.ft.is(&[F::IQ3_XXS]) && !imatrix {
             if i < n / 8 {
                 G::Q4_K
             } else {
                 G::Q3_K
             }
-        } else if self.ft_is(&["Q3_K_M"]) {
+        } else if self.ft.is(&[F::Q3_K_M]) {
             if i < n / 16 {
                 G::Q5_K
             } else if !falcon || more {
@@ -740,15 +752,15 @@ impl<'a> QuantState<'a> {
             } else {
                 G::Q3_K
             }
-        } else if self.ft_is(&["IQ3_M"]) && (i < n / 8 || (self.model.n_expert == 8 && more)) {
+        } else if self.ft.is(&[F::IQ3_M]) && (i < n / 8 || (self.model.n_expert == 8 && more)) {
             G::Q4_K
-        } else if self.ft_is(&["Q3_K_L"]) {
+        } else if self.ft.is(&[F::Q3_K_L]) {
             if falcon {
                 G::Q4_K
             } else {
                 G::Q5_K
             }
-        } else if self.ft_is(&["Q4_K_M"]) {
+        } else if self.ft.is(&[F::Q4_K_M]) {
             if falcon {
                 if i < n / 16 {
                     G::Q6_K
@@ -762,15 +774,15 @@ impl<'a> QuantState<'a> {
             } else {
                 new_type
             }
-        } else if i < n / 8 && self.ft_is(&["IQ4_NL", "IQ4_XS"]) && !imatrix {
+        } else if i < n / 8 && self.ft.is(&[F::IQ4_NL, F::IQ4_XS]) && !imatrix {
             G::Q5_K
-        } else if self.ft_is(&["Q5_K_M"]) && more {
+        } else if self.ft.is(&[F::Q5_K_M]) && more {
             G::Q6_K
-        } else if self.ft_is(&["Q4_K_S"]) && !falcon && i < n / 8 {
+        } else if self.ft.is(&[F::Q4_K_S]) && !falcon && i < n / 8 {
             G::Q5_K
-        } else if self.ft_is(&["Q4_0", "Q5_0"]) && imatrix && i < n / 8 {
+        } else if self.ft.is(&[F::Q4_0, F::Q5_0]) && imatrix && i < n / 8 {
             // guards the first ffn_down layers, only with an imatrix
-            if self.ft_is(&["Q4_0"]) {
+            if self.ft.is(&[F::Q4_0]) {
                 G::Q4_1
             } else {
                 G::Q5_1
@@ -784,16 +796,25 @@ impl<'a> QuantState<'a> {
 
     fn attn_output_type(&self, new_type: GgmlType) -> GgmlType {
         if self.model.arch == "falcon" {
-            return if self.ft_is(&["Q3_K_L"]) {
+            return if self.ft.is(&[F::Q3_K_L]) {
                 G::Q4_K
             } else {
                 new_type
             };
         }
         if self.model.n_expert == 8 {
-            return if self.ft_is(&[
-                "Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
-                "IQ3_S", "IQ3_M", "IQ4_XS",
+            return if self.ft.is(&[
+                F::Q2_K,
+                F::IQ3_XS,
+                F::IQ3_XXS,
+                F::Q3_K_S,
+                F::Q3_K_M,
+                F::IQ4_NL,
+                F::Q4_K_S,
+                F::Q4_K_M,
+                F::IQ3_S,
+                F::IQ3_M,
+                F::IQ4_XS,
             ]) {
                 G::Q5_K
             } else {
@@ -827,7 +848,7 @@ impl<'a> QuantState<'a> {
             (self.i_ffn_up, self.n_ffn_up)
         };
         let (i, n) = self.layer_info(counter, n, t.name)?;
-        let ty = if self.ft_is(&["IQ3_XS"]) && i >= n / 8 && i < 7 * n / 8 {
+        let ty = if self.ft.is(&[F::IQ3_XS]) && i >= n / 8 && i < 7 * n / 8 {
             G::IQ3_XXS
         } else {
             new_type
