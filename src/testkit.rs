@@ -26,3 +26,34 @@ pub fn kit(test: &str) -> Option<PathBuf> {
         None
     }
 }
+
+/// The config.json of a config-ablation case (`testdata/config-ablation`, written by
+/// `bench/parity_configs.py`): `base` with the case's edits applied, each `["del", path]` or
+/// `["set", path, value]` with `path` a list of keys.
+pub fn apply_ops(base: &serde_json::Value, ops: &serde_json::Value) -> serde_json::Value {
+    let mut cfg = base.clone();
+    for op in ops.as_array().expect("ops is a list") {
+        let path: Vec<&str> = op[1]
+            .as_array()
+            .expect("an op's path is a list")
+            .iter()
+            .map(|k| k.as_str().expect("keys are strings"))
+            .collect();
+        let (last, parents) = path.split_last().expect("a path has a key");
+        let mut d = &mut cfg;
+        for k in parents {
+            d = d.get_mut(*k).expect("the path exists");
+        }
+        let m = d.as_object_mut().expect("the parent is an object");
+        match op[0].as_str() {
+            Some("del") => {
+                m.shift_remove(*last);
+            }
+            Some("set") => {
+                m.insert((*last).to_string(), op[2].clone());
+            }
+            other => panic!("unknown op {other:?}"),
+        }
+    }
+    cfg
+}

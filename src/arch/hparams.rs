@@ -6,17 +6,29 @@
 use anyhow::{bail, Result};
 use serde_json::{Map, Value as Json};
 
+use super::auto_config::ConfigFile;
+
 /// A model's config.json, with `text_config` merged into the top level as the converter does.
 #[derive(Clone, Debug)]
 pub struct Hparams {
     json: Json,
-    /// config.json as written (for `origin_hf_arch` and keys the merge shadows).
+    /// The converter's view before the merge (`ModelBase.load_hparams`), for
+    /// `origin_hf_arch` and keys the merge shadows.
     raw: Json,
+    /// config.json as the model folder has it (each class builds its own view from it).
+    file: ConfigFile,
 }
 
 impl Hparams {
-    /// Wraps a parsed config.json: `{**hparams, **hparams["text_config"]}`.
+    /// Wraps a parsed config.json read as it is (no configuration class's defaults):
+    /// `{**hparams, **hparams["text_config"]}`.
     pub fn new(config: &Json) -> Result<Hparams> {
+        Hparams::from_view(config, &ConfigFile::new(config.clone()))
+    }
+
+    /// Wraps the converter's view of `file` (`ModelBase.load_hparams`), merged as
+    /// `{**hparams, **hparams["text_config"]}`.
+    pub fn from_view(config: &Json, file: &ConfigFile) -> Result<Hparams> {
         let Some(obj) = config.as_object() else {
             bail!("config.json is not a JSON object");
         };
@@ -29,6 +41,7 @@ impl Hparams {
         Ok(Hparams {
             json: Json::Object(json),
             raw: config.clone(),
+            file: file.clone(),
         })
     }
 
@@ -37,9 +50,14 @@ impl Hparams {
         &self.json
     }
 
-    /// config.json as written.
+    /// The converter's view of config.json before the `text_config` merge.
     pub fn raw(&self) -> &Json {
         &self.raw
+    }
+
+    /// config.json as the model folder has it, and the folder's path.
+    pub fn file(&self) -> &ConfigFile {
+        &self.file
     }
 
     fn map(&self) -> &Map<String, Json> {
@@ -95,10 +113,7 @@ impl Hparams {
     pub fn req_u64(&self, keys: &[&str]) -> Result<u64> {
         match self.u64(keys)? {
             Some(n) => Ok(n),
-            None => bail!(
-                "config.json has no {} (needed for this architecture)",
-                keys.join(" / ")
-            ),
+            None => bail!("{}", self.missing(keys)),
         }
     }
 
@@ -120,10 +135,41 @@ impl Hparams {
     pub fn req_u32(&self, keys: &[&str]) -> Result<u32> {
         match self.u32(keys)? {
             Some(n) => Ok(n),
-            None => bail!(
+            None => bail!("{}", self.missing(keys)),
+        }
+    }
+
+    /// Why a required parameter is not there: absent, or present as null.
+    fn missing(&self, keys: &[&str]) -> String {
+        match keys.iter().find(|k| self.contains(k)) {
+            Some(k) => format!("config.json: {k} is null (needed for this architecture)"),
+            None => format!(
                 "config.json has no {} (needed for this architecture)",
                 keys.join(" / ")
             ),
+        }
+    }
+
+    /// `hparams.get(key, default)` as a u32: the default when the key is absent; a key present
+    /// as null is an error (the converter would write None, which gguf-py cannot pack).
+    pub fn u32_or(&self, key: &str, default: u32) -> Result<u32> {
+        if !self.contains(key) {
+            return Ok(default);
+        }
+        match self.u32(&[key])? {
+            Some(n) => Ok(n),
+            None => bail!("config.json: {key} is null (the converter cannot write it)"),
+        }
+    }
+
+    /// `hparams.get(key, default)` as a float (see [`Hparams::u32_or`]).
+    pub fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        if !self.contains(key) {
+            return Ok(default);
+        }
+        match self.f64(&[key])? {
+            Some(n) => Ok(n),
+            None => bail!("config.json: {key} is null (the converter cannot write it)"),
         }
     }
 
@@ -142,10 +188,7 @@ impl Hparams {
     pub fn req_f64(&self, keys: &[&str]) -> Result<f64> {
         match self.f64(keys)? {
             Some(n) => Ok(n),
-            None => bail!(
-                "config.json has no {} (needed for this architecture)",
-                keys.join(" / ")
-            ),
+            None => bail!("{}", self.missing(keys)),
         }
     }
 

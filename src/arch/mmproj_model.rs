@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{Map, Value as Json};
 
 use super::kv::Kv;
-use super::{Cx, Hparams};
+use super::{ConfigFile, Cx, Hparams};
 use crate::gguf::{GgmlType, Value, ValueType};
 
 /// `n_block_keys`: spellings of a vision tower's depth.
@@ -35,10 +35,11 @@ pub fn filter_tensor(name: &str) -> Option<String> {
     Some(super::text_model::base_filter(name))
 }
 
-/// `hparams_vision`: config.json's `vision_config` (a projector needs one).
-pub fn vision_hparams(config: &Json) -> Result<Hparams> {
-    match config.get("vision_config") {
-        Some(v @ Json::Object(_)) => Hparams::new(v),
+/// `hparams_vision`: the `vision_config` of the converter's view of config.json (a
+/// projector needs one).
+pub fn vision_hparams(view: &Json, file: &ConfigFile) -> Result<Hparams> {
+    match view.get("vision_config") {
+        Some(v @ Json::Object(_)) => Hparams::from_view(v, file),
         _ => bail!("config.json has no vision_config object, which a projector model needs"),
     }
 }

@@ -10,6 +10,7 @@
 //! The export plan records those decisions; the pipeline executes them while streaming.
 //! Adding an architecture is one new file in `models/` and one line in [`models::ARCHES`].
 
+pub mod auto_config;
 pub mod dequant;
 pub mod hparams;
 pub mod kv;
@@ -27,6 +28,7 @@ pub mod transform;
 use anyhow::{bail, Context, Result};
 
 use crate::gguf::GgmlType;
+pub use auto_config::{ConfigClass, ConfigFile};
 pub use hparams::Hparams;
 pub use kv::Kv;
 pub use name_map::NameMap;
@@ -134,12 +136,28 @@ pub trait ArchSpec: Sync {
         }
     }
 
-    /// `self.hparams` of the class, from config.json: the merged text config for a text
-    /// model; a projector's vision config (as the class adjusts it).
-    fn hparams(&self, config: &serde_json::Value) -> Result<Hparams> {
+    /// The transformers configuration classes of this class's checkpoints, transcribed
+    /// ([`auto_config`]): the defaults and normalisations of config.json the converter sees.
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[]
+    }
+
+    /// `ModelBase.load_hparams`: config.json as the converter sees it, through transformers'
+    /// `AutoConfig` (the configuration class of its `model_type`, looked up among every
+    /// module's [`ArchSpec::config_classes`], as transformers' `CONFIG_MAPPING` does), or the
+    /// raw JSON when transformers cannot load it.
+    fn config_defaults(&self, file: &ConfigFile) -> Result<serde_json::Value> {
+        Ok(auto_config::load_hparams(file, &all_config_classes())?.0)
+    }
+
+    /// `self.hparams` of the class, from config.json with [`ArchSpec::config_defaults`]
+    /// applied: the merged text config for a text model; a projector's vision config (as the
+    /// class adjusts it).
+    fn hparams(&self, file: &ConfigFile) -> Result<Hparams> {
+        let view = self.config_defaults(file)?;
         match self.kind() {
-            ModelKind::Text => Hparams::new(config),
-            ModelKind::Mmproj => mmproj_model::vision_hparams(config),
+            ModelKind::Text => Hparams::from_view(&view, file),
+            ModelKind::Mmproj => mmproj_model::vision_hparams(&view, file),
         }
     }
 
@@ -150,6 +168,15 @@ pub trait ArchSpec: Sync {
             ModelKind::Mmproj => mmproj_model::block_count(hp),
         }
     }
+}
+
+/// Every transcribed transformers configuration class, text models' and projectors'.
+pub fn all_config_classes() -> Vec<&'static ConfigClass> {
+    models::ARCHES
+        .iter()
+        .chain(projectors::PROJECTORS)
+        .flat_map(|a| a.config_classes().iter().copied())
+        .collect()
 }
 
 /// The projector class of a vision-language model, if gmat has one for its HF class

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::arch::{self, Hparams};
+use crate::arch::{self, ConfigFile, Hparams};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
@@ -89,9 +89,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if config.block_format.is_some() {
         eprintln!("note: block_format is ignored: the gmat store is lossless");
     }
-    let config_json = store.config()?;
-    let hparams = Hparams::new(&config_json)?;
-    let arch = arch::detect(&hparams)?;
+    // config.json and the folder path the model was imported from (what the converter would
+    // have been given): the class's view of it is what every step reads
+    let file = ConfigFile {
+        json: store.config()?,
+        path: store.manifest.source.path.clone(),
+    };
+    let arch = arch::detect(&Hparams::new(&file.json)?)?;
+    let hparams = arch.hparams(&file)?;
     let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
     let model_name = store
         .manifest

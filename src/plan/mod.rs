@@ -223,7 +223,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         );
     }
     // The class's own view of config.json (a projector's is the vision config).
-    let class_hp = arch.hparams(hparams.raw())?;
+    let class_hp = arch.hparams(hparams.file())?;
     let block_count = arch.block_count(&class_hp)?;
     let names = NameMap::new(arch.gguf_arch(), block_count as usize)?;
     let md = ModelDir::new(input.dir);

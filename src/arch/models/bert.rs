@@ -7,7 +7,9 @@
 //! are not converted.
 
 use anyhow::Result;
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{py::Py, ConfigClass, Init};
 
 use crate::arch::kv::{keys, Kv};
 use crate::arch::tensors::{SourceTensor, TensorSink};
@@ -21,6 +23,10 @@ pub struct Bert;
 impl ArchSpec for Bert {
     fn gguf_arch(&self) -> &'static str {
         "bert"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&BERT_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -85,7 +91,7 @@ impl ArchSpec for Bert {
     fn set_vocab(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
         let v = tokenizer::get_vocab_base(cx.md, cx.hp.json())?;
         let n_vocab = v.tokens.len();
-        let type_count = cx.hp.u32(&["type_vocab_size"])?.unwrap_or(1);
+        let type_count = cx.hp.u32_or("type_vocab_size", 1)?;
         kv.set("tokenizer.ggml.token_type_count", Value::U32(type_count));
         // convert to the phantom space vocabulary
         let tokens: Vec<String> = v
@@ -128,4 +134,58 @@ fn classifier_labels(cx: &Cx) -> Option<Vec<String>> {
         return None;
     }
     Some(items.into_iter().map(|(_, v)| v).collect())
+}
+
+// transformers 4.57.6 configuration class of BertModel checkpoints: the defaults the
+// converter's view of config.json gets (`auto_config`).
+
+/// `BertConfig` (models/bert/configuration_bert.py).
+pub const BERT_CONFIG: ConfigClass = ConfigClass {
+    name: "BertConfig",
+    model_type: "bert",
+    attribute_map: &[],
+    init: bert_config,
+};
+
+fn bert_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(30522)),
+        ("hidden_size", json!(768)),
+        ("num_hidden_layers", json!(12)),
+        ("num_attention_heads", json!(12)),
+        ("intermediate_size", json!(3072)),
+        ("hidden_act", json!("gelu")),
+        ("hidden_dropout_prob", json!(0.1)),
+        ("attention_probs_dropout_prob", json!(0.1)),
+        ("max_position_embeddings", json!(512)),
+        ("type_vocab_size", json!(2)),
+        ("initializer_range", json!(0.02)),
+        ("layer_norm_eps", json!(1e-12)),
+        ("pad_token_id", json!(0)),
+        ("position_embedding_type", json!("absolute")),
+        ("use_cache", json!(true)),
+        ("classifier_dropout", Json::Null),
+    ]);
+    c.base(&[("pad_token_id", a.get("pad_token_id"))])?;
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "hidden_act",
+            "intermediate_size",
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "initializer_range",
+            "layer_norm_eps",
+            "position_embedding_type",
+            "use_cache",
+            "classifier_dropout",
+        ],
+    );
+    Ok(())
 }

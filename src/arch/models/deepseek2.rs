@@ -8,7 +8,9 @@
 //! multi-token-prediction layers past `num_hidden_layers` and a tied `lm_head` are dropped.
 
 use anyhow::{bail, Result};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::Kv;
 use crate::arch::tensors::{ExpertLayout, SourceTensor, TensorSink};
@@ -26,6 +28,10 @@ const EXPERTS: ExpertLayout = ExpertLayout {
 impl ArchSpec for Deepseek2 {
     fn gguf_arch(&self) -> &'static str {
         "deepseek2"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&DEEPSEEK_V2_CONFIG, &DEEPSEEK_V3_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -85,7 +91,7 @@ impl ArchSpec for Deepseek2 {
             None => 0,
         };
         kv.arch_u32("leading_dense_block_count", first_k_dense);
-        let kv_lora_rank = hp.u32(&["kv_lora_rank"])?.unwrap_or(512);
+        let kv_lora_rank = hp.u32_or("kv_lora_rank", 512)?;
         kv.arch_u32("vocab_size", hp.req_u32(&["vocab_size"])?);
         if let Some(q) = hp.u32(&["q_lora_rank"])? {
             kv.arch_u32("attention.q_lora_rank", q);
@@ -104,10 +110,7 @@ impl ArchSpec for Deepseek2 {
         if let Some(n) = hp.u32(&["n_routed_experts"])? {
             kv.arch_u32("expert_count", n);
         }
-        kv.arch_u32(
-            "expert_shared_count",
-            hp.u32(&["n_shared_experts"])?.unwrap_or(0),
-        );
+        kv.arch_u32("expert_shared_count", hp.u32_or("n_shared_experts", 0)?);
         if let Some(s) = hp.f64(&["routed_scaling_factor"])? {
             kv.arch_f32("expert_weights_scale", s);
         }
@@ -172,6 +175,243 @@ fn split_kv_b(cx: &Cx, t: &SourceTensor, out: &mut TensorSink) -> Result<()> {
     let v_name = t.name.replace("kv_b_proj", "v_b_proj");
     out.map(&k_name, vec![n_head_kv, rank, nope], t.piece(k_b))?;
     out.map(&v_name, vec![n_head_kv, v_head, rank], t.piece(v_b))
+}
+
+// transformers 4.57.6 configuration classes of DeepseekV2Model checkpoints: the defaults and
+// normalisations the converter's view of config.json gets (`auto_config`). Kimi-VL's
+// `kimi_vl` is remote code: its config.json is read as raw JSON.
+
+/// `DeepseekV2Config` (models/deepseek_v2/configuration_deepseek_v2.py): `head_dim` is always
+/// `qk_rope_head_dim` (a `head_dim` key is overwritten).
+pub const DEEPSEEK_V2_CONFIG: ConfigClass = ConfigClass {
+    name: "DeepseekV2Config",
+    model_type: "deepseek_v2",
+    attribute_map: &[],
+    init: deepseek_v2_config,
+};
+
+fn deepseek_v2_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32000)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(11008)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", Json::Null),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(2048)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("rope_scaling", Json::Null),
+        ("attention_bias", json!(false)),
+        ("attention_dropout", json!(0.0)),
+        ("mlp_bias", json!(false)),
+        ("aux_loss_alpha", json!(0.001)),
+        ("first_k_dense_replace", json!(0)),
+        ("kv_lora_rank", json!(512)),
+        ("q_lora_rank", json!(1536)),
+        ("n_group", Json::Null),
+        ("n_routed_experts", json!(64)),
+        ("n_shared_experts", json!(2)),
+        ("qk_nope_head_dim", json!(128)),
+        ("qk_rope_head_dim", json!(64)),
+        ("routed_scaling_factor", json!(1.0)),
+        ("seq_aux", json!(true)),
+        ("topk_group", Json::Null),
+        ("topk_method", json!("greedy")),
+        ("v_head_dim", json!(128)),
+        ("num_experts_per_tok", Json::Null),
+        ("norm_topk_prob", json!(false)),
+        ("moe_intermediate_size", json!(1407)),
+    ]);
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])?;
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "rope_scaling",
+            "attention_bias",
+            "attention_dropout",
+            "mlp_bias",
+        ],
+    );
+    c.set("head_dim", a.get("qk_rope_head_dim"));
+    c.rope_type_from_type()?;
+    c.rope_config_validation()?;
+    c.set_args(
+        &a,
+        &[
+            "aux_loss_alpha",
+            "first_k_dense_replace",
+            "kv_lora_rank",
+            "q_lora_rank",
+            "n_group",
+            "n_routed_experts",
+            "n_shared_experts",
+            "qk_nope_head_dim",
+            "qk_rope_head_dim",
+            "routed_scaling_factor",
+            "seq_aux",
+            "topk_group",
+            "topk_method",
+            "v_head_dim",
+            "num_experts_per_tok",
+            "norm_topk_prob",
+            "moe_intermediate_size",
+        ],
+    );
+    Ok(())
+}
+
+/// `DeepseekV3Config` (models/deepseek_v3/configuration_deepseek_v3.py): `head_dim` is
+/// `qk_rope_head_dim` unless config.json has one (the base class sets the keyword afterwards);
+/// yarn's `beta_fast`, `beta_slow` and `factor` become floats.
+pub const DEEPSEEK_V3_CONFIG: ConfigClass = ConfigClass {
+    name: "DeepseekV3Config",
+    model_type: "deepseek_v3",
+    attribute_map: &[],
+    init: deepseek_v3_config,
+};
+
+fn deepseek_v3_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(129280)),
+        ("hidden_size", json!(7168)),
+        ("intermediate_size", json!(18432)),
+        ("moe_intermediate_size", json!(2048)),
+        ("num_hidden_layers", json!(61)),
+        ("num_attention_heads", json!(128)),
+        ("num_key_value_heads", json!(128)),
+        ("n_shared_experts", json!(1)),
+        ("n_routed_experts", json!(256)),
+        ("routed_scaling_factor", json!(2.5)),
+        ("kv_lora_rank", json!(512)),
+        ("q_lora_rank", json!(1536)),
+        ("qk_rope_head_dim", json!(64)),
+        ("v_head_dim", json!(128)),
+        ("qk_nope_head_dim", json!(128)),
+        ("n_group", json!(8)),
+        ("topk_group", json!(4)),
+        ("num_experts_per_tok", json!(8)),
+        ("first_k_dense_replace", json!(3)),
+        ("norm_topk_prob", json!(true)),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(4096)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(0)),
+        ("eos_token_id", json!(1)),
+        ("pretraining_tp", json!(1)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("rope_scaling", Json::Null),
+        ("rope_interleave", json!(true)),
+        ("attention_bias", json!(false)),
+        ("attention_dropout", json!(0.0)),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "moe_intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "n_shared_experts",
+            "n_routed_experts",
+            "routed_scaling_factor",
+            "kv_lora_rank",
+            "q_lora_rank",
+            "qk_rope_head_dim",
+            "v_head_dim",
+            "qk_nope_head_dim",
+        ],
+    );
+    c.set(
+        "qk_head_dim",
+        py::add(&a.get("qk_nope_head_dim"), &a.get("qk_rope_head_dim"))?,
+    );
+    c.set("head_dim", a.get("qk_rope_head_dim"));
+    c.set_args(
+        &a,
+        &[
+            "n_group",
+            "topk_group",
+            "num_experts_per_tok",
+            "first_k_dense_replace",
+            "norm_topk_prob",
+            "rope_interleave",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "pretraining_tp",
+            "use_cache",
+            "rope_theta",
+            "rope_scaling",
+            "attention_bias",
+            "attention_dropout",
+        ],
+    );
+    c.rope_type_from_type()?;
+    if let Json::Object(mut m) = c.attr_or_null("rope_scaling") {
+        for k in ["beta_fast", "beta_slow", "factor"] {
+            if let Some(v) = m.get(k) {
+                let f = py::float(v)?;
+                m.insert(k.into(), f);
+            }
+        }
+        c.set("rope_scaling", Json::Object(m));
+    }
+    c.rope_config_validation()?;
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 //! token-embedding rows past the real vocabulary and writes the local RoPE base.
 
 use anyhow::Result;
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::{keys, Kv};
 use crate::arch::tensors::{SourceTensor, TensorSink};
@@ -22,6 +25,10 @@ pub struct Gemma3;
 impl ArchSpec for Gemma2 {
     fn gguf_arch(&self) -> &'static str {
         "gemma2"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&GEMMA2_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -90,6 +97,10 @@ impl ArchSpec for Gemma3 {
         "gemma3"
     }
 
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&GEMMA3_TEXT_CONFIG, &GEMMA3_CONFIG]
+    }
+
     fn hf_classes(&self) -> &'static [&'static str] {
         &["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"]
     }
@@ -120,17 +131,14 @@ impl ArchSpec for Gemma3 {
         // some default values are not specified in the hparams
         kv.arch_u32(
             "context_length",
-            hp.u32(&["max_position_embeddings"])?.unwrap_or(131072),
+            hp.u32_or("max_position_embeddings", 131072)?,
         );
-        kv.arch_u32(
-            "attention.head_count",
-            hp.u32(&["num_attention_heads"])?.unwrap_or(8),
-        );
+        kv.arch_u32("attention.head_count", hp.u32_or("num_attention_heads", 8)?);
         kv.arch_f32(
             "attention.layer_norm_rms_epsilon",
-            hp.f64(&["rms_norm_eps"])?.unwrap_or(1e-6),
+            hp.f64_or("rms_norm_eps", 1e-6)?,
         );
-        let head_dim = hp.u32(&["head_dim"])?.unwrap_or(256);
+        let head_dim = hp.u32_or("head_dim", 256)?;
         kv.arch_u32("attention.key_length", head_dim);
         kv.arch_u32("attention.value_length", head_dim);
         let theta = hp
@@ -156,7 +164,7 @@ impl ArchSpec for Gemma3 {
         }
         kv.arch_u32(
             "attention.head_count_kv",
-            hp.u32(&["num_key_value_heads"])?.unwrap_or(4),
+            hp.u32_or("num_key_value_heads", 4)?,
         );
         Ok(())
     }
@@ -199,4 +207,281 @@ fn real_vocab_size(cx: &Cx) -> Result<u64> {
             path.display()
         ),
     }
+}
+
+// transformers 4.57.6 configuration classes of Gemma2Model / Gemma3Model checkpoints: the
+// defaults and normalisations the converter's view of config.json gets (`auto_config`).
+
+/// `Gemma2Config` (models/gemma2/configuration_gemma2.py).
+pub const GEMMA2_CONFIG: ConfigClass = ConfigClass {
+    name: "Gemma2Config",
+    model_type: "gemma2",
+    attribute_map: &[],
+    init: gemma2_config,
+};
+
+fn gemma2_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(256000)),
+        ("hidden_size", json!(2304)),
+        ("intermediate_size", json!(9216)),
+        ("num_hidden_layers", json!(26)),
+        ("num_attention_heads", json!(8)),
+        ("num_key_value_heads", json!(4)),
+        ("head_dim", json!(256)),
+        ("hidden_activation", json!("gelu_pytorch_tanh")),
+        ("max_position_embeddings", json!(8192)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", json!(0)),
+        ("eos_token_id", json!(1)),
+        ("bos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(true)),
+        ("rope_theta", json!(10000.0)),
+        ("attention_bias", json!(false)),
+        ("attention_dropout", json!(0.0)),
+        ("query_pre_attn_scalar", json!(256)),
+        ("sliding_window", json!(4096)),
+        ("layer_types", Json::Null),
+        ("final_logit_softcapping", json!(30.0)),
+        ("attn_logit_softcapping", json!(50.0)),
+    ]);
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])?;
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "head_dim",
+            "num_key_value_heads",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "attention_bias",
+            "attention_dropout",
+            "hidden_activation",
+            "query_pre_attn_scalar",
+            "sliding_window",
+            "final_logit_softcapping",
+            "attn_logit_softcapping",
+            "layer_types",
+        ],
+    );
+    // layer_types: sliding and full attention alternating
+    if a.get("layer_types").is_null() {
+        let types = alternating_layers(&a.get("num_hidden_layers"), &json!(2))?;
+        c.set("layer_types", types);
+    }
+    c.layer_type_validation(c.attr("layer_types")?, c.attr("num_hidden_layers")?)
+}
+
+/// `["sliding_attention" if bool((i + 1) % pattern) else "full_attention" for i in
+/// range(num_hidden_layers)]`.
+fn alternating_layers(num_hidden_layers: &Json, pattern: &Json) -> Py<Json> {
+    let n = py::range_len(num_hidden_layers)?;
+    let mut types = Vec::with_capacity(n);
+    for i in 0..n {
+        let p = match py::Num::of(pattern) {
+            Some(p) => p,
+            None => return py::raise("TypeError: unsupported operand type(s) for %"),
+        };
+        let rest = match p {
+            py::Num::Int(0) => return py::raise("ZeroDivisionError: integer modulo by zero"),
+            py::Num::Int(q) => ((i as i128) + 1) % q != 0,
+            py::Num::Float(0.0) => return py::raise("ZeroDivisionError: float modulo"),
+            py::Num::Float(q) => ((i as f64) + 1.0) % q != 0.0,
+        };
+        types.push(if rest {
+            "sliding_attention"
+        } else {
+            "full_attention"
+        });
+    }
+    Ok(json!(types))
+}
+
+/// `Gemma3TextConfig` (models/gemma3/configuration_gemma3.py).
+pub const GEMMA3_TEXT_CONFIG: ConfigClass = ConfigClass {
+    name: "Gemma3TextConfig",
+    model_type: "gemma3_text",
+    attribute_map: &[],
+    init: gemma3_text_config,
+};
+
+fn gemma3_text_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(262208)),
+        ("hidden_size", json!(2304)),
+        ("intermediate_size", json!(9216)),
+        ("num_hidden_layers", json!(26)),
+        ("num_attention_heads", json!(8)),
+        ("num_key_value_heads", json!(4)),
+        ("head_dim", json!(256)),
+        ("hidden_activation", json!("gelu_pytorch_tanh")),
+        ("max_position_embeddings", json!(131072)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", json!(0)),
+        ("eos_token_id", json!(1)),
+        ("bos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(true)),
+        ("rope_theta", json!(1_000_000.0)),
+        ("attention_bias", json!(false)),
+        ("attention_dropout", json!(0.0)),
+        ("query_pre_attn_scalar", json!(256)),
+        ("sliding_window", json!(4096)),
+        ("layer_types", Json::Null),
+        ("final_logit_softcapping", Json::Null),
+        ("attn_logit_softcapping", Json::Null),
+        ("rope_scaling", Json::Null),
+        ("rope_local_base_freq", json!(10000.0)),
+        ("use_bidirectional_attention", json!(false)),
+    ]);
+    // `kwargs.get("sliding_window_pattern", 6)` (the keyword stays an attribute too)
+    let pattern = c
+        .kwarg("sliding_window_pattern")
+        .cloned()
+        .unwrap_or(json!(6));
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])?;
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "head_dim",
+            "num_key_value_heads",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "attention_bias",
+            "attention_dropout",
+            "hidden_activation",
+            "query_pre_attn_scalar",
+            "sliding_window",
+            "final_logit_softcapping",
+            "attn_logit_softcapping",
+            "layer_types",
+            "use_bidirectional_attention",
+        ],
+    );
+    // bidirectional attention: sliding_window // 2 + 1
+    if py::truthy(&a.get("use_bidirectional_attention")) {
+        let w = py::add(
+            &py::floordiv(c.attr("sliding_window")?, &json!(2))?,
+            &json!(1),
+        )?;
+        c.set("sliding_window", w);
+    }
+    c.set_args(&a, &["rope_local_base_freq", "rope_scaling"]);
+    // no BC copy of rope_scaling.type to rope_type in this class
+    c.rope_config_validation()?;
+    c.set("_sliding_window_pattern", pattern.clone());
+    if a.get("layer_types").is_null() {
+        let types = alternating_layers(&a.get("num_hidden_layers"), &pattern)?;
+        c.set("layer_types", types);
+    }
+    c.layer_type_validation(c.attr("layer_types")?, c.attr("num_hidden_layers")?)
+}
+
+/// `Gemma3Config` (models/gemma3/configuration_gemma3.py): Gemma 3 with a vision tower, its
+/// text model in `text_config` (a Gemma3TextConfig with all its defaults, which the converter
+/// merges over the top level) and a SiglipVisionConfig `vision_config`.
+pub const GEMMA3_CONFIG: ConfigClass = ConfigClass {
+    name: "Gemma3Config",
+    model_type: "gemma3",
+    attribute_map: &[
+        ("image_token_id", "image_token_index"),
+        ("boi_token_id", "boi_token_index"),
+        ("eoi_token_id", "eoi_token_index"),
+    ],
+    init: gemma3_config,
+};
+
+fn gemma3_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("text_config", Json::Null),
+        ("vision_config", Json::Null),
+        ("mm_tokens_per_image", json!(256)),
+        ("boi_token_index", json!(255_999)),
+        ("eoi_token_index", json!(256_000)),
+        ("image_token_index", json!(262_144)),
+        ("initializer_range", json!(0.02)),
+    ]);
+    let text = c.sub_config(&GEMMA3_TEXT_CONFIG, a.get("text_config"))?;
+    let vision = c.sub_config(&SIGLIP_VISION_CONFIG, a.get("vision_config"))?;
+    c.set("text_config", text);
+    c.set("vision_config", vision);
+    c.set_args(
+        &a,
+        &[
+            "mm_tokens_per_image",
+            "boi_token_index",
+            "eoi_token_index",
+            "image_token_index",
+            "initializer_range",
+        ],
+    );
+    c.base(&[])
+}
+
+/// `SiglipVisionConfig` (models/siglip/configuration_siglip.py): Gemma 3's vision tower.
+pub const SIGLIP_VISION_CONFIG: ConfigClass = ConfigClass {
+    name: "SiglipVisionConfig",
+    model_type: "siglip_vision_model",
+    attribute_map: &[],
+    init: siglip_vision_config,
+};
+
+fn siglip_vision_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("hidden_size", json!(768)),
+        ("intermediate_size", json!(3072)),
+        ("num_hidden_layers", json!(12)),
+        ("num_attention_heads", json!(12)),
+        ("num_channels", json!(3)),
+        ("image_size", json!(224)),
+        ("patch_size", json!(16)),
+        ("hidden_act", json!("gelu_pytorch_tanh")),
+        ("layer_norm_eps", json!(1e-6)),
+        ("attention_dropout", json!(0.0)),
+    ]);
+    c.base(&[])?;
+    c.set_args(
+        &a,
+        &[
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_channels",
+            "patch_size",
+            "image_size",
+            "attention_dropout",
+            "layer_norm_eps",
+            "hidden_act",
+        ],
+    );
+    Ok(())
 }

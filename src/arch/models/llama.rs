@@ -5,7 +5,9 @@
 //! `rope.dimension_count`, and the `rope_freqs` tensor of Llama-3 RoPE scaling.
 
 use anyhow::{bail, Result};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::{keys, Kv};
 use crate::arch::tensors::{Data, ExpertLayout, OutTensor, SourceTensor, TensorSink};
@@ -35,6 +37,15 @@ impl ArchSpec for Llama {
             "MistralForCausalLM",
             "MixtralForCausalLM",
             "LlamaModel",
+        ]
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[
+            &LLAMA_CONFIG,
+            &MISTRAL_CONFIG,
+            &MINISTRAL_CONFIG,
+            &MIXTRAL_CONFIG,
         ]
     }
 
@@ -224,6 +235,316 @@ fn set_vocab(cx: &Cx, kv: &mut Kv) -> Result<()> {
         kv.set_bool("tokenizer.ggml.add_bos_token", false);
     }
     Ok(())
+}
+
+// transformers 4.57.6 configuration classes of LlamaModel checkpoints: the defaults and
+// normalisations the converter's view of config.json gets (`auto_config`).
+
+/// `LlamaConfig` (models/llama/configuration_llama.py).
+pub const LLAMA_CONFIG: ConfigClass = ConfigClass {
+    name: "LlamaConfig",
+    model_type: "llama",
+    attribute_map: &[],
+    init: llama_config,
+};
+
+fn llama_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32000)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(11008)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", Json::Null),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(2048)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(2)),
+        ("pretraining_tp", json!(1)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("rope_scaling", Json::Null),
+        ("attention_bias", json!(false)),
+        ("attention_dropout", json!(0.0)),
+        ("mlp_bias", json!(false)),
+        ("head_dim", Json::Null),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ],
+    );
+    // num_key_value_heads: num_attention_heads when None (backward compatibility)
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "pretraining_tp",
+            "use_cache",
+            "rope_theta",
+            "rope_scaling",
+            "attention_bias",
+            "attention_dropout",
+            "mlp_bias",
+        ],
+    );
+    // head_dim: hidden_size // num_attention_heads when None
+    let head_dim = match a.get("head_dim") {
+        Json::Null => py::floordiv(c.attr("hidden_size")?, c.attr("num_attention_heads")?)?,
+        d => d,
+    };
+    c.set("head_dim", head_dim);
+    c.rope_type_from_type()?;
+    c.rope_config_validation()?;
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])
+}
+
+/// `MistralConfig` (models/mistral/configuration_mistral.py): `head_dim` stays None when
+/// absent; no `rope_scaling` parameter (a `rope_scaling` key is kept as it is).
+pub const MISTRAL_CONFIG: ConfigClass = ConfigClass {
+    name: "MistralConfig",
+    model_type: "mistral",
+    attribute_map: &[],
+    init: mistral_config,
+};
+
+fn mistral_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32000)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(14336)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", json!(8)),
+        ("head_dim", Json::Null),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(4096 * 32)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("sliding_window", json!(4096)),
+        ("attention_dropout", json!(0.0)),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "sliding_window",
+            "head_dim",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "attention_dropout",
+        ],
+    );
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])
+}
+
+/// `MinistralConfig` (models/ministral/configuration_ministral.py): what `AutoConfig` uses for
+/// a `mistral` config.json that has `layer_types`.
+pub const MINISTRAL_CONFIG: ConfigClass = ConfigClass {
+    name: "MinistralConfig",
+    model_type: "ministral",
+    attribute_map: &[],
+    init: ministral_config,
+};
+
+fn ministral_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32000)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(14336)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", json!(8)),
+        ("head_dim", Json::Null),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(4096 * 32)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("sliding_window", json!(4096)),
+        ("attention_dropout", json!(0.0)),
+        ("layer_types", Json::Null),
+    ]);
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])?;
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "sliding_window",
+            "head_dim",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "attention_dropout",
+            "layer_types",
+        ],
+    );
+    // layer_types: ["sliding_attention" if sliding_window is not None else "full_attention"]
+    // * num_hidden_layers
+    if a.get("layer_types").is_null() {
+        let t = if a.get("sliding_window").is_null() {
+            "full_attention"
+        } else {
+            "sliding_attention"
+        };
+        let n = match py::Num::of(&a.get("num_hidden_layers")) {
+            Some(py::Num::Int(n)) => usize::try_from(n.max(0)).unwrap_or(0),
+            _ => return py::raise("TypeError: can't multiply sequence by non-int"),
+        };
+        c.set("layer_types", json!(vec![t; n]));
+    }
+    Ok(())
+}
+
+/// `MixtralConfig` (models/mixtral/configuration_mixtral.py).
+pub const MIXTRAL_CONFIG: ConfigClass = ConfigClass {
+    name: "MixtralConfig",
+    model_type: "mixtral",
+    attribute_map: &[],
+    init: mixtral_config,
+};
+
+fn mixtral_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32000)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(14336)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", json!(8)),
+        ("head_dim", Json::Null),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(4096 * 32)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-5)),
+        ("use_cache", json!(true)),
+        ("pad_token_id", Json::Null),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(2)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(1e6)),
+        ("sliding_window", Json::Null),
+        ("attention_dropout", json!(0.0)),
+        ("num_experts_per_tok", json!(2)),
+        ("num_local_experts", json!(8)),
+        ("output_router_logits", json!(false)),
+        ("router_aux_loss_coef", json!(0.001)),
+        ("router_jitter_noise", json!(0.0)),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "sliding_window",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "attention_dropout",
+            "head_dim",
+            "num_experts_per_tok",
+            "num_local_experts",
+            "output_router_logits",
+            "router_aux_loss_coef",
+            "router_jitter_noise",
+        ],
+    );
+    c.base(&[
+        ("pad_token_id", a.get("pad_token_id")),
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! generates `rope_factors_long` / `rope_factors_short` from config.json.
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::Kv;
 use crate::arch::tensors::{Data, OutTensor};
@@ -18,6 +20,10 @@ pub struct Phi3;
 impl ArchSpec for Phi3 {
     fn gguf_arch(&self) -> &'static str {
         "phi3"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&PHI3_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -182,4 +188,132 @@ fn floats(v: &Json) -> Result<Vec<f32>> {
                 .context("config.json: a rope factor is not a number")
         })
         .collect()
+}
+
+// transformers 4.57.6 configuration class of Phi3MiniModel checkpoints: the defaults and
+// normalisations the converter's view of config.json gets (`auto_config`).
+
+/// `Phi3Config` (models/phi3/configuration_phi3.py): LongRoPE `rope_scaling` must be exactly
+/// `type`, `short_factor` and `long_factor` (else the load raises and the converter reads the
+/// raw JSON); the legacy types `su` and `yarn` become `longrope`.
+pub const PHI3_CONFIG: ConfigClass = ConfigClass {
+    name: "Phi3Config",
+    model_type: "phi3",
+    attribute_map: &[],
+    init: phi3_config,
+};
+
+fn phi3_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("vocab_size", json!(32064)),
+        ("hidden_size", json!(3072)),
+        ("intermediate_size", json!(8192)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", Json::Null),
+        ("resid_pdrop", json!(0.0)),
+        ("embd_pdrop", json!(0.0)),
+        ("attention_dropout", json!(0.0)),
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(4096)),
+        ("original_max_position_embeddings", json!(4096)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-5)),
+        ("use_cache", json!(true)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("rope_scaling", Json::Null),
+        ("partial_rotary_factor", json!(1.0)),
+        ("bos_token_id", json!(1)),
+        ("eos_token_id", json!(32000)),
+        ("pad_token_id", json!(32000)),
+        ("sliding_window", Json::Null),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+        ],
+    );
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "resid_pdrop",
+            "embd_pdrop",
+            "attention_dropout",
+            "hidden_act",
+            "max_position_embeddings",
+            "original_max_position_embeddings",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "rope_scaling",
+            "partial_rotary_factor",
+        ],
+    );
+    phi3_rope_scaling(c)?;
+    c.set_args(&a, &["sliding_window"]);
+    c.base(&[
+        ("bos_token_id", a.get("bos_token_id")),
+        ("eos_token_id", a.get("eos_token_id")),
+        ("pad_token_id", a.get("pad_token_id")),
+        ("tie_word_embeddings", a.get("tie_word_embeddings")),
+    ])
+}
+
+/// `Phi3Config._rope_scaling_adjustment` then `_rope_scaling_validation`.
+fn phi3_rope_scaling(c: &mut Init) -> Py<()> {
+    let rs = c.attr_or_null("rope_scaling");
+    if rs.is_null() {
+        return Ok(());
+    }
+    let Json::Object(mut m) = rs else {
+        return py::raise("AttributeError: rope_scaling has no attribute 'get'");
+    };
+    if matches!(m.get("type").and_then(Json::as_str), Some("su" | "yarn")) {
+        m.insert("type".into(), json!("longrope"));
+        c.set("rope_scaling", Json::Object(m.clone()));
+    }
+    if m.len() != 3 {
+        return py::raise(
+            "ValueError: `rope_scaling` must be a dictionary with three fields, `type`, `short_factor` and `long_factor`",
+        );
+    }
+    if m.get("type").and_then(Json::as_str) != Some("longrope") {
+        return py::raise("ValueError: `rope_scaling`'s type field must be one of ['longrope']");
+    }
+    let numbers = |k: &str| {
+        m.get(k).and_then(Json::as_array).is_some_and(|a| {
+            a.iter()
+                .all(|x| matches!(x, Json::Number(_) | Json::Bool(_)))
+        })
+    };
+    // int(hidden_size // num_attention_heads * partial_rotary_factor)
+    let ndims = |c: &Init| -> Py<i128> {
+        let d = py::floordiv(c.attr("hidden_size")?, c.attr("num_attention_heads")?)?;
+        py::int(&py::mul(&d, c.attr("partial_rotary_factor")?)?)
+    };
+    for k in ["short_factor", "long_factor"] {
+        if !numbers(k) {
+            return py::raise(format!(
+                "ValueError: `rope_scaling`'s {k} field must be a list of numbers"
+            ));
+        }
+        let n = m[k].as_array().map_or(0, Vec::len) as i128;
+        if n != ndims(c)?.div_euclid(2) {
+            return py::raise(format!(
+                "ValueError: `rope_scaling`'s {k} field has the wrong length"
+            ));
+        }
+    }
+    Ok(())
 }

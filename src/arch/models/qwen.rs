@@ -5,6 +5,9 @@
 //! from the output matrix) and Intern-S1 vocabularies are refused, not guessed.
 
 use anyhow::{bail, Result};
+use serde_json::{json, Value as Json};
+
+use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::Kv;
 use crate::arch::tensors::{SourceTensor, TensorSink};
@@ -19,6 +22,10 @@ pub struct Qwen3;
 impl ArchSpec for Qwen2 {
     fn gguf_arch(&self) -> &'static str {
         "qwen2"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&QWEN2_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -47,6 +54,10 @@ impl ArchSpec for Qwen2 {
 impl ArchSpec for Qwen3 {
     fn gguf_arch(&self) -> &'static str {
         "qwen3"
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&QWEN3_CONFIG]
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
@@ -92,4 +103,137 @@ pub(super) fn refuse_interns1(cx: &Cx) -> Result<()> {
         bail!("Intern-S1 vocabularies (_set_vocab_interns1) are not supported");
     }
     Ok(())
+}
+
+// transformers 4.57.6 configuration classes of Qwen2Model / Qwen3Model checkpoints: the
+// defaults and normalisations the converter's view of config.json gets (`auto_config`).
+
+/// `Qwen2Config` (models/qwen2/configuration_qwen2.py).
+pub const QWEN2_CONFIG: ConfigClass = ConfigClass {
+    name: "Qwen2Config",
+    model_type: "qwen2",
+    attribute_map: &[],
+    init: qwen2_config,
+};
+
+/// `Qwen3Config` (models/qwen3/configuration_qwen3.py).
+pub const QWEN3_CONFIG: ConfigClass = ConfigClass {
+    name: "Qwen3Config",
+    model_type: "qwen3",
+    attribute_map: &[],
+    init: qwen3_config,
+};
+
+fn qwen2_config(c: &mut Init) -> Py<()> {
+    qwen_dense_config(c, false)
+}
+
+fn qwen3_config(c: &mut Init) -> Py<()> {
+    qwen_dense_config(c, true)
+}
+
+/// Qwen2Config and Qwen3Config: the same code, Qwen3 adding `head_dim` (default 128, not
+/// derived) and `attention_bias`.
+fn qwen_dense_config(c: &mut Init, qwen3: bool) -> Py<()> {
+    let mut params = vec![
+        ("vocab_size", json!(151936)),
+        ("hidden_size", json!(4096)),
+        ("intermediate_size", json!(22016)),
+        ("num_hidden_layers", json!(32)),
+        ("num_attention_heads", json!(32)),
+        ("num_key_value_heads", json!(32)),
+    ];
+    if qwen3 {
+        params.push(("head_dim", json!(128)));
+    }
+    params.extend([
+        ("hidden_act", json!("silu")),
+        ("max_position_embeddings", json!(32768)),
+        ("initializer_range", json!(0.02)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("use_cache", json!(true)),
+        ("tie_word_embeddings", json!(false)),
+        ("rope_theta", json!(10000.0)),
+        ("rope_scaling", Json::Null),
+    ]);
+    if qwen3 {
+        params.push(("attention_bias", json!(false)));
+    }
+    params.extend([
+        ("use_sliding_window", json!(false)),
+        ("sliding_window", json!(4096)),
+        ("max_window_layers", json!(28)),
+        ("layer_types", Json::Null),
+        ("attention_dropout", json!(0.0)),
+    ]);
+    let a = c.args(&params);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "max_position_embeddings",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "use_sliding_window",
+        ],
+    );
+    // sliding_window: None unless use_sliding_window
+    c.set(
+        "sliding_window",
+        if py::truthy(&a.get("use_sliding_window")) {
+            a.get("sliding_window")
+        } else {
+            Json::Null
+        },
+    );
+    c.set_args(&a, &["max_window_layers"]);
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    if qwen3 {
+        c.set_args(&a, &["head_dim"]);
+    }
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "use_cache",
+            "rope_theta",
+            "rope_scaling",
+        ],
+    );
+    if qwen3 {
+        c.set_args(&a, &["attention_bias"]);
+    }
+    c.set_args(&a, &["attention_dropout"]);
+    c.rope_type_from_type()?;
+    c.rope_config_validation()?;
+    // layer_types: sliding from max_window_layers on when there is a sliding window
+    let layer_types = match a.get("layer_types") {
+        Json::Null => {
+            let sliding = c.attr_or_null("sliding_window");
+            let max_window = a.get("max_window_layers");
+            let n = py::range_len(c.attr("num_hidden_layers")?)?;
+            let mut types = Vec::with_capacity(n);
+            for i in 0..n {
+                let swa = !sliding.is_null()
+                    && py::cmp(&json!(i), &max_window)? != std::cmp::Ordering::Less;
+                types.push(if swa {
+                    "sliding_attention"
+                } else {
+                    "full_attention"
+                });
+            }
+            json!(types)
+        }
+        t => t,
+    };
+    c.set("layer_types", layer_types.clone());
+    c.layer_type_validation(&layer_types, c.attr("num_hidden_layers")?)?;
+    c.base(&[("tie_word_embeddings", a.get("tie_word_embeddings"))])
 }

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 
 use crate::arch::kv::Kv;
 use crate::arch::tensors::{SourceTensor, TensorSink};
-use crate::arch::{mmproj_model, ArchSpec, Cx, Hparams, ModelKind};
+use crate::arch::{mmproj_model, ArchSpec, ConfigFile, Cx, Hparams, ModelKind};
 use crate::gguf::Value;
 
 /// The converter's `KimiVLModel`.
@@ -29,8 +29,8 @@ impl ArchSpec for KimiVl {
         ModelKind::Mmproj
     }
 
-    fn hparams(&self, config: &Json) -> Result<Hparams> {
-        let mut hp = mmproj_model::vision_hparams(config)?;
+    fn hparams(&self, file: &ConfigFile) -> Result<Hparams> {
+        let mut hp = mmproj_model::vision_hparams(&self.config_defaults(file)?, file)?;
         hp.set("image_size", Json::from(64 * 14)); // for compatibility
         Ok(hp)
     }
@@ -75,7 +75,7 @@ impl ArchSpec for KimiVl {
         kv.set("clip.use_gelu", Value::Bool(true));
         kv.set("clip.vision.projector.scale_factor", Value::U32(2));
         // eps is the same as pytorch's default value
-        let eps = cx.hp.f64(&["layer_norm_eps"])?.unwrap_or(1e-5);
+        let eps = cx.hp.f64_or("layer_norm_eps", 1e-5)?;
         kv.set(
             "clip.vision.attention.layer_norm_epsilon",
             Value::F32(eps as f32),
