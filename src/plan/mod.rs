@@ -3,6 +3,7 @@
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
 pub mod file_type;
+pub mod llama_load;
 pub mod mix_rules;
 pub mod per_tensor;
 pub mod split;
@@ -270,6 +271,18 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         .with_context(|| format!("tokenizer of {}", input.dir.display()))?;
     let mut metadata = kv.into_vec();
 
+    // The converter writes what config.json (with its class's defaults) says even when it
+    // contradicts the tensors; llama.cpp then refuses the file, and so does gmat.
+    if arch.kind() == ModelKind::Text {
+        let shapes: Vec<(String, Vec<u64>)> = tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dims.clone()))
+            .collect();
+        if let Err(r) = llama_load::check(&metadata, &shapes) {
+            bail!("{}", explain_refusal(&r, &metadata, &class_hp));
+        }
+    }
+
     match arch.kind() {
         ModelKind::Text => choose_types(input, &mut tensors, &metadata)?,
         ModelKind::Mmproj => choose_converter_types(*arch, *file_type, &mut tensors)?,
@@ -318,6 +331,81 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         tensors,
         plan_hash,
     })
+}
+
+/// The error for a file llama.cpp would refuse: its loader's message, then each metadata key
+/// the failed check read, with the config.json keys the converter wrote it from (absent ones
+/// with the configuration class's default, null ones).
+fn explain_refusal(r: &llama_load::Refusal, metadata: &[(String, Value)], hp: &Hparams) -> String {
+    let file = hp.file();
+    let loaded = arch::auto_config::load_hparams(file, &arch::all_config_classes())
+        .map(|(_, how)| how)
+        .ok();
+    // config.json as written, text_config merged
+    let raw = Hparams::new(&file.json).ok();
+    let mut lines = Vec::new();
+    for key in &r.keys {
+        let value = metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let shown = match value {
+            Some(Value::Array(_, a)) => format!("{key} has {} entries", a.len()),
+            Some(v) => format!("{key} = {}", value_text(v)),
+            None => format!("the converter writes no {key}"),
+        };
+        let mut why = Vec::new();
+        let arch_name = key.split('.').next().unwrap_or("");
+        let keys: Vec<&str> = match llama_load::config_keys(arch_name, key) {
+            // find_hparam: the first spelling present decides
+            llama_load::ConfigKeys::FirstOf(ks) => ks
+                .iter()
+                .copied()
+                .find(|k| hp.contains(k))
+                .into_iter()
+                .collect(),
+            llama_load::ConfigKeys::All(ks) => ks.to_vec(),
+        };
+        for ck in keys {
+            let in_file = raw.as_ref().filter(|r| r.contains(ck));
+            match in_file.map(|r| r.get(ck)) {
+                Some(None) => why.push(format!("{ck} is null in config.json")),
+                Some(Some(v)) => why.push(format!("config.json: {ck} = {v}")),
+                None if hp.contains(ck) => {
+                    let class = match &loaded {
+                        Some(arch::auto_config::Loaded::Class(c)) => format!("transformers' {c}"),
+                        _ => "the converter".into(),
+                    };
+                    let v = hp.get(ck).map_or("None".into(), |v| v.to_string());
+                    why.push(format!("config.json has no {ck}: {class} default {v}"));
+                }
+                None => {}
+            }
+        }
+        if why.is_empty() {
+            lines.push(shown);
+        } else {
+            lines.push(format!("{shown} ({})", why.join("; ")));
+        }
+    }
+    let mut s = format!(
+        "config.json contradicts the tensors: llama.cpp would refuse the file the converter writes \
+         for it ({})",
+        r.message
+    );
+    for l in lines {
+        s.push_str("\n  ");
+        s.push_str(&l);
+    }
+    s
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::U32(n) => n.to_string(),
+        Value::I32(n) => n.to_string(),
+        Value::F32(f) => f.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Bool(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
 }
 
 /// A text model's tensor types: the converter's type (the intermediate file), then
