@@ -285,6 +285,14 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         t.ggml_type = ty;
     }
 
+    if !file_type.is_float() {
+        // llama-quantize writes each tensor with `ggml_n_dims` dimensions: outer dimensions of
+        // size 1 are dropped (a [1, n] router or token-type table becomes [n]).
+        for t in &mut tensors {
+            t.dims.truncate(mix_rules::ggml_n_dims(&t.dims));
+        }
+    }
+
     // Offsets, exactly as the GGUF writer will lay them out.
     let mut header = GgufHeader::default();
     for t in &mut tensors {
