@@ -412,6 +412,13 @@ fn choose_types(
         t.ggml_type = ty;
     }
 
+    if !file_type.is_float() {
+        // llama-quantize writes each tensor with `ggml_n_dims` dimensions: outer dimensions of
+        // size 1 are dropped (a [1, n] router or token-type table becomes [n]).
+        for t in tensors.iter_mut() {
+            t.dims.truncate(mix_rules::ggml_n_dims(&t.dims));
+        }
+    }
     Ok(())
 }
 
