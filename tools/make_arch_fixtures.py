@@ -101,6 +101,9 @@ def fixture_bits(name: str, dtype: str, n: int) -> bytes:
     if dtype == "F16":
         bits = (sign << np.uint64(15)) | ((np.uint64(7) + e) << np.uint64(10)) | (hi & np.uint64(0x3FF))
         return bits.astype("<u2").tobytes()
+    if dtype == "F8_E4M3":
+        bits = (sign << np.uint64(7)) | ((e % np.uint64(6) + np.uint64(4)) << np.uint64(3)) | (hi & np.uint64(7))
+        return bits.astype("u1").tobytes()
     raise SystemExit(f"{name}: no generator for dtype {dtype}")
 
 
@@ -333,6 +336,27 @@ FIXTURES = [
         ],
     },
     {
+        "name": "deepseek3-fp8-blocks",
+        "class": "DeepseekV3ForCausalLM",
+        "tokenizer": "wordpiece",
+        "exercises": "DeepSeek-V3 shipped as FP8 (F8_E4M3 Linear weights with F32 weight_scale_inv, "
+        "quantization_config fp8 with 16x16 blocks): dequantized with partial edge blocks in both "
+        "directions (72-row FFN, 24-row q_a/kv_a/experts), before the kv_b split and the expert "
+        "stacks; quantized types through the BF16 intermediate",
+        "fp8": {"block": [16, 16]},
+        "config": dict(
+            model_type="deepseek_v3", vocab_size=BERT_VOCAB, hidden_size=32, intermediate_size=72,
+            moe_intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16,
+            qk_rope_head_dim=8, v_head_dim=16, head_dim=8, n_routed_experts=4, n_shared_experts=1,
+            num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
+            routed_scaling_factor=2.5, norm_topk_prob=True, scoring_func="sigmoid",
+            topk_method="noaux_tc", tie_word_embeddings=True,
+            max_position_embeddings=16384, rope_theta=10000.0,
+            bos_token_id=101, eos_token_id=102,
+        ),
+    },
+    {
         "name": "bert-mlm-cls",
         "class": "BertForMaskedLM",
         "tokenizer": "wordpiece",
@@ -364,8 +388,10 @@ FIXTURES = [
 # What each output is: (label, gmat export arguments, how the reference made it). The
 # compatibility contract (wiki/Home.md): float types as `convert_hf_to_gguf.py --outtype`,
 # quantized types as llama-quantize applied to `--outtype <source dtype>`. Q8_0 is also
-# compared with the converter's own `--outtype q8_0` ("Q8_0-convert").
-def outputs(src):
+# compared with the converter's own `--outtype q8_0` ("Q8_0-convert"), except for FP8 checkpoints:
+# there the converter's q8_0 quantizes the f32 dequantized values while llama-quantize reads the
+# BF16 file, and gmat's Q8_0 follows llama-quantize.
+def outputs(src, fx=None):
     lo = src.lower()
     outs = [(src, ["--type", src], f"convert_hf_to_gguf.py --outtype {lo}")]
     if src == "F16":
@@ -376,6 +402,8 @@ def outputs(src):
         ("Q4_K_M", ["--type", "Q4_K_M"], f"llama-quantize <{lo}> Q4_K_M"),
         ("Q6_K-pure", ["--type", "Q6_K", "--pure"], f"llama-quantize --pure <{lo}> Q6_K"),
     ]
+    if fx is not None and "fp8" in fx:
+        outs = [o for o in outs if o[0] != "Q8_0-convert"]
     return outs
 
 
@@ -463,6 +491,18 @@ def build_model(fx, hf):
     torch.manual_seed(0)
     model = cls._from_config(config, torch_dtype=dtype)
     model.save_pretrained(hf, safe_serialization=True)
+    if "fp8" in fx:
+        # the checkpoint's quantization_config, as DeepSeek-V3's config.json has it
+        cfg_path = os.path.join(hf, "config.json")
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        saved["quantization_config"] = {
+            "activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+            "weight_block_size": fx["fp8"]["block"],
+        }
+        with open(cfg_path, "w") as f:
+            json.dump(saved, f, indent=2, sort_keys=True)
+            f.write("\n")
 
     # rewrite model.safetensors: same names, dtypes, shapes, order and metadata; generated values
     path = os.path.join(hf, "model.safetensors")
@@ -472,10 +512,21 @@ def build_model(fx, hf):
     header = json.loads(buf[8 : 8 + n])
     meta = header.pop("__metadata__", None)
     items = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
-    size = {"BF16": 2, "F16": 2, "F32": 4}
+    size = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1}
     st_dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[fx.get("dtype", "bfloat16")]
     for name, shape in fx.get("extra_tensors", []):
         items.append((name, {"dtype": st_dtype, "shape": shape}))
+    if "fp8" in fx:
+        # FP8 checkpoints as DeepSeek-V3 ships them: the Linear weights in F8_E4M3, each with
+        # an F32 `<name>_scale_inv` of block scales (ceil(rows/b0) x ceil(cols/b1))
+        b0, b1 = fx["fp8"]["block"]
+        fp8 = []
+        for name, info in items:
+            if name.endswith("_proj.weight") and len(info["shape"]) == 2:
+                info["dtype"] = "F8_E4M3"
+                rows, cols = info["shape"]
+                fp8.append((name + "_scale_inv", {"dtype": "F32", "shape": [-(-rows // b0), -(-cols // b1)]}))
+        items.extend(fp8)
     tensors = []
     for name, info in items:
         count = int(np.prod(info["shape"])) if info["shape"] else 1
@@ -556,11 +607,11 @@ def convert(fx, work, hf):
     src = source_type(fx)
     files = {}
     conv = ref_convert.split()
-    for label, args, how in outputs(src):
+    for label, args, how in outputs(src, fx):
         files[label] = os.path.join(work, f"{label}.gguf")
         if how.startswith("convert_hf_to_gguf.py"):
             run(conv + [link, "--outtype", how.split()[-1], "--outfile", files[label]], log)
-    for label, args, how in outputs(src):
+    for label, args, how in outputs(src, fx):
         if how.startswith("llama-quantize"):
             pure = ["--pure"] if "--pure" in args else []
             run(["llama-quantize"] + pure + [files[src], files[label], how.split()[-1]], log)
@@ -685,7 +736,7 @@ def make(fx, vers):
         with open(os.path.join(dest, "tensors.json"), "w") as f:
             f.write("[\n" + ",\n".join(json.dumps(t) for t in tensors) + "\n]\n")
         expected = {"reference": vers, "outputs": {}}
-        for label, args, how in outputs(ref_type):
+        for label, args, how in outputs(ref_type, fx):
             d = digest(files[label])
             expected["outputs"][label] = {"gmat_export": args, "reference": how, **d}
         write_expected(os.path.join(dest, "expected.json"), expected)
@@ -724,7 +775,7 @@ def write_expected(path, e):
 def readme(fx, ref_type, vers):
     v = ", ".join(f"{k} {x}" for k, x in vers.items())
     omitted = "".join(f", without {f}" for f in fx.get("omit", []))
-    outs = "; ".join(f"{label}: `{how}`" for label, _, how in outputs(ref_type))
+    outs = "; ".join(f"{label}: `{how}`" for label, _, how in outputs(ref_type, fx))
     return f"""# {fx["name"]}
 
 {fx["class"]} ({fx.get("dtype", "bfloat16")}), tokenizer `{fx["tokenizer"]}`
