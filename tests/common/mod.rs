@@ -16,24 +16,8 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The reference kit of small HF models with the converter's GGUFs (`../shared` beside the
-/// clone, as in CI, or `$GMAT_REFERENCE_MODELS`), or `None` after printing that `test` is
-/// skipped: a user's clone has no kit, and the same checks run on `testdata/` fixtures.
-pub fn kit(test: &str) -> Option<PathBuf> {
-    let p = std::env::var_os("GMAT_REFERENCE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/reference/models"));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipped {test}: needs the reference kit at {} (shared/reference/models beside the \
-             clone, or set GMAT_REFERENCE_MODELS)",
-            p.display()
-        );
-        None
-    }
-}
+#[allow(unused_imports)]
+pub use gmat::testkit::kit;
 
 /// Runs gmat with `args`.
 pub fn gmat(args: &[&str]) -> Output {
