@@ -324,6 +324,10 @@ pub struct TypeOptions {
     /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
     #[arg(long)]
     pub leave_output_tensor: bool,
+    /// Let tensors the converter already writes quantized (gpt-oss's MXFP4 experts) be
+    /// quantized to another type, as llama-quantize --allow-requantize.
+    #[arg(long)]
+    pub allow_requantize: bool,
 }
 
 /// The type options together with whether an importance matrix is given (which changes a few
@@ -412,6 +416,35 @@ pub fn check_imatrix(
                  or give such tensors another type",
                 t.name,
                 types[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// llama-quantize's refusal to requantize: the first tensor (in quantize order) that is already
+/// quantized in the converter's file (`types_in`) and would get another type, unless
+/// `--allow-requantize`.
+pub fn check_requantize(
+    tensors: &[TensorDesc],
+    types: &[GgmlType],
+    opts: &MixOptions,
+) -> Result<()> {
+    if opts.allow_requantize {
+        return Ok(());
+    }
+    for i in quantize_order(tensors.iter().map(|t| t.name)) {
+        let t = &tensors[i];
+        if t.ty.is_quantized() && types[i] != t.ty {
+            bail!(
+                "tensor {} is {} in the converter's file and would become {}: requantizing from \
+                 type {} is disabled, as in llama-quantize; keep it {} (file type MXFP4_MOE for \
+                 MXFP4 experts) or allow it with --allow-requantize",
+                t.name,
+                t.ty,
+                types[i],
+                t.ty,
+                t.ty
             );
         }
     }
