@@ -1,6 +1,7 @@
 # gmat — build, example, tests, benchmarks.
 #   make install   build and install the `gmat` binary (cargo install)
-#   make example   import + export example/tiny_llm into out/example and show what was made
+#   make example   import + export example/tiny_llm into out/example, and the vision-language
+#                  example/kimi2 (text GGUF + vision projector GGUF), and show what was made
 #   make test      the test suite (what CI runs)
 #   make lint      rustfmt check + clippy with warnings as errors
 #   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh):
@@ -30,7 +31,9 @@ example: build
 	$(GMAT) export --model $(OUT)/model.gmat --config $(OUT)/export_config.json -o $(OUT)/tiny_llm-Q8_0.gguf
 	$(GMAT) export --model $(OUT)/model.gmat --type BF16 -o $(OUT)/tiny_llm-BF16.gguf
 	$(GMAT) export --model $(OUT)/model.gmat --type Q8_0 --dry-run | tail -n 4
-	@echo; echo "made:"; ls -la $(OUT) $(OUT)/model.gmat | sed 's/^/  /'
+	$(GMAT) import -q --model example/kimi2/hf -o $(OUT)/kimi2
+	$(GMAT) export --model $(OUT)/kimi2 --type Q4_K_M -o $(OUT)/kimi2/kimi2-Q4_K_M.gguf
+	@echo; echo "made:"; ls -la $(OUT) $(OUT)/model.gmat $(OUT)/kimi2 | sed 's/^/  /'
 
 test:
 	$(CARGO) test --locked

@@ -16,5 +16,5 @@ pub mod plan;
 pub mod quant;
 pub mod source;
 pub mod store;
-#[cfg(test)]
-mod testkit;
+#[doc(hidden)]
+pub mod testkit;

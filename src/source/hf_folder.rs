@@ -23,6 +23,8 @@ pub const SIDE_FILES: &[&str] = &[
     "chat_template.jinja",
     "chat_template.json",
     "preprocessor_config.json",
+    "processor_config.json",
+    "tiktoken.model",
     "modules.json",
 ];
 

@@ -130,10 +130,18 @@ impl ArchSpec for Deepseek2 {
     }
 
     fn set_vocab(&self, cx: &Cx, kv: &mut Kv) -> Result<()> {
-        // The converter falls back to a tiktoken reader (Kimi-K2) when the GPT-2 path fails.
-        tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv).map_err(|e| {
-            e.context("DeepSeek vocabularies other than a tokenizer.json BPE (the tiktoken Kimi-K2 reader) are not supported")
-        })
+        if !cx.md.is_file("tokenizer.json") && cx.md.is_file("tiktoken.model") {
+            // The converter's fallback: AutoTokenizer with remote code, merges rebuilt from the
+            // tiktoken ranks, pre-tokenizer "kimi-k2".
+            bail!(
+                "{} is a tiktoken vocabulary (Kimi's remote-code TikTokenTokenizer), which gmat \
+                 does not read yet: the converter rebuilds its BPE merges from the ranks and \
+                 needs the tokenization_kimi.py code; give the model a tokenizer.json (a fast \
+                 tokenizer saved with transformers) to export it",
+                cx.md.path("tiktoken.model").display()
+            );
+        }
+        tokenizer::set_vocab_gpt2(cx.md, cx.hp.json(), kv)
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 
 use crate::arch::kv::Kv;
-use crate::arch::tensors::{Data, OutTensor};
+use crate::arch::tensors::{Data, OutTensor, SourceTensor};
 use crate::arch::{tokenizer, ArchSpec, Cx, Hparams, TensorKind};
 
 /// The converter's `Phi3MiniModel`.
@@ -65,7 +65,12 @@ impl ArchSpec for Phi3 {
         Ok(())
     }
 
-    fn extra_tensors(&self, cx: &Cx, kv: &mut Kv) -> Result<Vec<OutTensor>> {
+    fn extra_tensors(
+        &self,
+        cx: &Cx,
+        _sources: &[SourceTensor],
+        kv: &mut Kv,
+    ) -> Result<Vec<OutTensor>> {
         let hp = cx.hp;
         let rope = hp.rope_parameters();
         let g = Geometry::of(hp)?;

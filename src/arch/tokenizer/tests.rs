@@ -390,3 +390,15 @@ fn spm_padding_and_added_tokens() {
         Some(Value::String("llama".into()))
     );
 }
+
+#[test]
+fn tiktoken_vocabularies_are_refused_with_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    write(tmp.path(), "config.json", br#"{"vocab_size": 10}"#);
+    write(tmp.path(), "tiktoken.model", b"IQ== 0\n");
+    let e = err(tmp.path(), "deepseek2");
+    assert!(
+        e.contains("tiktoken.model") && e.contains("tokenizer.json"),
+        "{e}"
+    );
+}
