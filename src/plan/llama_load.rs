@@ -290,6 +290,7 @@ pub fn check(metadata: &[(String, Value)], tensors: &[(String, Vec<u64>)]) -> Re
             | "phi3"
             | "deepseek2"
             | "bert"
+            | "gpt-oss"
     ) {
         return Ok(());
     }
@@ -311,6 +312,7 @@ pub fn check(metadata: &[(String, Value)], tensors: &[(String, Vec<u64>)]) -> Re
         "phi3" => phi3(&mut l, &h)?,
         "deepseek2" => deepseek2(&mut l, &h)?,
         "bert" => bert(&mut l, &h)?,
+        "gpt-oss" => gpt_oss(&mut l, &h)?,
         _ => {}
     }
     l.done()
@@ -874,6 +876,74 @@ fn deepseek2(l: &mut Loader, h: &H) -> Res<()> {
     Ok(())
 }
 
+/// `llama_model_openai_moe::load_arch_hparams` and `load_arch_tensors` (models/openai-moe.cpp).
+fn gpt_oss(l: &mut Loader, h: &H) -> Res<()> {
+    let fe = l
+        .u32("expert_feed_forward_length", true)?
+        .unwrap_or(P::c(0));
+    l.u32("attention.sliding_window", true)?;
+    output(l, h, true)?;
+    let (e, x) = (&h.n_embd, &h.n_expert);
+    let q = h.n_head.mul(&h.n_rot);
+    let kv = h.n_head_kv.mul(&h.n_rot);
+    for i in 0..h.n_layer.v {
+        l.req(
+            &format!("blk.{i}.attn_norm.weight"),
+            std::slice::from_ref(e),
+        )?;
+        l.req(
+            &format!("blk.{i}.post_attention_norm.weight"),
+            std::slice::from_ref(e),
+        )?;
+        l.qkv(i, e, &q, &kv, &kv, true)?;
+        l.req(
+            &format!("blk.{i}.attn_output.weight"),
+            &[q.clone(), e.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.attn_sinks.weight"),
+            std::slice::from_ref(&h.n_head),
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_gate_inp.weight"),
+            &[e.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_gate_exps.weight"),
+            &[e.clone(), fe.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_down_exps.weight"),
+            &[fe.clone(), e.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_up_exps.weight"),
+            &[e.clone(), fe.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.attn_output.bias"),
+            std::slice::from_ref(e),
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_gate_inp.bias"),
+            std::slice::from_ref(x),
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_gate_exps.bias"),
+            &[fe.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_down_exps.bias"),
+            &[e.clone(), x.clone()],
+        )?;
+        l.req(
+            &format!("blk.{i}.ffn_up_exps.bias"),
+            &[fe.clone(), x.clone()],
+        )?;
+    }
+    Ok(())
+}
+
 fn bert(l: &mut Loader, h: &H) -> Res<()> {
     let types = match l.kv.get("tokenizer.ggml.token_type_count") {
         Some(Value::U32(n)) => P {
@@ -978,6 +1048,7 @@ pub fn config_keys(arch: &str, gguf_key: &str) -> ConfigKeys {
             "hidden_dim",
         ]),
         (_, "block_count") => FirstOf(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"]),
+        (_, "attention.sliding_window") => FirstOf(&["sliding_window"]),
         (_, "attention.head_count") => FirstOf(&["num_attention_heads", "n_head", "n_heads"]),
         (_, "attention.head_count_kv") => {
             FirstOf(&["num_key_value_heads", "n_kv_heads", "n_head_kv"])

@@ -710,10 +710,12 @@ fn auto_config(
             }
             match known(&t) {
                 Some(e) => e,
-                None => return Ok(raise(format!(
+                None => {
+                    return Ok(raise(format!(
                     "ValueError: model type {} is unknown to transformers {TRANSFORMERS_VERSION}",
                     model_type.as_ref().map_or(String::new(), py::str)
-                ))),
+                )))
+                }
             }
         }
         None => {

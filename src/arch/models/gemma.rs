@@ -288,7 +288,7 @@ fn gemma2_config(c: &mut Init) -> Py<()> {
 
 /// `["sliding_attention" if bool((i + 1) % pattern) else "full_attention" for i in
 /// range(num_hidden_layers)]`.
-fn alternating_layers(num_hidden_layers: &Json, pattern: &Json) -> Py<Json> {
+pub(crate) fn alternating_layers(num_hidden_layers: &Json, pattern: &Json) -> Py<Json> {
     let n = py::range_len(num_hidden_layers)?;
     let mut types = Vec::with_capacity(n);
     for i in 0..n {

@@ -9,8 +9,10 @@
 //! `.weight` suffix; `post_attention_layernorm` is this architecture's ATTN_POST_NORM.
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value as Json;
+use serde_json::{json, Value as Json};
 
+use super::gemma::alternating_layers;
+use crate::arch::auto_config::{or_none, py, py::Py, ConfigClass, Init};
 use crate::arch::kv::Kv;
 use crate::arch::tensors::{Data, Mxfp4Scales, OutTensor, SourceTensor, TensorSink};
 use crate::arch::transform::View;
@@ -26,6 +28,10 @@ impl ArchSpec for GptOss {
 
     fn hf_classes(&self) -> &'static [&'static str] {
         &["GptOssForCausalLM"]
+    }
+
+    fn config_classes(&self) -> &'static [&'static ConfigClass] {
+        &[&GPT_OSS_CONFIG]
     }
 
     fn filter_tensor(&self, name: &str) -> Option<String> {
@@ -205,6 +211,111 @@ fn repack(
         shape: vec![e, rows, nb * 32],
         data: Data::Pieces(vec![piece]),
     })
+}
+
+// transformers 4.57.6 configuration class of GptOssForCausalLM checkpoints: the defaults and
+// normalisations the converter's view of config.json gets (`auto_config`).
+
+/// `GptOssConfig` (models/gpt_oss/configuration_gpt_oss.py): `head_dim` is
+/// `hidden_size // num_attention_heads` only when config.json has it as null; `attention_bias`
+/// is always true unless config.json says otherwise; the default `rope_scaling` is yarn.
+pub const GPT_OSS_CONFIG: ConfigClass = ConfigClass {
+    name: "GptOssConfig",
+    model_type: "gpt_oss",
+    attribute_map: &[],
+    init: gpt_oss_config,
+};
+
+fn gpt_oss_config(c: &mut Init) -> Py<()> {
+    let a = c.args(&[
+        ("num_hidden_layers", json!(36)),
+        ("num_local_experts", json!(128)),
+        ("vocab_size", json!(201088)),
+        ("hidden_size", json!(2880)),
+        ("intermediate_size", json!(2880)),
+        ("head_dim", json!(64)),
+        ("num_attention_heads", json!(64)),
+        ("num_key_value_heads", json!(8)),
+        ("sliding_window", json!(128)),
+        ("rope_theta", json!(150000.0)),
+        ("tie_word_embeddings", json!(false)),
+        ("hidden_act", json!("silu")),
+        ("initializer_range", json!(0.02)),
+        ("max_position_embeddings", json!(131072)),
+        ("rms_norm_eps", json!(1e-5)),
+        (
+            "rope_scaling",
+            json!({
+                "rope_type": "yarn",
+                "factor": 32.0,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "truncate": false,
+                "original_max_position_embeddings": 4096
+            }),
+        ),
+        ("attention_dropout", json!(0.0)),
+        ("num_experts_per_tok", json!(4)),
+        ("router_aux_loss_coef", json!(0.9)),
+        ("output_router_logits", json!(false)),
+        ("use_cache", json!(true)),
+        ("layer_types", Json::Null),
+    ]);
+    c.set_args(
+        &a,
+        &[
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_local_experts",
+            "sliding_window",
+            "num_experts_per_tok",
+        ],
+    );
+    // num_key_value_heads: num_attention_heads when None (backward compatibility)
+    c.set(
+        "num_key_value_heads",
+        or_none(a.get("num_key_value_heads"), a.get("num_attention_heads")),
+    );
+    c.set_args(
+        &a,
+        &[
+            "hidden_act",
+            "initializer_range",
+            "rms_norm_eps",
+            "rope_theta",
+            "rope_scaling",
+            "attention_dropout",
+        ],
+    );
+    // head_dim: hidden_size // num_attention_heads when None
+    let head_dim = match a.get("head_dim") {
+        Json::Null => py::floordiv(c.attr("hidden_size")?, c.attr("num_attention_heads")?)?,
+        d => d,
+    };
+    c.set("head_dim", head_dim);
+    c.set_args(&a, &["layer_types"]);
+    // layer_types: sliding and full attention alternating
+    if a.get("layer_types").is_null() {
+        let types = alternating_layers(&a.get("num_hidden_layers"), &json!(2))?;
+        c.set("layer_types", types);
+    }
+    c.layer_type_validation(c.attr("layer_types")?, c.attr("num_hidden_layers")?)?;
+    c.set("attention_bias", json!(true));
+    c.set_args(
+        &a,
+        &[
+            "max_position_embeddings",
+            "router_aux_loss_coef",
+            "output_router_logits",
+            "use_cache",
+        ],
+    );
+    c.rope_type_from_type()?;
+    c.rope_config_validation()?;
+    c.base(&[("tie_word_embeddings", a.get("tie_word_embeddings"))])
 }
 
 #[cfg(test)]
