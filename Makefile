@@ -8,6 +8,8 @@
 #                  quantizer throughput per type (bench-quant), the store's size and speed per
 #                  encoding (bench-store) and end to end (bench/run.sh)
 #   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
+#   make parity-configs  config.json ablation against the converter (bench/parity_configs.py;
+#                  ARGS="--subset" for the quicker run, ARGS="--models llama-tiny" for one model)
 
 CARGO ?= cargo
 GMAT := target/release/gmat
@@ -15,7 +17,7 @@ OUT := out/example
 
 REF_ENV := $${GMAT_REF:-$$HOME/.cache/gmat-ref}/env.sh
 
-.PHONY: build install example test lint bench bench-quant bench-store quant-diff parity clean
+.PHONY: build install example test lint bench bench-quant bench-store quant-diff parity parity-configs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -57,6 +59,9 @@ quant-diff:
 
 parity: build
 	bash bench/parity.sh
+
+parity-configs: build
+	. $(REF_ENV) && nice -n 10 $$REF_PY bench/parity_configs.py convert gmat fixtures report $(ARGS)
 
 clean:
 	rm -rf out target

@@ -737,8 +737,9 @@ fn deepseek2(l: &mut Loader, h: &H) -> Res<()> {
     let n_vocab_kv = l.u32("vocab_size", false)?.unwrap_or(h.n_vocab.clone());
     let lite = matches!(h.n_layer.v, 26 | 27) || (h.n_layer.v == 48 && n_vocab_kv.v == 128_256);
     let dense_lead = l.u32_or("leading_dense_block_count", P::c(0))?;
+    // a lite model's q_lora_rank is not read (0: attn_q, whatever the key says)
     let q_lora = if lite {
-        l.u32_or("attention.q_lora_rank", P::c(0))?
+        P::c(0)
     } else {
         l.u32("attention.q_lora_rank", true)?.unwrap_or(P::c(0))
     };

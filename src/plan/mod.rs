@@ -9,6 +9,9 @@ pub mod per_tensor;
 pub mod split;
 pub mod type_rules;
 
+#[cfg(test)]
+mod ablation_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
