@@ -9,6 +9,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod content_hash;
+pub mod escape;
+pub mod fsio;
 pub mod gguf;
 pub mod mapped;
 pub mod pipeline;
