@@ -11,6 +11,8 @@ pub mod config;
 pub mod content_hash;
 pub mod escape;
 pub mod fsio;
+#[cfg(test)]
+mod fuzz;
 pub mod gguf;
 pub mod mapped;
 pub mod pipeline;
