@@ -16,12 +16,12 @@ GPT-2 BPE (kimivl-tiny), padded to the vocabulary, since Kimi's own is tiktoken-
 import json
 import os
 import shutil
-import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 from make_kimi2_example import config, tensors  # noqa: E402
+from sparse import write_sparse_shards  # noqa: E402
 
 KIT = os.path.join(HERE, "..", "..", "shared", "reference", "models", "kimivl-tiny", "hf")
 TEXT = dict(
@@ -38,40 +38,13 @@ SHARDS = 7
 def main():
     out = sys.argv[1]
     shapes = tensors(TEXT, VISION, tie=False)
-    names = list(shapes)
-    size = {n: 2 * eval("*".join(map(str, shapes[n]))) for n in names}
-    total = sum(size.values())
-    os.makedirs(out, exist_ok=True)
-    per, groups, cur, acc = total / SHARDS, [], [], 0
-    for n in names:
-        cur.append(n)
-        acc += size[n]
-        if acc >= per * (len(groups) + 1) and len(groups) < SHARDS - 1:
-            groups.append(cur)
-            cur = []
-    groups.append(cur)
-    wm = {}
-    for k, g in enumerate(groups):
-        fn = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
-        header, off = {"__metadata__": {"format": "pt"}}, 0
-        for n in g:
-            header[n] = {"dtype": "BF16", "shape": list(shapes[n]), "data_offsets": [off, off + size[n]]}
-            off += size[n]
-            wm[n] = fn
-        h = json.dumps(header, separators=(",", ":")).encode()
-        h += b" " * ((8 - len(h) % 8) % 8)
-        path = os.path.join(out, fn)
-        with open(path, "wb") as f:
-            f.write(struct.pack("<Q", len(h)) + h)
-        os.truncate(path, 8 + len(h) + off)
-    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f, indent=1)
+    total, files = write_sparse_shards(out, shapes, SHARDS, metadata={"format": "pt"})
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config(TEXT, VISION, tie=False), f, indent=2)
     for n in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "preprocessor_config.json"]:
         shutil.copyfile(os.path.join(KIT, n), os.path.join(out, n))
-    print(f"{out}: {total / 2 / 1e9:.2f}B parameters, {len(names)} tensors, "
-          f"{total / 2**30:.1f} GiB apparent, {len(groups)} sparse shards")
+    print(f"{out}: {total / 2 / 1e9:.2f}B parameters, {len(shapes)} tensors, "
+          f"{total / 2**30:.1f} GiB apparent, {files} sparse shards")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import shutil
-import struct
+
+from sparse import write_sparse_shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KIT = os.path.join(HERE, "..", "..", "shared", "reference", "models", "llama-tiny", "hf")
@@ -36,34 +37,7 @@ def main():
             p + "self_attn.v_proj.weight": (kv * hd, hidden), p + "self_attn.o_proj.weight": (hidden, heads * hd),
             p + "mlp.gate_proj.weight": (ffn, hidden), p + "mlp.up_proj.weight": (ffn, hidden),
             p + "mlp.down_proj.weight": (hidden, ffn)})
-    names = sorted(shapes)
-    size = {n: 2 * eval("*".join(map(str, shapes[n]))) for n in names}
-    total = sum(size.values())
-    os.makedirs(a.out, exist_ok=True)
-    per, groups, cur, acc = total / a.shards, [], [], 0
-    for n in names:
-        cur.append(n)
-        acc += size[n]
-        if acc >= per * (len(groups) + 1) and len(groups) < a.shards - 1:
-            groups.append(cur)
-            cur = []
-    groups.append(cur)
-    wm = {}
-    for k, g in enumerate(groups):
-        fn = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
-        header, off = {}, 0
-        for n in g:
-            header[n] = {"dtype": "BF16", "shape": list(shapes[n]), "data_offsets": [off, off + size[n]]}
-            off += size[n]
-            wm[n] = fn
-        h = json.dumps(header, separators=(",", ":")).encode()
-        h += b" " * ((8 - len(h) % 8) % 8)
-        path = os.path.join(a.out, fn)
-        with open(path, "wb") as f:
-            f.write(struct.pack("<Q", len(h)) + h)
-        os.truncate(path, 8 + len(h) + off)
-    with open(os.path.join(a.out, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f, indent=1)
+    total, files = write_sparse_shards(a.out, {n: shapes[n] for n in sorted(shapes)}, a.shards)
     cfg = {"architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
            "hidden_size": hidden, "intermediate_size": ffn, "max_position_embeddings": 131072,
            "model_type": "llama", "num_attention_heads": heads, "num_hidden_layers": a.layers,
@@ -75,7 +49,7 @@ def main():
         json.dump(cfg, f, indent=2)
     for n in ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]:
         shutil.copyfile(os.path.join(KIT, n), os.path.join(a.out, n))
-    print(f"{a.out}: {total / 2 / 1e9:.1f}B parameters, {total / 2**30:.1f} GiB apparent, {len(groups)} sparse shards")
+    print(f"{a.out}: {total / 2 / 1e9:.1f}B parameters, {total / 2**30:.1f} GiB apparent, {files} sparse shards")
 
 
 if __name__ == "__main__":

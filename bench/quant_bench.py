@@ -58,9 +58,9 @@ MAX_ROWS = 4096
 # Every type gmat writes.
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
          "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ3_XXS", "IQ3_S", "IQ2_XXS", "IQ2_XS", "IQ2_S",
-         "IQ1_S", "IQ1_M"]
+         "IQ1_S", "IQ1_M", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 # Types whose ggml quantizer ignores importance weights (no imatrix variant).
-NO_IMATRIX = {"Q8_0", "TQ1_0", "TQ2_0"}
+NO_IMATRIX = {"Q8_0", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"}
 
 
 def cases(types, o):

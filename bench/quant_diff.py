@@ -9,7 +9,8 @@ The golden vectors (testdata/quant) hold a dozen short rows; this quantizes a fe
 of 4096 in which every group of 16 values is drawn from a different kind (zeros, constants,
 gaussians at scales from subnormal to 1e30, sparse, ternary, lone outliers, ...), so blocks and
 sub-blocks of one super-block take different paths through the searches, with no importance
-weights, with ordinary ones and with ones that are zero over whole blocks. It compares the
+weights, with ordinary ones and with ones that are zero over whole blocks (types whose ggml
+quantizer ignores the weights get one weighted run, which must give the same bytes). It compares the
 SHA-256 of gmat's bytes (examples/quant_bench.rs) with ggml's (ggml_quantize_chunk via ctypes).
 """
 import argparse
@@ -88,8 +89,9 @@ def main():
             w.tofile(imx[name][0])
         for t in [s.strip().upper() for s in args.types.split(",") if s.strip()]:
             variants = [] if o.requires_imatrix(t) else [None]
-            if t not in NO_IMATRIX:
-                variants += ["w1", "w2"]
+            # types that ignore importance weights get one weighted run: ggml may still take
+            # another path with them (Q1_0 and Q2_0 quantize row by row), the bytes must not change
+            variants += ["w1"] if t in NO_IMATRIX else ["w1", "w2"]
             top = 6 if t.startswith("IQ") and t not in ("IQ4_NL", "IQ4_XS") else 30
             x, data = xs[top], paths[top]
             for v in variants:

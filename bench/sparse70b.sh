@@ -19,14 +19,7 @@ M=$W/llama-70b-sparse
 [ -f "$M/config.json" ] || python3 "$HERE/make_sparse_model.py" "$M"
 echo "model: $M ($(du -sh --apparent-size "$M" | cut -f1) apparent, $(du -sh "$M" | cut -f1) on disk)"
 
-step() { # name, command...
-  local name=$1; shift
-  /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > "$W/$name.log" 2>&1 \
-    || { echo "$name failed, see $W/$name.log"; return 1; }
-  read -r wall user sys rss < "$W/time.txt"
-  printf "%-28s wall %8.2f s  cpu %8.2f s  peak RSS %8.1f MiB\n" "$name" "$wall" \
-    "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
-}
+. "$HERE/step.sh"
 
 rm -rf "$W/store"
 step "gmat import" "$GMAT" import -q --model "$M" -o "$W/store"

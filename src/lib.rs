@@ -20,5 +20,5 @@ pub mod plan;
 pub mod quant;
 pub mod source;
 pub mod store;
-#[cfg(test)]
-mod testkit;
+#[doc(hidden)]
+pub mod testkit;

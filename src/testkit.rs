@@ -1,7 +1,7 @@
-//! Unit-test access to the reference kit: small HF models with llama.cpp's converter output,
-//! at `../shared/reference/models` beside the clone (or `$GMAT_REFERENCE_MODELS`). A user's
-//! clone has no kit: tests that need it then skip with a message naming it, and their core
-//! checks run on the fixtures in `testdata/`.
+//! Test access to the reference kit (unit and integration tests; not part of gmat's API): small
+//! HF models with llama.cpp's converter output, at `../shared/reference/models` beside the clone
+//! (or `$GMAT_REFERENCE_MODELS`). A user's clone has no kit: tests that need it then skip with a
+//! message naming it, and their core checks run on the fixtures in `testdata/`.
 
 use std::path::PathBuf;
 

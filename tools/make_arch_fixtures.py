@@ -101,6 +101,11 @@ def fixture_bits(name: str, dtype: str, n: int) -> bytes:
     if dtype == "F16":
         bits = (sign << np.uint64(15)) | ((np.uint64(7) + e) << np.uint64(10)) | (hi & np.uint64(0x3FF))
         return bits.astype("<u2").tobytes()
+    if dtype == "U8":
+        # MXFP4 checkpoints: E8M0 scales near 2^0, any 4-bit codes
+        if name.endswith("_scales"):
+            return (np.uint64(119) + e).astype("u1").tobytes()
+        return (hi & np.uint64(0xFF)).astype("u1").tobytes()
     if dtype == "F8_E4M3":
         bits = (sign << np.uint64(7)) | ((e % np.uint64(6) + np.uint64(4)) << np.uint64(3)) | (hi & np.uint64(7))
         return bits.astype("u1").tobytes()
@@ -357,6 +362,44 @@ FIXTURES = [
         ),
     },
     {
+        "name": "gpt-oss-mxfp4",
+        "class": "GptOssForCausalLM",
+        "tokenizer": "wordpiece",
+        "exercises": "gpt-oss shipped as OpenAI ships it: MXFP4 experts (gate_up_proj/down_proj "
+        "_blocks + _scales) repacked into ggml MXFP4 without requantizing (gate/up interleaved "
+        "rows split), expert biases split even/odd, attention sinks, router with bias, "
+        "alternating sliding-window layers, YaRN; float files written as MXFP4_MOE",
+        "mxfp4": True,
+        "config": dict(
+            model_type="gpt_oss", vocab_size=BERT_VOCAB, hidden_size=64, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=32,
+            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=4096,
+            rope_theta=150000.0,
+            rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                          "truncate": False, "original_max_position_embeddings": 4096},
+            tie_word_embeddings=False, bos_token_id=101, eos_token_id=102, pad_token_id=0,
+        ),
+    },
+    {
+        "name": "gpt-oss-bf16",
+        "class": "GptOssForCausalLM",
+        "tokenizer": "wordpiece",
+        "exercises": "gpt-oss with BF16 experts (a fine-tune saved by transformers): "
+        "gate_up_proj [experts, hidden, 2 ff] transposed and split into even (gate) and odd (up) "
+        "rows, down_proj transposed, biases split even/odd, attention sinks",
+        "config": dict(
+            model_type="gpt_oss", vocab_size=BERT_VOCAB, hidden_size=64, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            num_local_experts=4, num_experts_per_tok=2, sliding_window=32,
+            layer_types=["sliding_attention", "full_attention"], max_position_embeddings=4096,
+            rope_theta=150000.0,
+            rope_scaling={"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                          "truncate": False, "original_max_position_embeddings": 4096},
+            tie_word_embeddings=False, bos_token_id=101, eos_token_id=102, pad_token_id=0,
+        ),
+    },
+    {
         "name": "bert-mlm-cls",
         "class": "BertForMaskedLM",
         "tokenizer": "wordpiece",
@@ -402,8 +445,19 @@ def outputs(src, fx=None):
         ("Q4_K_M", ["--type", "Q4_K_M"], f"llama-quantize <{lo}> Q4_K_M"),
         ("Q6_K-pure", ["--type", "Q6_K", "--pure"], f"llama-quantize --pure <{lo}> Q6_K"),
     ]
-    if fx is not None and "fp8" in fx:
+    if fx is not None and ("fp8" in fx or fx.get("mxfp4")):
         outs = [o for o in outs if o[0] != "Q8_0-convert"]
+    if fx is not None and fx.get("mxfp4"):
+        # MXFP4 experts stay MXFP4 in the converter's float files (written as MXFP4_MOE);
+        # llama-quantize refuses to requantize them unless --allow-requantize. Its default
+        # outtype (f16) and llama-quantize's MXFP4_MOE (experts copied) are checked too.
+        outs = [
+            (label, args + ["--allow-requantize"], how.replace("llama-quantize", "llama-quantize --allow-requantize"))
+            if how.startswith("llama-quantize") else (label, args, how)
+            for label, args, how in outs
+        ]
+        outs.insert(1, ("F16", ["--type", "F16"], "convert_hf_to_gguf.py --outtype f16"))
+        outs.append(("MXFP4_MOE", ["--type", "MXFP4_MOE"], f"llama-quantize <{lo}> MXFP4_MOE"))
     return outs
 
 
@@ -491,6 +545,18 @@ def build_model(fx, hf):
     torch.manual_seed(0)
     model = cls._from_config(config, torch_dtype=dtype)
     model.save_pretrained(hf, safe_serialization=True)
+    if fx.get("mxfp4"):
+        cfg_path = os.path.join(hf, "config.json")
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        saved["quantization_config"] = {
+            "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                       "model.embed_tokens", "lm_head"],
+            "quant_method": "mxfp4",
+        }
+        with open(cfg_path, "w") as f:
+            json.dump(saved, f, indent=2, sort_keys=True)
+            f.write("\n")
     if "fp8" in fx:
         # the checkpoint's quantization_config, as DeepSeek-V3's config.json has it
         cfg_path = os.path.join(hf, "config.json")
@@ -512,10 +578,22 @@ def build_model(fx, hf):
     header = json.loads(buf[8 : 8 + n])
     meta = header.pop("__metadata__", None)
     items = sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0])
-    size = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1}
+    size = {"BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1, "U8": 1}
     st_dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[fx.get("dtype", "bfloat16")]
     for name, shape in fx.get("extra_tensors", []):
         items.append((name, {"dtype": st_dtype, "shape": shape}))
+    if fx.get("mxfp4"):
+        # gpt-oss as OpenAI ships it: expert weights as MXFP4 codes (`_blocks`, 16 bytes per 32
+        # values) and E8M0 scales (`_scales`), biases in BF16; names sorted as in the checkpoint
+        mx = []
+        for name, info in items:
+            if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj")):
+                e, a, b = info["shape"]  # [experts, in, out] in transformers' BF16 layout
+                mx.append((name + "_blocks", {"dtype": "U8", "shape": [e, b, a // 32, 16]}))
+                mx.append((name + "_scales", {"dtype": "U8", "shape": [e, b, a // 32]}))
+            else:
+                mx.append((name, info))
+        items = sorted(mx, key=lambda kv: kv[0])
     if "fp8" in fx:
         # FP8 checkpoints as DeepSeek-V3 ships them: the Linear weights in F8_E4M3, each with
         # an F32 `<name>_scale_inv` of block scales (ceil(rows/b0) x ceil(cols/b1))
@@ -589,7 +667,9 @@ def run(cmd, log):
         f.flush()
         r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)} (see {log})")
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        sys.exit(f"failed: {' '.join(cmd)}:\n{tail}")
 
 
 def source_type(fx):
@@ -613,8 +693,8 @@ def convert(fx, work, hf):
             run(conv + [link, "--outtype", how.split()[-1], "--outfile", files[label]], log)
     for label, args, how in outputs(src, fx):
         if how.startswith("llama-quantize"):
-            pure = ["--pure"] if "--pure" in args else []
-            run(["llama-quantize"] + pure + [files[src], files[label], how.split()[-1]], log)
+            flags = [a for a in ("--pure", "--allow-requantize") if a in args]
+            run(["llama-quantize"] + flags + [files[src], files[label], how.split()[-1]], log)
     return src, files
 
 

@@ -30,8 +30,12 @@ from ggml_quant_oracle import Oracle  # noqa: E402
 
 TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
          "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S",
-         "IQ1_S", "IQ1_M", "F16", "BF16"]
+         "IQ1_S", "IQ1_M", "F16", "BF16", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]
 N_PER_ROW = 512  # two super-blocks of 256, sixteen blocks of 32
+# Types whose ggml quantizer ignores importance weights, written compactly: the rows together with
+# and without weights (the weights must change nothing), then rows of their scale edge cases, with
+# no single-row repeats.
+COMPACT = {"MXFP4", "NVFP4", "Q1_0", "Q2_0"}
 
 
 def rows(rng, n):
@@ -54,6 +58,32 @@ def rows(rng, n):
     return out
 
 
+def edge_rows(rng, n):
+    """Scale edge cases of the MXFP4/NVFP4/Q1_0/Q2_0 conversions, each n long: block maxima
+    where the E8M0 exponent wraps (2^-126 <= amax < 2^-125) or log2f rounds up to the next power
+    of two, UE4M3 subnormal, saturating and rounding scales, ties between E2M1 codes, NaN and
+    infinities."""
+    g = rng.standard_normal(n).astype(np.float32)
+    e = 2.0 ** np.arange(-8, 8)  # the code values of each power-of-two scale, and midpoints
+    k = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0.5, 1.5, 2.5, 3.5, 5, 7, 10], np.float64)
+    ties = (k[None, :] * e[:, None]).ravel()
+    ties = np.concatenate([ties, -ties])
+    nonfinite = g.copy()
+    nonfinite[5::37] = np.inf
+    nonfinite[11::41] = -np.inf
+    nonfinite[17::43] = np.nan
+    nonfinite[64:128] = np.nan  # a whole NaN block of 64 (and half a Q1_0 block)
+    return {
+        "e8m0-wrap": (g * 2.0 ** -128).astype(np.float32) + np.float32(2.0 ** -126) * (np.arange(n) % 32 == 0),
+        "below-power-of-two": np.where(np.arange(n) % 32 == 3,
+                                       np.float32(np.nextafter(np.float32(2.0 ** 100), np.float32(0))),
+                                       g * 1e29).astype(np.float32),
+        "ue4m3-ranges": (g * 10.0 ** ((np.arange(n) // 16) % 16 - 10.0)).astype(np.float32),
+        "code-ties": np.resize(ties, n).astype(np.float32),
+        "nonfinite": nonfinite.astype(np.float32),
+    }
+
+
 def main():
     o = Oracle()
     types = sys.argv[1:] or TYPES
@@ -67,6 +97,13 @@ def main():
         w = (rng.uniform(0.0, 4.0, N_PER_ROW) ** 2).astype(np.float32)
         w[::53] = 0.0
         cases = []
+        if t in COMPACT:
+            cases.append(("all-rows", x, None))
+            cases.append(("all-rows-imatrix", x, w))
+            for name, r in edge_rows(rng, N_PER_ROW).items():
+                cases.append((name, r[None, :], None))
+            write(o, t, outdir, cases)
+            continue
         if not o.requires_imatrix(t):
             cases.append(("all-rows", x, None))
         cases.append(("all-rows-imatrix", x, w))
@@ -75,20 +112,24 @@ def main():
             cases.append((name + "-imatrix", r[None, :], w))
             if not o.requires_imatrix(t):
                 cases.append((name, r[None, :], None))
-        path = os.path.join(outdir, f"{t}.golden")
-        with open(path, "wb") as f:
-            for name, m, imx in cases:
-                blob = o.quantize(t, m, imatrix=imx)
-                y = o.dequantize(t, blob, m.shape).astype(np.float32)
-                nb = name.encode()
-                f.write(struct.pack("<I", len(nb)) + nb)
-                f.write(struct.pack("<IIB", m.shape[0], m.shape[1], imx is not None))
-                f.write(m.astype("<f4").tobytes())
-                if imx is not None:
-                    f.write(imx.astype("<f4").tobytes())
-                f.write(struct.pack("<I", len(blob)) + blob)
-                f.write(y.astype("<f4").tobytes())
-        print(f"{t}: {len(cases)} cases -> {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
+        write(o, t, outdir, cases)
+
+
+def write(o, t, outdir, cases):
+    path = os.path.join(outdir, f"{t}.golden")
+    with open(path, "wb") as f:
+        for name, m, imx in cases:
+            blob = o.quantize(t, m, imatrix=imx)
+            y = o.dequantize(t, blob, m.shape).astype(np.float32)
+            nb = name.encode()
+            f.write(struct.pack("<I", len(nb)) + nb)
+            f.write(struct.pack("<IIB", m.shape[0], m.shape[1], imx is not None))
+            f.write(m.astype("<f4").tobytes())
+            if imx is not None:
+                f.write(imx.astype("<f4").tobytes())
+            f.write(struct.pack("<I", len(blob)) + blob)
+            f.write(y.astype("<f4").tobytes())
+    print(f"{t}: {len(cases)} cases -> {os.path.relpath(path)} ({os.path.getsize(path)} bytes)")
 
 
 if __name__ == "__main__":

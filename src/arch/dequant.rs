@@ -26,6 +26,20 @@ pub struct BlockScale {
     pub block: Vec<u64>,
 }
 
+/// `prepare_metadata`: a float export of an MXFP4 checkpoint is written as
+/// `LLAMA_FTYPE_MOSTLY_MXFP4_MOE` (38), its experts kept MXFP4; otherwise `id` as it is.
+pub fn converter_file_type(hp: &Hparams, id: u32, is_float: bool) -> u32 {
+    let method = hp
+        .get("quantization_config")
+        .and_then(|q| q.get("quant_method"))
+        .and_then(Json::as_str);
+    if is_float && method == Some("mxfp4") {
+        38
+    } else {
+        id
+    }
+}
+
 /// Applies the checkpoint's `quantization_config` to the (filtered, in order) source tensors.
 pub fn dequant_model(hp: &Hparams, tensors: Vec<SourceTensor>) -> Result<Vec<SourceTensor>> {
     let Some(Json::Object(qc)) = hp.get("quantization_config") else {
@@ -37,8 +51,8 @@ pub fn dequant_model(hp: &Hparams, tensors: Vec<SourceTensor>) -> Result<Vec<Sou
         Some("fp8") => fp8(qc.get("weight_block_size"), tensors),
         Some(m) => bail!(
             "config.json: quantization_config.quant_method {m:?} is not supported (gmat \
-             dequantizes \"fp8\" checkpoints; the converter also reads bitnet, gptq, \
-             compressed-tensors and modelopt ones)"
+             dequantizes \"fp8\" checkpoints and keeps gpt-oss's \"mxfp4\" experts; the \
+             converter also reads bitnet, gptq, compressed-tensors and modelopt ones)"
         ),
     }
 }

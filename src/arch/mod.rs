@@ -102,11 +102,21 @@ pub trait ArchSpec: Sync {
         out.map_whole(t)
     }
 
-    /// `generate_extra_tensors`: tensors computed from config.json, written first (and the
-    /// keys some families add while computing them).
-    fn extra_tensors(&self, cx: &Cx, kv: &mut Kv) -> Result<Vec<OutTensor>> {
-        let _ = (cx, kv);
+    /// `generate_extra_tensors`: tensors computed from config.json or repacked from the
+    /// (filtered) source tensors, written first (and the keys some families add meanwhile).
+    fn extra_tensors(
+        &self,
+        cx: &Cx,
+        sources: &[SourceTensor],
+        kv: &mut Kv,
+    ) -> Result<Vec<OutTensor>> {
+        let _ = (cx, sources, kv);
         Ok(Vec::new())
+    }
+
+    /// `dequant_model`: quantized checkpoints dequantized before `modify_tensors`.
+    fn dequant_model(&self, cx: &Cx, tensors: Vec<SourceTensor>) -> Result<Vec<SourceTensor>> {
+        dequant::dequant_model(cx.hp, tensors)
     }
 
     /// `set_gguf_parameters`: the architecture's metadata keys (and `general.file_type`).
@@ -209,7 +219,6 @@ pub fn convert_tensors(
     sources: &[SourceTensor],
     kv: &mut Kv,
 ) -> Result<Vec<OutTensor>> {
-    let mut out = spec.extra_tensors(cx, kv)?;
     // index_tensors: filter_tensors at load time, a later duplicate name replacing the value
     let mut filtered: Vec<SourceTensor> = Vec::with_capacity(sources.len());
     let mut position: std::collections::HashMap<String, usize> = Default::default();
@@ -226,7 +235,8 @@ pub fn convert_tensors(
             }
         }
     }
-    let filtered = dequant::dequant_model(cx.hp, filtered)?;
+    let filtered = spec.dequant_model(cx, filtered)?;
+    let mut out = spec.extra_tensors(cx, &filtered, kv)?;
     let mut sink = TensorSink::new(cx.names);
     for t in &filtered {
         // "we don't need these"

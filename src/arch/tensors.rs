@@ -58,6 +58,7 @@ impl SourceTensor {
             view,
             op: ValueOp::None,
             scale: self.scale.clone(),
+            mxfp4: None,
         }
     }
 
@@ -83,6 +84,19 @@ pub struct Piece {
     pub op: ValueOp,
     /// The source's block scales: its values are dequantized before the view and the op.
     pub scale: Option<BlockScale>,
+    /// For a checkpoint's MXFP4 weights (gpt-oss): the source holds the 4-bit codes (16 bytes
+    /// per block of 32 values, two codes a byte) and this the E8M0 scales (one byte a block);
+    /// the piece is ggml MXFP4 blocks repacked from both (`repack_mxfp4`), no values change.
+    pub mxfp4: Option<Mxfp4Scales>,
+}
+
+/// The scale bytes of MXFP4 blocks: a view of the scale tensor with one element per block, in
+/// the same order as the blocks of the piece's view.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Mxfp4Scales {
+    /// Position of the scale tensor in the store's tensor list.
+    pub source: usize,
+    pub view: View,
 }
 
 impl Piece {

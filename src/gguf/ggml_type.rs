@@ -44,6 +44,9 @@ pub enum GgmlType {
     TQ1_0 = 34,
     TQ2_0 = 35,
     MXFP4 = 39,
+    NVFP4 = 40,
+    Q1_0 = 41,
+    Q2_0 = 42,
 }
 
 /// Elements of a K-quant (and IQ/TQ) super-block (`QK_K`, ggml-common.h).
@@ -55,6 +58,14 @@ pub const QK_LEGACY: usize = 32;
 pub const QK8_0: usize = 32;
 /// Elements of an IQ4_NL block (`QK4_NL`, ggml-common.h).
 pub const QK4_NL: usize = 32;
+/// Elements of an MXFP4 block (`QK_MXFP4`, ggml-common.h).
+pub const QK_MXFP4: usize = 32;
+/// Elements of an NVFP4 block (`QK_NVFP4`, ggml-common.h): four sub-blocks of 16.
+pub const QK_NVFP4: usize = 64;
+/// Elements of a Q1_0 block (`QK1_0`, ggml-common.h).
+pub const QK1_0: usize = 128;
+/// Elements of a Q2_0 block (`QK2_0`, ggml-common.h).
+pub const QK2_0: usize = 64;
 
 /// (type, name, elements per block, bytes per block), from ggml.c `type_traits`.
 const TABLE: &[(GgmlType, &str, usize, usize)] = &[
@@ -89,7 +100,10 @@ const TABLE: &[(GgmlType, &str, usize, usize)] = &[
     (GgmlType::BF16, "BF16", 1, 2),
     (GgmlType::TQ1_0, "TQ1_0", QK_K, 54),
     (GgmlType::TQ2_0, "TQ2_0", QK_K, 66),
-    (GgmlType::MXFP4, "MXFP4", 32, 17),
+    (GgmlType::MXFP4, "MXFP4", QK_MXFP4, 17),
+    (GgmlType::NVFP4, "NVFP4", QK_NVFP4, 36),
+    (GgmlType::Q1_0, "Q1_0", QK1_0, 18),
+    (GgmlType::Q2_0, "Q2_0", QK2_0, 18),
 ];
 
 impl GgmlType {

@@ -17,7 +17,7 @@ use crate::arch::transform::ValueOp;
 use crate::fsio;
 use crate::gguf::GgmlType;
 use crate::plan::split::{self, Shard, SplitLimits};
-use crate::plan::{ExportPlan, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
+use crate::plan::{ExportPlan, Mxfp4Source, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
 use crate::quant::{self, TypeCodec};
 use crate::store::{Store, TensorReader};
 
@@ -310,6 +310,8 @@ struct PieceGeometry<'p> {
     ncols: usize,
     nrows: usize,
     esize: usize,
+    /// Source elements per output row: `ncols`, or the code bytes of a row of MXFP4 blocks.
+    src_cols: usize,
     chunk_rows: usize,
 }
 
@@ -320,13 +322,18 @@ impl<'p> PieceGeometry<'p> {
             ncols,
             nrows,
             esize: piece.entry.dtype.size(),
+            src_cols: if piece.mxfp4.is_some() {
+                ncols / 2
+            } else {
+                ncols
+            },
             chunk_rows: (CHUNK_VALUES / ncols.max(1)).max(1),
         }
     }
 
     /// The source byte range output rows `r0..r1` read.
     fn source_range(&self, r0: usize, r1: usize) -> (usize, usize) {
-        let n = self.ncols as u64;
+        let n = self.src_cols as u64;
         let (lo, hi) = self.piece.view.source_span(r0 as u64 * n, r1 as u64 * n);
         (lo as usize * self.esize, hi as usize * self.esize)
     }
@@ -418,6 +425,57 @@ impl BlockScales {
     }
 }
 
+/// A checkpoint's MXFP4 codes repacked into ggml MXFP4 blocks (`repack_mxfp4`): per block of
+/// 32 values, the E8M0 scale byte, then 16 bytes whose byte j holds value j in the low nibble
+/// and value j + 16 in the high one (the source packs values 2i and 2i + 1 into byte i).
+struct Mxfp4Repack {
+    scales: Vec<u8>,
+    view: crate::arch::transform::View,
+    /// The output type is MXFP4: copy the blocks; otherwise they are dequantized first.
+    direct: bool,
+    codec: &'static dyn TypeCodec,
+}
+
+impl Mxfp4Repack {
+    fn load(store: &Store, m: &Mxfp4Source, out: GgmlType) -> Result<Mxfp4Repack> {
+        let scales = store
+            .reader(&m.entry)?
+            .read_all()
+            .with_context(|| format!("MXFP4 scale tensor {}", m.entry.name))?;
+        Ok(Mxfp4Repack {
+            scales,
+            view: m.view.clone(),
+            direct: out == GgmlType::MXFP4,
+            codec: quant::codec(GgmlType::MXFP4).context("no MXFP4 codec")?,
+        })
+    }
+
+    /// Output row `r`'s ggml MXFP4 blocks, from `bytes` (the code bytes from byte `lo` on).
+    fn repack(&self, g: &PieceGeometry, r: usize, bytes: &[u8], lo: usize) -> Vec<u8> {
+        let nb = g.ncols / 32;
+        let mut codes = Vec::with_capacity(nb * 16);
+        let n = g.src_cols as u64;
+        g.piece
+            .view
+            .for_each_run(r as u64 * n, (r as u64 + 1) * n, |s, len| {
+                let at = s as usize - lo;
+                codes.extend_from_slice(&bytes[at..at + len as usize]);
+            });
+        let mut out = Vec::with_capacity(nb * 17);
+        for (b, src) in codes.chunks_exact(16).enumerate() {
+            let scale = self.scales[self.view.source_index((r * nb + b) as u64) as usize];
+            out.push(scale);
+            let mut v = [0u8; 32];
+            for (i, byte) in src.iter().enumerate() {
+                v[2 * i] = byte & 0x0f;
+                v[2 * i + 1] = byte >> 4;
+            }
+            out.extend((0..16).map(|j| v[j] | (v[j + 16] << 4)));
+        }
+        out
+    }
+}
+
 /// Rounds values to the type the converter writes them in before llama-quantize reads them.
 fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
     use crate::quant::rounding::{
@@ -468,6 +526,10 @@ fn write_piece(
         None => None,
     };
     let round_to = job.round_to(g.piece);
+    let mxfp4 = match &g.piece.mxfp4 {
+        Some(m) => Some(Mxfp4Repack::load(store, m, job.tensor.ggml_type)?),
+        None => None,
+    };
     let mut released = 0usize;
     let mut r0 = 0;
     while r0 < nrows {
@@ -492,7 +554,18 @@ fn write_piece(
                     |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
                         let r = r0 + i;
                         vals.clear();
-                        g.row_values(r, bytes, lo, scales.as_ref(), vals);
+                        if let Some(mx) = &mxfp4 {
+                            let blocks = mx.repack(g, r, bytes, lo);
+                            if mx.direct {
+                                // MXFP4 kept as MXFP4: the repacked bytes as they are
+                                dst.copy_from_slice(&blocks);
+                                return Ok(());
+                            }
+                            vals.resize(ncols, 0.0);
+                            mx.codec.dequantize_row(&blocks, vals);
+                        } else {
+                            g.row_values(r, bytes, lo, scales.as_ref(), vals);
+                        }
                         g.piece.op.apply(vals, f16_source);
                         // A branch-free scan first (vectorised); the position only on failure.
                         let (finite, amax) = vals

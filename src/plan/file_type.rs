@@ -47,6 +47,8 @@ pub enum Ftype {
     TQ1_0,
     TQ2_0,
     MXFP4_MOE,
+    Q1_0,
+    Q2_0,
 }
 
 /// One llama.cpp file type.
@@ -99,6 +101,8 @@ const TABLE: &[(Ftype, &str, u32, GgmlType)] = &[
     (Ftype::TQ1_0, "TQ1_0", 36, G::TQ1_0),
     (Ftype::TQ2_0, "TQ2_0", 37, G::TQ2_0),
     (Ftype::MXFP4_MOE, "MXFP4_MOE", 38, G::MXFP4),
+    (Ftype::Q1_0, "Q1_0", 40, G::Q1_0),
+    (Ftype::Q2_0, "Q2_0", 41, G::Q2_0),
 ];
 
 /// llama-quantize's aliases.
@@ -166,5 +170,14 @@ mod tests {
         assert_eq!((t.name, t.id, t.default_type), ("Q4_K_M", 15, G::Q4_K));
         assert_eq!("BF16".parse::<FileType>().unwrap().id, 32);
         assert!("Q9".parse::<FileType>().is_err());
+        let t: FileType = "q1_0".parse().unwrap();
+        assert_eq!((t.ftype, t.id, t.default_type), (Ftype::Q1_0, 40, G::Q1_0));
+        let t: FileType = "Q2_0".parse().unwrap();
+        assert_eq!((t.ftype, t.id, t.default_type), (Ftype::Q2_0, 41, G::Q2_0));
+        let t: FileType = "mxfp4_moe".parse().unwrap();
+        assert_eq!(
+            (t.ftype, t.id, t.default_type),
+            (Ftype::MXFP4_MOE, 38, G::MXFP4)
+        );
     }
 }

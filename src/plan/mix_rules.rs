@@ -324,6 +324,10 @@ pub struct TypeOptions {
     /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
     #[arg(long)]
     pub leave_output_tensor: bool,
+    /// Let tensors the converter already writes quantized (gpt-oss's MXFP4 experts) be
+    /// quantized to another type, as llama-quantize --allow-requantize.
+    #[arg(long)]
+    pub allow_requantize: bool,
 }
 
 /// The type options together with whether an importance matrix is given (which changes a few
@@ -412,6 +416,35 @@ pub fn check_imatrix(
                  or give such tensors another type",
                 t.name,
                 types[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// llama-quantize's refusal to requantize: the first tensor (in quantize order) that is already
+/// quantized in the converter's file (`types_in`) and would get another type, unless
+/// `--allow-requantize`.
+pub fn check_requantize(
+    tensors: &[TensorDesc],
+    types: &[GgmlType],
+    opts: &MixOptions,
+) -> Result<()> {
+    if opts.allow_requantize {
+        return Ok(());
+    }
+    for i in quantize_order(tensors.iter().map(|t| t.name)) {
+        let t = &tensors[i];
+        if t.ty.is_quantized() && types[i] != t.ty {
+            bail!(
+                "tensor {} is {} in the converter's file and would become {}: requantizing from \
+                 type {} is disabled, as in llama-quantize; keep it {} (file type MXFP4_MOE for \
+                 MXFP4 experts) or allow it with --allow-requantize",
+                t.name,
+                t.ty,
+                types[i],
+                t.ty,
+                t.ty
             );
         }
     }
@@ -592,9 +625,7 @@ impl<'a> QuantState<'a> {
             G::Q2_K
         } else if self.ft.is(&[F::IQ2_S, F::IQ2_M, F::IQ3_XXS]) {
             G::IQ3_S
-        } else if self.ft.is(&[F::TQ1_0, F::TQ2_0]) {
-            // llama-quant.cpp also names LLAMA_FTYPE_MOSTLY_Q2_0 here: gmat has no Q2_0 file
-            // type yet (it would need the Q2_0 quantizer), so no such file can reach this.
+        } else if self.ft.is(&[F::TQ1_0, F::TQ2_0, F::Q2_0]) {
             G::Q4_K
         } else {
             new_type
@@ -1179,6 +1210,67 @@ mod tests {
         m
     }
 
+    /// gpt-oss-120b's shape (openai/gpt-oss-120b config.json): hidden 2880, 36 layers, 64
+    /// heads of 64, 8 KV heads, 128 experts of intermediate 2880, vocabulary 201088.
+    struct GptOssShape {
+        n_embd: u64,
+        n_layer: u64,
+        n_head: u64,
+        n_head_kv: u64,
+        head_dim: u64,
+        n_expert: u64,
+        n_ff_exp: u64,
+        n_vocab: u64,
+    }
+
+    /// `GptOssModel`'s tensors as llama.cpp names them (gguf-py `MODEL_TENSORS[GPT_OSS]`,
+    /// conversion/gpt_oss.py): biased q/k/v/output projections, attention sinks, the router with
+    /// its bias, and the stacked gate/up/down experts with per-expert biases. gmat has no gpt-oss
+    /// architecture module, so the list is built here, in converter order.
+    fn build_gpt_oss(s: &GptOssShape) -> Model {
+        use TensorKind as K;
+        let mut m = Model::new("gpt-oss");
+        let (q, kv) = (s.n_head * s.head_dim, s.n_head_kv * s.head_dim);
+        m.add(K::TokenEmbd, None, "weight", vec![s.n_embd, s.n_vocab]);
+        for b in 0..s.n_layer {
+            let mut t = |k: K, suffix: &str, d: Vec<u64>| m.add(k, Some(b), suffix, d);
+            t(K::AttnNorm, "weight", vec![s.n_embd]);
+            t(K::AttnQ, "weight", vec![s.n_embd, q]);
+            t(K::AttnQ, "bias", vec![q]);
+            t(K::AttnK, "weight", vec![s.n_embd, kv]);
+            t(K::AttnK, "bias", vec![kv]);
+            t(K::AttnV, "weight", vec![s.n_embd, kv]);
+            t(K::AttnV, "bias", vec![kv]);
+            t(K::AttnOut, "weight", vec![q, s.n_embd]);
+            t(K::AttnOut, "bias", vec![s.n_embd]);
+            t(K::AttnSinks, "weight", vec![s.n_head]);
+            t(K::AttnPostNorm, "weight", vec![s.n_embd]);
+            t(K::FfnGateInp, "weight", vec![s.n_embd, s.n_expert]);
+            t(K::FfnGateInp, "bias", vec![s.n_expert]);
+            t(
+                K::FfnDownExp,
+                "weight",
+                vec![s.n_ff_exp, s.n_embd, s.n_expert],
+            );
+            t(K::FfnDownExp, "bias", vec![s.n_embd, s.n_expert]);
+            t(
+                K::FfnGateExp,
+                "weight",
+                vec![s.n_embd, s.n_ff_exp, s.n_expert],
+            );
+            t(K::FfnGateExp, "bias", vec![s.n_ff_exp, s.n_expert]);
+            t(
+                K::FfnUpExp,
+                "weight",
+                vec![s.n_embd, s.n_ff_exp, s.n_expert],
+            );
+            t(K::FfnUpExp, "bias", vec![s.n_ff_exp, s.n_expert]);
+        }
+        m.add(K::OutputNorm, None, "weight", vec![s.n_embd]);
+        m.add(K::Output, None, "weight", vec![s.n_embd, s.n_vocab]);
+        m
+    }
+
     struct Section {
         ft: String,
         default_type: String,
@@ -1334,6 +1426,42 @@ mod tests {
             converter_header: Some(header_of(&metadata, &model)),
             model,
         });
+        // gpt-oss, from its config.json; the header's n_ff is the expert width, and its n_vocab
+        // is 0 (the GGUF llama.cpp read holds no vocabulary count it uses)
+        let gpt_oss = GptOssShape {
+            n_embd: 2880,
+            n_layer: 36,
+            n_head: 64,
+            n_head_kv: 8,
+            head_dim: 64,
+            n_expert: 128,
+            n_ff_exp: 2880,
+            n_vocab: 201_088,
+        };
+        let text = include_str!("../../testdata/quant-snapshots/gpt-oss-120b.schema");
+        let (h, _) = parse_snapshot(text);
+        assert_eq!(
+            [h["n_embd"], h["n_ff"], h["n_layer"], h["n_expert"]],
+            [
+                gpt_oss.n_embd,
+                gpt_oss.n_ff_exp,
+                gpt_oss.n_layer,
+                gpt_oss.n_expert
+            ]
+        );
+        cases.push(SnapshotCase {
+            file: "gpt-oss-120b",
+            text,
+            facts: ModelFacts::new(
+                "gpt-oss",
+                gpt_oss.n_layer as u32,
+                gpt_oss.n_head as u32,
+                gpt_oss.n_head_kv as u32,
+                gpt_oss.n_expert as u32,
+            ),
+            model: build_gpt_oss(&gpt_oss),
+            converter_header: None,
+        });
 
         let mut failures = Vec::new();
         let (mut n_checked, mut n_sections) = (0usize, 0usize);
@@ -1421,8 +1549,10 @@ mod tests {
         // 7 per layer (q, k, v, output, gate, up, down) + token_embd and output; deepseek-v3.1
         // 9 per dense layer (q_a, q_b, kv_a_mqa, k_b, v_b, output, gate, up, down) and 12 per
         // MoE layer (the six attention ones, gate/up/down _exps and _shexp) + token_embd and
-        // output; gemma-3-4b-it 7 per layer + token_embd (tied)
-        let per_section = (28 + 40 + 80) * 7 + 3 * 2 + (3 * 9 + (61 - 3) * 12 + 2) + (34 * 7 + 1);
+        // output; gemma-3-4b-it 7 per layer + token_embd (tied); gpt-oss-120b 7 per layer (q, k,
+        // v, output, gate/up/down _exps) + token_embd and output
+        let per_section =
+            (28 + 40 + 80) * 7 + 3 * 2 + (3 * 9 + (61 - 3) * 12 + 2) + (34 * 7 + 1) + (36 * 7 + 2);
         assert_eq!(n_checked, 33 * per_section);
     }
 
@@ -1559,6 +1689,46 @@ mod tests {
         let types = select_types(&facts, &m.descs(), ft("Q4_K_M"), &opts).unwrap();
         assert_eq!(type_of(&m, &types, "output.weight"), G::Q4_K);
         assert_eq!(type_of(&m, &types, "blk.0.attn_norm.weight"), G::F32);
+    }
+
+    #[test]
+    fn one_and_two_bit_file_types() {
+        let facts = ModelFacts::new("llama", 2, 8, 2, 0);
+        let m = tiny(2, true);
+        let descs = m.descs();
+        // Q2_0 gives untied token embeddings Q4_K, as TQ1_0 and TQ2_0 do
+        let types = select_types(&facts, &descs, ft("Q2_0"), &MixOptions::default()).unwrap();
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q4_K);
+        assert_eq!(type_of(&m, &types, "output.weight"), G::Q6_K);
+        assert_eq!(type_of(&m, &types, "blk.1.ffn_down.weight"), G::Q2_0);
+        let types = select_types(&facts, &descs, ft("Q1_0"), &MixOptions::default()).unwrap();
+        assert_eq!(type_of(&m, &types, "token_embd.weight"), G::Q1_0);
+        assert_eq!(type_of(&m, &types, "output.weight"), G::Q6_K);
+        assert_eq!(type_of(&m, &types, "blk.0.attn_v.weight"), G::Q1_0);
+        // rows of 160: Q2_0 falls back to Q4_0, Q1_0 has no fallback (llama-quantize throws)
+        let m = build_model(&Shape {
+            n_embd: 160,
+            n_ff: 512,
+            n_vocab: 1000,
+            n_layer: 2,
+            n_head: 5,
+            n_head_kv: 1,
+            head_dim: 32,
+            qk_norm: false,
+            has_output: true,
+        });
+        let pure = mix(TypeOptions {
+            pure: true,
+            ..TypeOptions::default()
+        });
+        let types = select_types(&facts, &m.descs(), ft("Q2_0"), &pure).unwrap();
+        assert_eq!(type_of(&m, &types, "blk.0.attn_q.weight"), G::Q4_0);
+        assert_eq!(type_of(&m, &types, "blk.0.ffn_down.weight"), G::Q2_0);
+        let e = select_types(&facts, &m.descs(), ft("Q1_0"), &pure).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("no tensor type fallback is defined for type Q1_0"),
+            "{e:#}"
+        );
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub struct SourcePiece {
     /// The block scales `entry` is dequantized with (FP8 checkpoints), applied to source
     /// elements before the view and the op.
     pub scale: Option<ScaleSource>,
+    /// The E8M0 scales of a checkpoint's MXFP4 codes (`entry`): the piece is ggml MXFP4
+    /// blocks repacked from both.
+    pub mxfp4: Option<Mxfp4Source>,
+}
+
+/// The scale tensor of MXFP4 codes and which of its bytes go with the piece's blocks.
+#[derive(Clone, Debug)]
+pub struct Mxfp4Source {
+    pub entry: TensorEntry,
+    pub view: View,
 }
 
 /// A stored tensor of block scales and the block each scale covers, per axis.
@@ -74,6 +84,9 @@ impl TensorSource {
             }
             if let Some(sc) = &p.scale {
                 let _ = write!(d, " (x {} blocks {:?})", sc.entry.name, sc.block);
+            }
+            if let Some(m) = &p.mxfp4 {
+                let _ = write!(d, " (MXFP4 repacked with {})", m.entry.name);
             }
             if p.op != ValueOp::None {
                 let _ = write!(d, " {:?}", p.op);
@@ -234,7 +247,11 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         md: &md,
         names: &names,
         block_count,
-        file_type: file_type.id,
+        file_type: arch::dequant::converter_file_type(
+            &class_hp,
+            file_type.id,
+            file_type.is_float(),
+        ),
     };
 
     // The converter's tensor stream (prepare_tensors), then its metadata (prepare_metadata).
@@ -380,7 +397,11 @@ fn choose_types(
         } else {
             src_float
         };
-        t.ggml_type = type_rules::converter_type(&t.name, t.dims.len(), t.kind, out_float);
+        t.ggml_type = match &t.source {
+            // the converter writes repacked MXFP4 blocks as they are (raw_dtype MXFP4)
+            TensorSource::Stored(p) if p.iter().all(|p| p.mxfp4.is_some()) => GgmlType::MXFP4,
+            _ => type_rules::converter_type(&t.name, t.dims.len(), t.kind, out_float),
+        };
         t.intermediate = t.ggml_type;
     }
     // Stage 2: llama-quantize's choice (file type mix and its options).
@@ -398,6 +419,14 @@ fn choose_types(
         })
         .collect();
     let mut types = mix_rules::select_types(&facts, &descs, *file_type, &mix)?;
+    if file_type.is_float() {
+        // a float file is the converter's own: what it writes quantized (MXFP4 experts) stays so
+        for (d, ty) in descs.iter().zip(&mut types) {
+            if d.ty.is_quantized() {
+                *ty = d.ty;
+            }
+        }
+    }
     // Stage 3: the config's per-tensor types have the last word.
     let overrides = per_tensor::PerTensor::new(&config.quantization.per_tensor)?;
     for (t, ty) in tensors.iter().zip(&mut types) {
@@ -413,6 +442,7 @@ fn choose_types(
     }
     overrides.check_all_used()?;
     mix_rules::check_imatrix(&facts, &descs, &types, *file_type, &mix)?;
+    mix_rules::check_requantize(&descs, &types, &mix)?;
     for (t, ty) in tensors.iter_mut().zip(types) {
         if ty.row_bytes(t.ncols()).is_none() {
             bail!(
@@ -549,6 +579,10 @@ fn converted_tensors(
                         scale: p.scale.map(|s| ScaleSource {
                             entry: manifest.tensors[s.source].clone(),
                             block: s.block,
+                        }),
+                        mxfp4: p.mxfp4.map(|m| Mxfp4Source {
+                            entry: manifest.tensors[m.source].clone(),
+                            view: m.view,
                         }),
                     })
                     .collect(),

@@ -94,7 +94,7 @@ pub fn fallback(ncols: u64, target: GgmlType) -> Result<GgmlType> {
         | G::IQ3_XXS
         | G::IQ3_S
         | G::IQ4_XS => G::IQ4_NL,
-        G::Q2_K | G::Q3_K | G::TQ1_0 | G::TQ2_0 => G::Q4_0,
+        G::Q2_0 | G::Q2_K | G::Q3_K | G::TQ1_0 | G::TQ2_0 => G::Q4_0,
         G::Q4_K => G::Q5_0,
         G::Q5_K => G::Q5_1,
         G::Q6_K => G::Q8_0,
@@ -139,5 +139,10 @@ mod tests {
         assert_eq!(fallback(64, GgmlType::IQ2_XXS).unwrap(), GgmlType::IQ4_NL);
         assert_eq!(fallback(40, GgmlType::Q8_0).unwrap(), GgmlType::F16);
         assert_eq!(fallback(256, GgmlType::Q4_K).unwrap(), GgmlType::Q4_K);
+        assert_eq!(fallback(96, GgmlType::Q2_0).unwrap(), GgmlType::Q4_0);
+        assert_eq!(fallback(80, GgmlType::Q2_0).unwrap(), GgmlType::F16);
+        assert!(fallback(192, GgmlType::Q1_0).is_err());
+        assert!(fallback(96, GgmlType::NVFP4).is_err());
+        assert_eq!(fallback(48, GgmlType::MXFP4).unwrap(), GgmlType::F16);
     }
 }

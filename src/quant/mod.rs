@@ -10,6 +10,7 @@
 //! oracle next to it, and `bench/quant_diff.py` compares whole matrices with the real ggml.
 
 mod float;
+mod fp4;
 #[cfg(test)]
 pub(crate) mod golden;
 pub mod imatrix;
@@ -22,6 +23,7 @@ mod iq3_grid;
 mod iq4;
 mod kquant_search;
 mod legacy;
+mod lowbit;
 mod q2_k;
 mod q3_k;
 mod q4_k;
@@ -83,6 +85,10 @@ pub fn codec(t: GgmlType) -> Option<&'static dyn TypeCodec> {
         GgmlType::IQ2_S => &iq2::Iq2S,
         GgmlType::IQ1_S => &iq1::Iq1S,
         GgmlType::IQ1_M => &iq1::Iq1M,
+        GgmlType::MXFP4 => &fp4::Mxfp4,
+        GgmlType::NVFP4 => &fp4::Nvfp4,
+        GgmlType::Q1_0 => &lowbit::Q1_0,
+        GgmlType::Q2_0 => &lowbit::Q2_0,
         _ => return None,
     })
 }

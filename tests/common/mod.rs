@@ -16,24 +16,8 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The reference kit of small HF models with the converter's GGUFs (`../shared` beside the
-/// clone, as in CI, or `$GMAT_REFERENCE_MODELS`), or `None` after printing that `test` is
-/// skipped: a user's clone has no kit, and the same checks run on `testdata/` fixtures.
-pub fn kit(test: &str) -> Option<PathBuf> {
-    let p = std::env::var_os("GMAT_REFERENCE_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/reference/models"));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipped {test}: needs the reference kit at {} (shared/reference/models beside the \
-             clone, or set GMAT_REFERENCE_MODELS)",
-            p.display()
-        );
-        None
-    }
-}
+#[allow(unused_imports)]
+pub use gmat::testkit::kit;
 
 /// Runs gmat with `args`.
 pub fn gmat(args: &[&str]) -> Output {
@@ -199,7 +183,8 @@ pub fn copy_side_files(from: &Path, to: &Path) {
 /// (`x ^= x >> 12; x ^= x << 25; x ^= x >> 27; r = x * 0x2545F4914F6CDD1D`), then with
 /// `sign = r >> 63`, `e = (r >> 59) & 7`: BF16 bits `sign << 15 | (119 + e) << 7 | (r >> 32) & 0x7f`,
 /// F16 bits `sign << 15 | (7 + e) << 10 | (r >> 32) & 0x3ff`, F32 bits = the BF16 bits << 16,
-/// F8_E4M3 bits `sign << 7 | (e % 6 + 4) << 3 | (r >> 32) & 7` (never NaN).
+/// F8_E4M3 bits `sign << 7 | (e % 6 + 4) << 3 | (r >> 32) & 7` (never NaN), U8 (MXFP4 codes)
+/// `(r >> 32) & 0xff`, or `119 + e` for a tensor named `*_scales` (E8M0 exponents).
 /// All finite, magnitudes about 2^-8 .. 2^0 (F8_E4M3: 2^-3 .. 2^3).
 pub fn fixture_values(name: &str, dtype: &str, n: usize) -> Vec<u8> {
     let mut x = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -209,7 +194,7 @@ pub fn fixture_values(name: &str, dtype: &str, n: usize) -> Vec<u8> {
         x = 1;
     }
     let width = match dtype {
-        "F8_E4M3" => 1,
+        "F8_E4M3" | "U8" => 1,
         "BF16" | "F16" => 2,
         "F32" => 4,
         _ => panic!("{name}: no fixture generator for dtype {dtype}"),
@@ -227,6 +212,9 @@ pub fn fixture_values(name: &str, dtype: &str, n: usize) -> Vec<u8> {
             "BF16" => out.extend_from_slice(&bf16.to_le_bytes()),
             "F32" => out.extend_from_slice(&((bf16 as u32) << 16).to_le_bytes()),
             "F8_E4M3" => out.push((sign << 7 | (e % 6 + 4) << 3 | (r >> 32) & 7) as u8),
+            // MXFP4 checkpoints: E8M0 scales near 2^0, any 4-bit codes
+            "U8" if name.ends_with("_scales") => out.push((119 + e) as u8),
+            "U8" => out.push(((r >> 32) & 0xff) as u8),
             _ => {
                 let f16 = (sign << 15 | (7 + e) << 10 | (r >> 32) & 0x3ff) as u16;
                 out.extend_from_slice(&f16.to_le_bytes())

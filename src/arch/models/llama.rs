@@ -71,7 +71,12 @@ impl ArchSpec for Llama {
         }
     }
 
-    fn extra_tensors(&self, cx: &Cx, _kv: &mut Kv) -> Result<Vec<OutTensor>> {
+    fn extra_tensors(
+        &self,
+        cx: &Cx,
+        _sources: &[SourceTensor],
+        _kv: &mut Kv,
+    ) -> Result<Vec<OutTensor>> {
         let Some(f) = llama3_rope_factors(cx.hp)? else {
             return Ok(Vec::new());
         };

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod deepseek2;
 pub mod gemma;
+pub mod gpt_oss;
 pub mod llama;
 pub mod phi3;
 pub mod qwen;
@@ -23,4 +24,5 @@ pub static ARCHES: &[&dyn ArchSpec] = &[
     &phi3::Phi3,
     &deepseek2::Deepseek2,
     &bert::Bert,
+    &gpt_oss::GptOss,
 ];

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value as Json;
 
 use crate::arch::kv::Kv;
-use crate::arch::tensors::{Data, OutTensor};
+use crate::arch::tensors::{Data, OutTensor, SourceTensor};
 use crate::arch::{tokenizer, ArchSpec, Cx, Hparams, TensorKind};
 
 /// The converter's `Phi3MiniModel`.
@@ -59,7 +59,12 @@ impl ArchSpec for Phi3 {
         Ok(())
     }
 
-    fn extra_tensors(&self, cx: &Cx, kv: &mut Kv) -> Result<Vec<OutTensor>> {
+    fn extra_tensors(
+        &self,
+        cx: &Cx,
+        _sources: &[SourceTensor],
+        kv: &mut Kv,
+    ) -> Result<Vec<OutTensor>> {
         let hp = cx.hp;
         let rope = hp.rope_parameters();
         let g = Geometry::of(hp)?;
