@@ -311,7 +311,9 @@ pub fn store_lock_path(root: &Path) -> PathBuf {
     root.join(".lock")
 }
 
-/// Locks a store for writing (an import), or fails at once.
+/// Locks a store for writing (an import), or fails at once: while an import writes a store, no
+/// other import writes it and no export, verify or `--base` reads it (they hold shared locks,
+/// [`lock_store_shared`]).
 pub fn lock_store_exclusive(root: &Path) -> Result<Lock> {
     let path = store_lock_path(root);
     let file = open_lock_file(&path)
@@ -319,8 +321,16 @@ pub fn lock_store_exclusive(root: &Path) -> Result<Lock> {
     if !try_flock(&file, libc::LOCK_EX)
         .with_context(|| format!("cannot lock {}", path.display()))?
     {
+        // A writer holds it exclusively, or readers share it: say which.
+        let writing = !try_flock(&file, libc::LOCK_SH).unwrap_or(false);
+        if writing {
+            bail!(
+                "another gmat import is writing the store {}; wait for it to finish",
+                root.display()
+            );
+        }
         bail!(
-            "another gmat import is writing the store {}; wait for it to finish",
+            "the store {} is being read by another gmat process (an export, a verify, or an import using it as --base); wait for it to finish before importing over it",
             root.display()
         );
     }
@@ -329,6 +339,60 @@ pub fn lock_store_exclusive(root: &Path) -> Result<Lock> {
         path,
         remove: false,
     })
+}
+
+/// Locks a store for reading for as long as it is open (shared with other readers), or fails at
+/// once when an import is writing it. A store gmat cannot create a lock file in (a read-only
+/// folder) is read without one: nothing can import into it either.
+pub fn lock_store_shared(root: &Path) -> Result<Option<Lock>> {
+    let path = store_lock_path(root);
+    let file = match open_lock_file(&path) {
+        Ok(f) => f,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EACCES | libc::EROFS | libc::EPERM)
+            ) =>
+        {
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(_) => return Ok(None),
+            }
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot create the lock file {}", path.display()))
+        }
+    };
+    if !try_flock(&file, libc::LOCK_SH)
+        .with_context(|| format!("cannot lock {}", path.display()))?
+    {
+        bail!(
+            "another gmat import is writing the store {}; wait for it to finish",
+            root.display()
+        );
+    }
+    Ok(Some(Lock {
+        file,
+        path,
+        remove: false,
+    }))
+}
+
+/// Whether an import is writing the store at `root` now (its lock is held exclusively).
+pub fn store_being_written(root: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(store_lock_path(root))
+    else {
+        return false;
+    };
+    matches!(try_flock(&file, libc::LOCK_SH), Ok(false))
 }
 
 /// `path` after resolving symlinks and `..`: the longest existing prefix is canonicalized and
@@ -553,8 +617,19 @@ mod tests {
         assert!(!output_lock_path(&target).exists());
         let _l = lock_output(&target).unwrap();
         let s = lock_store_exclusive(d.path()).unwrap();
-        assert!(lock_store_exclusive(d.path()).is_err());
+        assert!(store_being_written(d.path()));
+        let e = format!("{:#}", lock_store_exclusive(d.path()).err().unwrap());
+        assert!(e.contains("another gmat import is writing"), "{e}");
+        let e = format!("{:#}", lock_store_shared(d.path()).err().unwrap());
+        assert!(e.contains("another gmat import is writing"), "{e}");
         drop(s);
+        assert!(!store_being_written(d.path()));
+        // Readers share the store and keep an import out.
+        let r1 = lock_store_shared(d.path()).unwrap();
+        let r2 = lock_store_shared(d.path()).unwrap();
+        let e = format!("{:#}", lock_store_exclusive(d.path()).err().unwrap());
+        assert!(e.contains("being read by another gmat process"), "{e}");
+        drop((r1, r2));
         let _s = lock_store_exclusive(d.path()).unwrap();
     }
 

@@ -454,6 +454,66 @@ fn two_imports_into_one_store_one_wins_and_the_store_verifies() {
 }
 
 #[test]
+fn an_import_over_a_store_and_an_export_of_it_exclude_each_other() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, st) = import_tiny(d.path());
+    let lock = st.join(".lock");
+    let out = d.path().join("o.gguf");
+    let reference = d.path().join("ref.gguf");
+    let export = |o: &Path| {
+        [
+            "export",
+            "-q",
+            "--model",
+            s(&st),
+            "--type",
+            "Q8_0",
+            "-o",
+            s(o),
+        ]
+        .map(String::from)
+    };
+    let reference_args = export(&reference);
+    gmat_ok(&reference_args.iter().map(|a| &**a).collect::<Vec<_>>());
+    let export_args = export(&out);
+    let export_args: Vec<&str> = export_args.iter().map(|a| &**a).collect();
+    let parent = d.path().join("st");
+    let import_args = ["import", "-q", "--model", s(&m), "-o", s(&parent)];
+
+    // An export reads the store: an import over it is refused, the export's file is whole.
+    let reset = || {
+        let _ = std::fs::remove_file(&out);
+    };
+    let (a, b) = race_with_first_holding(&export_args, &import_args, &lock, &reset);
+    assert!(a.0, "the export fails: {}", a.1);
+    assert!(!b.0, "the import over a store being read reports success");
+    assert!(
+        b.1.contains("being read by another gmat process"),
+        "{}",
+        b.1
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&reference).unwrap()
+    );
+
+    // An import writes the store: an export of it is refused and writes nothing.
+    let reset = || {
+        let _ = std::fs::remove_file(&out);
+    };
+    let (a, b) = race_with_first_holding(&import_args, &export_args, &lock, &reset);
+    assert!(a.0, "the import fails: {}", a.1);
+    assert!(!b.0, "an export of a store being written reports success");
+    assert!(
+        b.1.contains("import") && (b.1.contains("is writing") || b.1.contains("being written")),
+        "{}",
+        b.1
+    );
+    assert!(!out.exists(), "the refused export left its output");
+    gmat_ok(&["verify", "-q", s(&st)]);
+}
+
+#[test]
 fn a_killed_export_leaves_nothing_that_blocks_or_looks_valid() {
     let d = tempfile::tempdir().unwrap();
     let (_, st) = import_tiny(d.path());

@@ -37,6 +37,8 @@ pub struct Store {
     /// The resolved roots of the fine-tunes that led here, and this store's own (last): a base
     /// that is one of them is a cycle.
     chain: Vec<PathBuf>,
+    /// A shared lock on the store while it is open: an import cannot rewrite it underneath.
+    _lock: Option<crate::fsio::Lock>,
 }
 
 impl Store {
@@ -47,13 +49,24 @@ impl Store {
         } else if path.join("model.gmat").join(MANIFEST).is_file() {
             path.join("model.gmat")
         } else {
+            // An import removes the manifest first and writes it last.
+            for r in [path.to_path_buf(), path.join("model.gmat")] {
+                if crate::fsio::store_being_written(&r) {
+                    bail!(
+                        "{} is being written by another gmat import; wait for it to finish",
+                        r.display()
+                    );
+                }
+            }
             bail!(
                 "{} is not a gmat store (no {MANIFEST}); create one with `gmat import --model <hf folder> -o <dir>`",
                 path.display()
             );
         };
+        let lock = crate::fsio::lock_store_shared(&root)?;
         let manifest = Manifest::load(&root.join(MANIFEST))?;
         Ok(Store {
+            _lock: lock,
             chain: vec![std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone())],
             root,
             manifest,
