@@ -1151,3 +1151,66 @@ fn configs_that_are_not_objects_and_special_ids_outside_the_vocabulary_are_refus
     ]);
     assert!(e.contains("must be a JSON object"), "{e}");
 }
+
+#[test]
+fn verify_compares_the_tensor_list_with_the_source_model() {
+    let d = tempfile::tempdir().unwrap();
+    let m = tiny_model(d.path());
+    // One tensor left out on purpose by the import config: not "missing".
+    let cfg = d.path().join("import.json");
+    gmat_ok(&["import", "--model", s(&m), "--generate-config", s(&cfg)]);
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    let rows = c["tensor_map"].as_array_mut().unwrap();
+    let skipped = rows
+        .iter_mut()
+        .find(|r| r["source"] == "model.layers.0.input_layernorm.weight")
+        .unwrap();
+    skipped["include"] = false.into();
+    std::fs::write(&cfg, serde_json::to_vec(&c).unwrap()).unwrap();
+    let st = d.path().join("st");
+    gmat_ok(&[
+        "import",
+        "-q",
+        "--model",
+        s(&m),
+        "--config",
+        s(&cfg),
+        "-o",
+        s(&st),
+    ]);
+    let st = st.join("model.gmat");
+    let ok = gmat_ok(&["verify", s(&st)]);
+    assert!(
+        !String::from_utf8_lossy(&ok.stderr).contains("note:"),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // A tensor dropped from the manifest (and its file): the manifest is incomplete.
+    let p = st.join("metadata.json");
+    let good = std::fs::read(&p).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let tensors = v["tensors"].as_array_mut().unwrap();
+    let at = tensors
+        .iter()
+        .position(|t| t["name"] == "model.norm.weight")
+        .unwrap();
+    let gone = tensors.remove(at);
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+    std::fs::remove_file(st.join(format!("tensors/{}.gmat", gone["uuid"].as_str().unwrap())))
+        .unwrap();
+    let e = gmat_err(&["verify", "-q", s(&st)]);
+    assert!(
+        e.contains("incomplete")
+            && e.contains("model.norm.weight")
+            && !e.contains("input_layernorm"),
+        "{e}"
+    );
+    // The source gone: verify says it could not compare, and passes on the hashes alone.
+    std::fs::rename(&m, d.path().join("moved")).unwrap();
+    let out = gmat_ok(&["verify", s(&st)]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("note:") && text.contains("not found"),
+        "{text}"
+    );
+}

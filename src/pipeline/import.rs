@@ -167,6 +167,12 @@ pub fn run(
                 .iter()
                 .filter_map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .collect(),
+            excluded: model
+                .tensors()
+                .zip(decisions)
+                .filter(|(_, d)| !d.include)
+                .map(|(r, _)| r.tensor.name.clone())
+                .collect(),
         },
         model: summary,
         side_files,

@@ -24,6 +24,10 @@ pub struct SourceInfo {
     pub path: String,
     /// Weight files read, in order.
     pub files: Vec<String>,
+    /// Source tensors the import config left out (`include: false`): `gmat verify` then knows
+    /// which of the source's tensors the store lacks on purpose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 /// One stored tensor.
