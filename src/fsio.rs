@@ -515,6 +515,15 @@ pub fn check_output_file(output: &Path, what: &str) -> Result<()> {
     if output.as_os_str().is_empty() {
         bail!("{what}: the output path is empty");
     }
+    // `x.gguf/` names a folder (the final rename would fail only after all the work), `x/..`
+    // no file at all.
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(output.as_os_str());
+    if bytes.ends_with(b"/") || output.file_name().is_none() {
+        bail!(
+            "{what} {} names a folder, not a file; give a file name",
+            output.display()
+        );
+    }
     if let Ok(m) = std::fs::metadata(output) {
         if m.is_dir() {
             bail!(
@@ -652,6 +661,13 @@ mod tests {
         std::os::unix::fs::symlink(&cfg, &link).unwrap();
         assert!(inputs.check_output(&link, "-o").is_err());
         assert!(inputs.check_output(d.path(), "-o").is_err());
+        for bad in ["new.gguf/", "st/..", "/"] {
+            let e = format!(
+                "{:#}",
+                check_output_file(&d.path().join(bad), "-o").unwrap_err()
+            );
+            assert!(e.contains("names a folder"), "{bad}: {e}");
+        }
         assert!(inputs
             .check_output(&d.path().join("nodir/x.gguf"), "-o")
             .is_err());

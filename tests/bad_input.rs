@@ -736,6 +736,11 @@ fn outputs_that_are_inputs_are_refused_before_any_work() {
     assert!(e.contains("is a directory"), "{e}");
     let e = gmat_err(&["import", "--model", s(&m), "--generate-config", s(&dir)]);
     assert!(e.contains("is a directory"), "{e}");
+    // A name ending in `/` names a folder: refused before the work, not at the final rename.
+    let slash = format!("{}/", d.path().join("new.gguf").display());
+    let e = gmat_err(&["export", "--model", s(&st), "--type", "Q8_0", "-o", &slash]);
+    assert!(e.contains("names a folder"), "{e}");
+    assert!(!d.path().join("new.gguf").exists());
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     let file = d.path().join("afile");
     std::fs::write(&file, b"x").unwrap();
