@@ -69,6 +69,10 @@ pub struct ExportArgs {
     /// Do not write the vision projector of a vision-language model.
     #[arg(long)]
     pub no_mmproj: bool,
+    /// Write finite source values that are too large for a tensor's output type as infinities
+    /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
+    #[arg(long)]
+    pub allow_overflow: bool,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -82,6 +86,34 @@ const DEFAULT_MMPROJ_TYPE: &str = "F16";
 pub fn run(args: ExportArgs) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&args.model)?;
+    // What this run reads: nothing it writes may be one of these, or inside a store.
+    let mut inputs = crate::fsio::Inputs::default();
+    inputs.dir(&store.root, "the store");
+    let mut base = store.base_path();
+    let mut seen = 0;
+    while let Some(b) = base.take() {
+        inputs.dir(&b, "the base store");
+        seen += 1;
+        if seen < 8 {
+            base = Store::open(&b).ok().and_then(|s| s.base_path());
+        }
+    }
+    if let Some(c) = &args.config {
+        inputs.file(c, "the export config (--config)");
+    }
+    let imatrix_arg = args.imatrix.clone().map(PathBuf::from);
+    if let Some(i) = &imatrix_arg {
+        inputs.file(i, "the imatrix");
+    }
+    if let Some(o) = &args.output {
+        inputs.check_output(o, "-o")?;
+    }
+    if let Some(m) = &args.mmproj {
+        inputs.check_output(m, "--mmproj")?;
+    }
+    if let Some(g) = &args.generate_config {
+        inputs.check_output(g, "--generate-config")?;
+    }
     let config: ExportConfig = match &args.config {
         Some(p) => read_config(p)?,
         None => ExportConfig::default(),
@@ -167,6 +199,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
     };
     if let Some(path) = &args.generate_config {
+        if let Some(i) = &imatrix_path {
+            inputs.file(Path::new(i), "the imatrix");
+            inputs.check_output(path, "--generate-config")?;
+        }
         let q = Quantization {
             imatrix: imatrix_path,
             include_weights: include,
@@ -191,10 +227,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         None => out.with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
     });
     if args.dry_run {
-        print!("{}", plan.describe());
+        print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
-            print!("{}", p.describe());
+            print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
@@ -210,7 +246,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
             limits: SplitLimits::default(),
         });
     }
-    let stats = pipeline::export::run_all(&store, &outputs, args.quiet)?;
+    if let Some(i) = &imatrix_path {
+        inputs.file(Path::new(i), "the imatrix");
+    }
+    let run = pipeline::export::RunOptions {
+        quiet: args.quiet,
+        allow_overflow: args.allow_overflow,
+        inputs: Some(&inputs),
+    };
+    let stats = pipeline::export::run_all(&store, &outputs, &run)?;
     if !args.quiet {
         for (o, st) in outputs.iter().zip(&stats) {
             eprintln!(
@@ -338,8 +382,10 @@ fn generate(
             .into(),
         );
     }
-    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsio::write_atomic(
+        path,
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )?;
     println!("wrote {}", path.display());
     println!(
         "file type: {}  tensors: {}  data: {}",
