@@ -47,11 +47,15 @@ Examples:
   gmat export --model ./out/model.gmat --config export_config.json -o model.gguf
   gmat export --model ./out/model.gmat --type Q8_0 --dry-run        # print the plan only
   gmat export --model ./out/model.gmat --type Q4_K_M --tensor-type 'ffn_down=q6_k' --output-tensor-type q8_0
+  gmat export --model ./out/model.gmat --type Q8_0 --model-name 'My Model 7B' --metadata card.json
+  gmat export --model ./out/model.gmat --type Q8_0 --override-kv general.author=str:ACME \
+      --override-kv llama.context_length=int:8192       # as llama-quantize --override-kv
+  gmat export --model ./out/model.gmat --type Q8_0 --pre-tokenizer llama-bpe  # tokenizer hash unknown
 
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
 per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
     #[command(after_help = "\
 Examples:

@@ -7,7 +7,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Import(a) => commands::import::run(a),
-        Command::Export(a) => commands::export::run(a),
+        Command::Export(a) => commands::export::run(*a),
         Command::Inspect(a) => commands::inspect::run(&a.store),
         Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
     };

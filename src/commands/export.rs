@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, Hparams};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
+use crate::plan::kv_override::KvOverride;
 use crate::plan::split::{self, SplitLimits};
 use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource, TypeOptions};
 use crate::quant::imatrix::Imatrix;
@@ -69,6 +71,24 @@ pub struct ExportArgs {
     /// Do not write the vision projector of a vision-language model.
     #[arg(long)]
     pub no_mmproj: bool,
+    /// JSON file of `general.*` keys to set, as `convert_hf_to_gguf.py --metadata` reads it
+    /// (e.g. {"general.name": "My Model", "general.license": "apache-2.0",
+    /// "general.base_models": [{"name": "Llama 3", "organization": "Meta"}]}); adds to and
+    /// replaces the config's `metadata` object.
+    #[arg(long, value_name = "FILE")]
+    pub metadata: Option<PathBuf>,
+    /// `general.name` of the output, as `convert_hf_to_gguf.py --model-name`.
+    #[arg(long, value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// Set a metadata key, as llama-quantize --override-kv: KEY=TYPE:VALUE with TYPE int, float,
+    /// bool or str (e.g. general.author=str:ACME, llama.context_length=int:8192); repeatable;
+    /// added to the config's `override_kv`.
+    #[arg(long, value_name = "KEY=TYPE:VALUE")]
+    pub override_kv: Vec<String>,
+    /// The BPE pre-tokenizer to write (tokenizer.ggml.pre) when llama.cpp's table does not
+    /// recognise the tokenizer's hash, e.g. --pre-tokenizer llama-bpe (an unknown name lists them).
+    #[arg(long, value_name = "NAME")]
+    pub pre_tokenizer: Option<String>,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -93,13 +113,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let hparams = Hparams::new(&config_json)?;
     let arch = arch::detect(&hparams)?;
     let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
-    let model_name = store
-        .manifest
-        .model
-        .get("name")
-        .and_then(|v| v.as_str())
-        .map(arch::metadata::display_name)
-        .unwrap_or_else(|| "Model".into());
+    let metadata = metadata_input(&args, &config, &store)?;
+    let kv_overrides = kv_overrides(&args, &config)?;
     let imatrix_path = args
         .imatrix
         .clone()
@@ -125,7 +140,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         file_type,
         types: &args.types,
         imatrix: imatrix.as_ref(),
-        model_name: model_name.clone(),
+        metadata: metadata.clone(),
+        kv_overrides: &kv_overrides,
+        pre_tokenizer: args.pre_tokenizer.clone(),
     })?;
     // The vision projector of a vision-language model: its own plan, from the converter's
     // --mmproj class.
@@ -155,7 +172,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 file_type: ft,
                 types: &TypeOptions::default(),
                 imatrix: None,
-                model_name: model_name.clone(),
+                metadata: metadata.clone(),
+                kv_overrides: &[],
+                pre_tokenizer: None,
             })
             .context("vision projector (mmproj)")?;
             Some(plan)
@@ -168,7 +187,20 @@ pub fn run(args: ExportArgs) -> Result<()> {
             exclude_weights: exclude,
             ..Quantization::default()
         };
-        return generate(&plan, mmproj.as_ref(), &store, q, path);
+        let mut md = metadata_overrides(&args, &config)?;
+        if let Some(name) = &args.model_name {
+            // --model-name wins over the file's general.name, so the config can hold it there
+            md.insert(
+                "general.name".into(),
+                serde_json::Value::String(name.clone()),
+            );
+        }
+        let extra = ExportConfig {
+            metadata: md,
+            override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
+            ..ExportConfig::default()
+        };
+        return generate(&plan, mmproj.as_ref(), &store, q, extra, path);
     }
     let stem = store
         .manifest
@@ -285,6 +317,7 @@ fn generate(
     mmproj: Option<&ExportPlan>,
     store: &Store,
     imatrix: Quantization,
+    extra: ExportConfig,
     path: &Path,
 ) -> Result<()> {
     let mut per_tensor = BTreeMap::new();
@@ -320,6 +353,8 @@ fn generate(
             write: true,
             default_type: Some(p.file_type.name.to_string()),
         }),
+        metadata: extra.metadata,
+        override_kv: extra.override_kv,
         ..ExportConfig::default()
     };
     let mut json = serde_json::to_value(&config)?;
@@ -354,4 +389,59 @@ fn generate(
         );
     }
     Ok(())
+}
+
+/// The converter's metadata inputs: the config's `metadata` object with the `--metadata` file
+/// over it.
+fn metadata_overrides(
+    args: &ExportArgs,
+    config: &ExportConfig,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = config.metadata.clone();
+    if let Some(path) = &args.metadata {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--metadata {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--metadata {}: not valid JSON", path.display()))?;
+        let serde_json::Value::Object(file) = json else {
+            bail!(
+                "--metadata {}: expected a JSON object of GGUF keys",
+                path.display()
+            );
+        };
+        map.extend(file);
+    }
+    Ok(map)
+}
+
+fn metadata_input(
+    args: &ExportArgs,
+    config: &ExportConfig,
+    store: &Store,
+) -> Result<MetadataInput> {
+    let folder_name = store
+        .manifest
+        .model
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("model")
+        .to_string();
+    Ok(MetadataInput {
+        folder_name,
+        overrides: metadata_overrides(args, config)?,
+        model_name: args.model_name.clone(),
+    })
+}
+
+/// The config's `override_kv` then the command line's, parsed.
+fn kv_overrides(args: &ExportArgs, config: &ExportConfig) -> Result<Vec<KvOverride>> {
+    config
+        .override_kv
+        .iter()
+        .chain(&args.override_kv)
+        .map(|s| {
+            s.parse::<KvOverride>()
+                .map_err(|e| anyhow::anyhow!("--override-kv: {e}"))
+        })
+        .collect()
 }

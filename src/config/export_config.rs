@@ -94,6 +94,13 @@ pub struct ExportConfig {
     /// The vision projector (vision-language models only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mmproj: Option<MmprojConfig>,
+    /// `general.*` keys as the converter's `--metadata` file gives them (`general.name`,
+    /// `general.license`, `general.base_models`, ...); `--metadata` adds to and replaces them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// llama-quantize's `--override-kv` entries, `KEY=TYPE:VALUE`; `--override-kv` adds to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub override_kv: Vec<String>,
 }
 
 impl Default for ExportConfig {
@@ -107,6 +114,8 @@ impl Default for ExportConfig {
             special_token_keys: BTreeMap::new(),
             block_format: None,
             mmproj: None,
+            metadata: serde_json::Map::new(),
+            override_kv: Vec::new(),
         }
     }
 }
