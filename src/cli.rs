@@ -75,6 +75,54 @@ Examples:
 Exit status: 0 if every tensor decodes to its recorded content hash, 1 at the first that does
 not (the message names it), or if the store or its base cannot be read.")]
     Verify(VerifyCli),
+    /// Print the JSON Schema of import_config.json or export_config.json, for editors.
+    #[command(after_help = "\
+Examples:
+  gmat schema export > gmat-export-config.schema.json
+  gmat schema import -o gmat-import-config.schema.json
+
+Configs written by --generate-config point at their schema with \"$schema\" (written beside them).")]
+    Schema(SchemaCli),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "\
+Examples:
+  gmat completions bash > ~/.local/share/bash-completion/completions/gmat
+  gmat completions zsh > ~/.zfunc/_gmat
+  gmat completions fish > ~/.config/fish/completions/gmat.fish")]
+    Completions(CompletionsCli),
+    /// Print the man page, or write one page per command into a folder.
+    #[command(after_help = "\
+Examples:
+  gmat man | man -l -
+  gmat man --dir ~/.local/share/man/man1")]
+    Man(ManCli),
+}
+
+/// Options of `gmat schema`.
+#[derive(Args, Debug)]
+pub struct SchemaCli {
+    /// Which config file.
+    #[arg(value_enum)]
+    pub kind: crate::commands::meta::ConfigKind,
+    /// Write the schema to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Options of `gmat completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsCli {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `gmat man`.
+#[derive(Args, Debug)]
+pub struct ManCli {
+    /// Write gmat.1 and gmat-COMMAND.1 into DIR instead of printing gmat.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -10,9 +10,13 @@ fn main() {
         Command::Export(a) => commands::export::run(*a),
         Command::Inspect(a) => commands::inspect::run(&a.store),
         Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
+        Command::Schema(a) => commands::meta::schema(a.kind, a.output.as_deref()),
+        Command::Completions(a) => commands::meta::completions(a.shell),
+        Command::Man(a) => commands::meta::man(a.dir.as_deref()),
     };
     if let Err(e) = result {
-        eprintln!("gmat: error: {e:#}");
+        // Names and paths come from files: never let them drive the terminal.
+        eprintln!("gmat: error: {}", gmat::escape::controls(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, Hparams};
+use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
@@ -89,6 +90,10 @@ pub struct ExportArgs {
     /// recognise the tokenizer's hash, e.g. --pre-tokenizer llama-bpe (an unknown name lists them).
     #[arg(long, value_name = "NAME")]
     pub pre_tokenizer: Option<String>,
+    /// Write finite source values that are too large for a tensor's output type as infinities
+    /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
+    #[arg(long)]
+    pub allow_overflow: bool,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -102,6 +107,37 @@ const DEFAULT_MMPROJ_TYPE: &str = "F16";
 pub fn run(args: ExportArgs) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&args.model)?;
+    // What this run reads: nothing it writes may be one of these, or inside a store.
+    let mut inputs = crate::fsio::Inputs::default();
+    inputs.dir(&store.root, "the store");
+    let mut base = store.base_path();
+    let mut seen = 0;
+    while let Some(b) = base.take() {
+        inputs.dir(&b, "the base store");
+        seen += 1;
+        if seen < 8 {
+            base = Store::open(&b).ok().and_then(|s| s.base_path());
+        }
+    }
+    if let Some(c) = &args.config {
+        inputs.file(c, "the export config (--config)");
+    }
+    if let Some(m) = &args.metadata {
+        inputs.file(m, "the metadata file (--metadata)");
+    }
+    let imatrix_arg = args.imatrix.clone().map(PathBuf::from);
+    if let Some(i) = &imatrix_arg {
+        inputs.file(i, "the imatrix");
+    }
+    if let Some(o) = &args.output {
+        inputs.check_output(o, "-o")?;
+    }
+    if let Some(m) = &args.mmproj {
+        inputs.check_output(m, "--mmproj")?;
+    }
+    if let Some(g) = &args.generate_config {
+        inputs.check_output(g, "--generate-config")?;
+    }
     let config: ExportConfig = match &args.config {
         Some(p) => read_config(p)?,
         None => ExportConfig::default(),
@@ -181,6 +217,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
     };
     if let Some(path) = &args.generate_config {
+        if let Some(i) = &imatrix_path {
+            inputs.file(Path::new(i), "the imatrix");
+            inputs.check_output(path, "--generate-config")?;
+        }
         let q = Quantization {
             imatrix: imatrix_path,
             include_weights: include,
@@ -218,10 +258,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         None => out.with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
     });
     if args.dry_run {
-        print!("{}", plan.describe());
+        print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
-            print!("{}", p.describe());
+            print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
@@ -237,7 +277,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
             limits: SplitLimits::default(),
         });
     }
-    let stats = pipeline::export::run_all(&store, &outputs, args.quiet)?;
+    if let Some(i) = &imatrix_path {
+        inputs.file(Path::new(i), "the imatrix");
+    }
+    let run = pipeline::export::RunOptions {
+        quiet: args.quiet,
+        allow_overflow: args.allow_overflow,
+        inputs: Some(&inputs),
+    };
+    let stats = pipeline::export::run_all(&store, &outputs, &run)?;
     if !args.quiet {
         for (o, st) in outputs.iter().zip(&stats) {
             eprintln!(
@@ -320,32 +368,29 @@ fn generate(
     extra: ExportConfig,
     path: &Path,
 ) -> Result<()> {
-    let mut per_tensor = BTreeMap::new();
+    // in plan order (the file's order): token_embd, blk.0.*, blk.1.*, ..., output
+    let mut per_tensor = indexmap::IndexMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in &plan.tensors {
         let e = by_type.entry(t.ggml_type.name()).or_default();
         e.0 += 1;
         e.1 += t.n_bytes;
-        match &t.source {
-            TensorSource::Stored(pieces) => {
-                for p in pieces {
-                    per_tensor.insert(p.entry.uuid.to_string(), t.ggml_type.name().to_string());
-                    tensor_map.push(ExportMapEntry {
-                        source: p.entry.uuid.to_string(),
-                        target: t.name.clone(),
-                    });
-                }
-            }
-            TensorSource::Generated(_) => {
-                per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        // keyed by GGUF tensor name: what a person reads in llama.cpp's logs and gguf dumps
+        per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        if let TensorSource::Stored(pieces) = &t.source {
+            for p in pieces {
+                tensor_map.push(ExportMapEntry {
+                    source: p.entry.uuid.to_string(),
+                    target: t.name.clone(),
+                });
             }
         }
     }
     let config = ExportConfig {
         quantization: Quantization {
             default_type: Some(plan.file_type.name.to_string()),
-            per_tensor: per_tensor.into_iter().collect(),
+            per_tensor,
             ..imatrix
         },
         tensor_map,
@@ -362,14 +407,18 @@ fn generate(
         obj.insert(
             "_comment".into(),
             format!(
-                "gmat export config for {}: per_tensor keys may be a UUID, a GGUF tensor name or a source tensor name",
+                "gmat export config for {}: per_tensor keys may be a GGUF tensor name, a UUID or a source tensor name",
                 store.root.display()
             )
             .into(),
         );
     }
-    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let schema = meta::write_schema_beside(path, meta::ConfigKind::Export)?;
+    let json = with_schema_first(json, schema);
+    crate::fsio::write_atomic(
+        path,
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )?;
     println!("wrote {}", path.display());
     println!(
         "file type: {}  tensors: {}  data: {}",
@@ -399,7 +448,7 @@ fn metadata_overrides(
 ) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut map = config.metadata.clone();
     if let Some(path) = &args.metadata {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsio::read_small_text(path)
             .with_context(|| format!("--metadata {}", path.display()))?;
         let json: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("--metadata {}: not valid JSON", path.display()))?;

@@ -3,14 +3,35 @@
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::json_strict::{object, objects};
+
+fn quantization_section<'de, D: Deserializer<'de>>(d: D) -> Result<Quantization, D::Error> {
+    object(d, "quantization")
+}
+
+fn tensor_map_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ExportMapEntry>, D::Error> {
+    objects(d, "tensor_map")
+}
+
+fn mmproj_section<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MmprojConfig>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    object(v, "mmproj")
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
 
 fn gguf() -> String {
     "gguf".into()
 }
 
 /// `quantization` section.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quantization {
     /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
@@ -34,7 +55,7 @@ pub struct Quantization {
 }
 
 /// One `tensor_map` row: which stored tensor becomes which GGUF tensor.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportMapEntry {
     /// Stored tensor: UUID or source (HF) name.
@@ -44,7 +65,7 @@ pub struct ExportMapEntry {
 }
 
 /// `mmproj` section: the vision projector of a vision-language model.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MmprojConfig {
     /// Whether export writes the projector file (default true).
@@ -69,14 +90,14 @@ impl Default for MmprojConfig {
 }
 
 /// The whole export config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
     #[serde(default = "gguf")]
     pub target_format: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantization_section")]
     pub quantization: Quantization,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tensor_map_rows")]
     pub tensor_map: Vec<ExportMapEntry>,
     /// Maximum bytes of tensor data per output file (a number, or a string such as "2G" or
     /// "500M" in decimal units, as llama-gguf-split takes them); `null` for one file.
@@ -92,7 +113,11 @@ pub struct ExportConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_format: Option<serde_json::Value>,
     /// The vision projector (vision-language models only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "mmproj_section",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mmproj: Option<MmprojConfig>,
     /// `general.*` keys as the converter's `--metadata` file gives them (`general.name`,
     /// `general.license`, `general.base_models`, ...); `--metadata` adds to and replaces them.

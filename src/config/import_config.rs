@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 /// Namespace of gmat's default tensor UUIDs (UUIDv5 of the source tensor name), so a default
@@ -16,7 +17,7 @@ pub fn default_uuid(source_name: &str) -> Uuid {
 }
 
 /// One `tensor_map` row.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportMapEntry {
     /// Source (HF) tensor name.
@@ -28,6 +29,10 @@ pub struct ImportMapEntry {
     pub include: bool,
 }
 
+fn tensor_map_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ImportMapEntry>, D::Error> {
+    super::json_strict::objects(d, "tensor_map")
+}
+
 fn yes() -> bool {
     true
 }
@@ -37,12 +42,12 @@ fn safetensors() -> String {
 }
 
 /// The whole import config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportConfig {
     #[serde(default = "safetensors")]
     pub source_format: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tensor_map_rows")]
     pub tensor_map: Vec<ImportMapEntry>,
     /// Model summary from config.json; recorded in the store's manifest.
     #[serde(default)]

@@ -3,7 +3,6 @@
 //! does not grow with the model. The file is written under a temporary name and renamed only
 //! when complete.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +14,7 @@ use indicatif::ProgressBar;
 use super::progress;
 use super::writer::BackgroundWriter;
 use crate::arch::transform::ValueOp;
+use crate::fsio;
 use crate::gguf::GgmlType;
 use crate::plan::split::{self, Shard, SplitLimits};
 use crate::plan::{ExportPlan, Mxfp4Source, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
@@ -38,6 +38,23 @@ pub struct Output<'p> {
     pub limits: SplitLimits,
 }
 
+/// How an export runs.
+#[derive(Clone, Copy, Default)]
+pub struct RunOptions<'a> {
+    /// No progress bar.
+    pub quiet: bool,
+    /// Write values too large for the output type as infinities (as the converter does)
+    /// instead of refusing the tensor.
+    pub allow_overflow: bool,
+    /// The run's inputs: no output may be one of them or inside an input store.
+    pub inputs: Option<&'a fsio::Inputs>,
+}
+
+/// Rows whose largest magnitude reaches this are checked after conversion for values that
+/// became infinite (a type's scale or value overflowing). No ggml type's scales exceed the
+/// row's largest value by anything near 64x, so rows below it cannot overflow F16 (65504).
+const OVERFLOW_CHECK_FROM: f32 = 1024.0;
+
 /// Writes `plan` to `out`, split into shards when `limits` says so. Every file is written under
 /// a temporary name; the names are swapped in only when all files are complete.
 pub fn run(
@@ -54,28 +71,61 @@ pub fn run(
             path: out.to_path_buf(),
             limits,
         }],
-        quiet,
+        &RunOptions {
+            quiet,
+            ..RunOptions::default()
+        },
     )?;
     Ok(stats.remove(0))
 }
 
 /// Writes several outputs (a text model and its projector) as one unit: every file under a
-/// temporary name, all renamed into place only when every one is complete, none on an error.
-pub fn run_all(store: &Store, outputs: &[Output], quiet: bool) -> Result<Vec<ExportStats>> {
+/// unique temporary name, all renamed into place only when every one is complete, none on an
+/// error. Every output is locked for the run: a second gmat writing one of them is refused.
+pub fn run_all(
+    store: &Store,
+    outputs: &[Output],
+    options: &RunOptions,
+) -> Result<Vec<ExportStats>> {
     let mut all_shards = Vec::new();
     for o in outputs {
         all_shards.push(split::shards(o.plan, &o.path, o.limits)?);
     }
+    // Every file written: none an input or a directory, no two the same.
+    let finals: Vec<&Path> = all_shards
+        .iter()
+        .flatten()
+        .map(|s| s.path.as_path())
+        .collect();
+    for (i, p) in finals.iter().enumerate() {
+        match options.inputs {
+            Some(inputs) => inputs.check_output(p, "output")?,
+            None => fsio::check_output_file(p, "output")?,
+        }
+        let r = fsio::resolve(p, false);
+        if finals[..i].iter().any(|q| fsio::resolve(q, false) == r) {
+            bail!(
+                "two files of this export would both be {}; give the vision projector another name (--mmproj FILE)",
+                p.display()
+            );
+        }
+    }
+    let mut locks = Vec::new();
+    for p in &finals {
+        locks.push(fsio::lock_output(p)?);
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        fsio::remove_stale_temps(fsio::parent_dir(p), name.as_deref());
+    }
     let bytes: u64 = outputs.iter().map(|o| o.plan.data_bytes()).sum();
-    let bar = progress::bytes_bar(bytes, "export", quiet);
+    let bar = progress::bytes_bar(bytes, "export", options.quiet);
     let mut written: Vec<PathBuf> = Vec::new();
     let mut totals = vec![0u64; outputs.len()];
     let result = (|| -> Result<()> {
         for (k, (o, shards)) in outputs.iter().zip(&all_shards).enumerate() {
             for shard in shards {
-                let tmp = partial_path(&shard.path);
+                let (file, tmp) = fsio::create_temp(&shard.path)?;
                 written.push(tmp.clone());
-                totals[k] += write_shard(store, o.plan, shard, &tmp, &bar)?;
+                totals[k] += write_shard(store, o.plan, shard, file, &tmp, &bar, options)?;
             }
         }
         Ok(())
@@ -87,11 +137,20 @@ pub fn run_all(store: &Store, outputs: &[Output], quiet: bool) -> Result<Vec<Exp
         }
         return Err(e);
     }
-    for shard in all_shards.iter().flatten() {
-        let tmp = partial_path(&shard.path);
-        std::fs::rename(&tmp, &shard.path)
-            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    for (i, (shard, tmp)) in all_shards.iter().flatten().zip(&written).enumerate() {
+        if let Err(e) = std::fs::rename(tmp, &shard.path) {
+            for p in &written[i..] {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e).with_context(|| format!("cannot move {} into place", tmp.display()));
+        }
     }
+    if let Some(dir) = finals.first().map(|p| fsio::parent_dir(p)) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    drop(locks);
     Ok(all_shards
         .into_iter()
         .zip(totals)
@@ -106,18 +165,14 @@ fn write_shard(
     store: &Store,
     plan: &ExportPlan,
     shard: &Shard,
+    file: std::fs::File,
     tmp: &Path,
     bar: &ProgressBar,
+    options: &RunOptions,
 ) -> Result<u64> {
     let header = shard.header.to_bytes();
     let data_start = header.len() as u64;
     let total = data_start + shard.header.data_size();
-    let file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
     file.set_len(total)?;
     file.write_all_at(&header, 0)?;
     let jobs = shard_jobs(plan, shard, data_start)?;
@@ -127,7 +182,7 @@ fn write_shard(
         let mut preloaded: Option<TensorReader> = None;
         for (k, job) in jobs.iter().enumerate() {
             let t = job.tensor;
-            bar.set_message(t.name.clone());
+            bar.set_message(crate::escape::controls(&t.name).into_owned());
             let done = match job.piece {
                 None => write_generated(job, &mut writer),
                 Some(p) => {
@@ -144,7 +199,15 @@ fn write_shard(
                                 .map(|r| (r, g.first_window())),
                             None => None,
                         };
-                    let done = write_piece(store, job, &piece, reader, next.as_mut(), &mut writer);
+                    let done = write_piece(
+                        store,
+                        job,
+                        &piece,
+                        reader,
+                        next.as_mut(),
+                        &mut writer,
+                        options.allow_overflow,
+                    );
                     preloaded = next.map(|(r, _)| r);
                     done
                 }
@@ -157,13 +220,6 @@ fn write_shard(
     .with_context(|| format!("writing {}", tmp.display()))?;
     file.sync_all()?;
     Ok(total)
-}
-
-/// The temporary name an output is written under.
-pub fn partial_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
 }
 
 /// One unit of output: a generated tensor, or one stored piece of a tensor (one expert of a
@@ -460,6 +516,7 @@ fn write_piece(
     mut reader: TensorReader,
     mut next: Option<&mut (TensorReader, (usize, usize))>,
     file: &mut BackgroundWriter,
+    allow_overflow: bool,
 ) -> Result<()> {
     let (ncols, nrows, row_bytes) = (job.ncols, job.nrows, job.row_bytes);
     let (codec, weights) = (job.codec, job.weights());
@@ -510,9 +567,10 @@ fn write_piece(
                             g.row_values(r, bytes, lo, scales.as_ref(), vals);
                         }
                         g.piece.op.apply(vals, f16_source);
-                        round_through(vals, round_to);
                         // A branch-free scan first (vectorised); the position only on failure.
-                        let finite = vals.iter().fold(true, |ok, v| ok & v.is_finite());
+                        let (finite, amax) = vals
+                            .iter()
+                            .fold((true, 0f32), |(ok, m), v| (ok & v.is_finite(), m.max(v.abs())));
                         if let Some(c) = (!finite)
                             .then(|| vals.iter().position(|v| !v.is_finite()))
                             .flatten()
@@ -523,7 +581,28 @@ fn write_piece(
                                 vals[c]
                             );
                         }
+                        // Finite values that the output type (or the converter's intermediate
+                        // type) cannot hold: checked only on rows with large values.
+                        let check = !allow_overflow && amax >= OVERFLOW_CHECK_FROM;
+                        let before = check.then(|| vals.clone());
+                        round_through(vals, round_to);
+                        if let Some(before) = &before {
+                            if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
+                                return Err(overflow(job, g, r, c, before[c], round_to));
+                            }
+                        }
                         codec.quantize_row(vals, weights, dst);
+                        if let Some(before) = &before {
+                            let mut back = vec![0f32; vals.len()];
+                            codec.dequantize_row(dst, &mut back);
+                            if back.iter().any(|v| !v.is_finite()) {
+                                let c = before
+                                    .iter()
+                                    .enumerate()
+                                    .fold(0, |m, (i, v)| if v.abs() > before[m].abs() { i } else { m });
+                                return Err(overflow(job, g, r, c, before[c], None));
+                            }
+                        }
                         Ok(())
                     },
                 )
@@ -541,6 +620,31 @@ fn write_piece(
         r0 = r1;
     }
     reader.finish()
+}
+
+/// The error for a finite value that becomes infinite in the output: in the converter's
+/// intermediate type `via` (when given), else in the output type.
+fn overflow(
+    job: &Job,
+    g: &PieceGeometry,
+    row: usize,
+    col: usize,
+    value: f32,
+    via: Option<GgmlType>,
+) -> anyhow::Error {
+    let t = job.tensor;
+    let into = via.unwrap_or(t.ggml_type);
+    let who = if t.ggml_type.is_quantized() {
+        "llama-quantize refuses such a tensor (\"quantized data validation failed\")"
+    } else {
+        "convert_hf_to_gguf.py writes it as inf without a word"
+    };
+    anyhow::anyhow!(
+        "tensor {} (from {}): the value {value} at row {row}, column {col} is too large for {} and would become inf; {who}. Give the tensor a wider type (per_tensor in the export config, e.g. F32), or pass --allow-overflow to write it anyway",
+        t.name,
+        g.piece.entry.name,
+        into.name()
+    )
 }
 
 /// A failure while reading a tensor (a NaN, a bad chunk) is reported as corruption when the
