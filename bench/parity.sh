@@ -18,7 +18,7 @@ REF=${GMAT_REF:-$HOME/.cache/gmat-ref}
 . "$REF/env.sh" || { echo "run ../shared/reference/setup.sh first" >&2; exit 1; }
 GMAT=${GMAT:-$ROOT/target/release/gmat}
 KIT=$ROOT/../shared/reference/models
-IGN=(--ignore-key '^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$' --ignore-key '^gmat\.')
+IGN=(--ignore-key '^gmat\.')
 FILE_TYPES=${FILE_TYPES:-"Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q2_K_S Q3_K_S Q3_K_M Q3_K_L Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 IQ3_XXS IQ3_XS IQ3_S IQ3_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ1_S IQ1_M Q1_0 Q2_0 MXFP4_MOE"}
 PURE_TYPES=${PURE_TYPES:-"Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS TQ1_0 TQ2_0 IQ3_XXS IQ3_S IQ2_XXS IQ2_XS IQ2_S IQ1_S IQ1_M Q1_0 Q2_0 MXFP4_MOE"}
 MODELS=${MODELS:-"llama-tiny llama-bpe-tiny qwen2-tiny qwen3-tiny mixtral-tiny qwen3moe-tiny gemma2-tiny gemma3-tiny phi3-tiny deepseek2-tiny kimivl-tiny bert-tiny"}

@@ -86,7 +86,6 @@ fi
 for t in q8_0 q4_k_m; do
   if [ -f "$W/gmat-$t.gguf" ] && [ -f "$W/ref-$t.gguf" ]; then
     echo "parity $t: $($REF_PY "$ROOT/../shared/reference/gguf_parity.py" "$W/gmat-$t.gguf" "$W/ref-$t.gguf" --quiet \
-      --ignore-key '^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$' \
       --ignore-key '^gmat\.' | tail -1)"
   fi
 done

@@ -47,11 +47,15 @@ Examples:
   gmat export --model ./out/model.gmat --config export_config.json -o model.gguf
   gmat export --model ./out/model.gmat --type Q8_0 --dry-run        # print the plan only
   gmat export --model ./out/model.gmat --type Q4_K_M --tensor-type 'ffn_down=q6_k' --output-tensor-type q8_0
+  gmat export --model ./out/model.gmat --type Q8_0 --model-name 'My Model 7B' --metadata card.json
+  gmat export --model ./out/model.gmat --type Q8_0 --override-kv general.author=str:ACME \
+      --override-kv llama.context_length=int:8192       # as llama-quantize --override-kv
+  gmat export --model ./out/model.gmat --type Q8_0 --pre-tokenizer llama-bpe  # tokenizer hash unknown
 
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
 per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
     #[command(after_help = "\
 Examples:
@@ -71,6 +75,54 @@ Examples:
 Exit status: 0 if every tensor decodes to its recorded content hash, 1 at the first that does
 not (the message names it), or if the store or its base cannot be read.")]
     Verify(VerifyCli),
+    /// Print the JSON Schema of import_config.json or export_config.json, for editors.
+    #[command(after_help = "\
+Examples:
+  gmat schema export > gmat-export-config.schema.json
+  gmat schema import -o gmat-import-config.schema.json
+
+Configs written by --generate-config point at their schema with \"$schema\" (written beside them).")]
+    Schema(SchemaCli),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(after_help = "\
+Examples:
+  gmat completions bash > ~/.local/share/bash-completion/completions/gmat
+  gmat completions zsh > ~/.zfunc/_gmat
+  gmat completions fish > ~/.config/fish/completions/gmat.fish")]
+    Completions(CompletionsCli),
+    /// Print the man page, or write one page per command into a folder.
+    #[command(after_help = "\
+Examples:
+  gmat man | man -l -
+  gmat man --dir ~/.local/share/man/man1")]
+    Man(ManCli),
+}
+
+/// Options of `gmat schema`.
+#[derive(Args, Debug)]
+pub struct SchemaCli {
+    /// Which config file.
+    #[arg(value_enum)]
+    pub kind: crate::commands::meta::ConfigKind,
+    /// Write the schema to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Options of `gmat completions`.
+#[derive(Args, Debug)]
+pub struct CompletionsCli {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of `gmat man`.
+#[derive(Args, Debug)]
+pub struct ManCli {
+    /// Write gmat.1 and gmat-COMMAND.1 into DIR instead of printing gmat.1.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

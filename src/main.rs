@@ -7,9 +7,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Import(a) => commands::import::run(a),
-        Command::Export(a) => commands::export::run(a),
+        Command::Export(a) => commands::export::run(*a),
         Command::Inspect(a) => commands::inspect::run(&a.store),
         Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
+        Command::Schema(a) => commands::meta::schema(a.kind, a.output.as_deref()),
+        Command::Completions(a) => commands::meta::completions(a.shell),
+        Command::Man(a) => commands::meta::man(a.dir.as_deref()),
     };
     if let Err(e) = result {
         // Names and paths come from files: never let them drive the terminal.

@@ -237,3 +237,65 @@ fn the_generator_matches_its_python_twin() {
     );
     assert_eq!(hex(fixture_values("", "BF16", 4)), "3e3d78bffe3d7b3e");
 }
+
+/// A BPE tokenizer whose hash llama.cpp's table does not know is refused with the way out named;
+/// `--pre-tokenizer` names the pre-tokenizer, and with the original one the output equals the
+/// reference's file but for the changed normalizer flag (the vocabulary lists do not depend on
+/// how text is split).
+#[test]
+fn unknown_pre_tokenizers_are_refused_and_can_be_named() {
+    let fx = arch_dir().join("qwen2moe-shared");
+    let dir = tempfile::tempdir().unwrap();
+    let hf = dir.path().join("qwen2moe-shared");
+    assemble(&fx, &hf);
+    // no lower-casing: the check string tokenizes differently, so the hash is unknown
+    let tj = hf.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tj).unwrap();
+    let changed = text.replacen("\"lowercase\": true", "\"lowercase\": false", 1);
+    assert_ne!(
+        text,
+        changed,
+        "expected a lowercase normalizer in {}",
+        tj.display()
+    );
+    std::fs::write(&tj, changed).unwrap();
+    let store = dir.path().join("store");
+    gmat_ok(&["import", "-q", "--model", s(&hf), "-o", s(&store)]);
+    let gguf = dir.path().join("out.gguf");
+    let export = |extra: &[&str]| {
+        let mut a = vec![
+            "export",
+            "-q",
+            "--model",
+            s(&store),
+            "--type",
+            "BF16",
+            "-o",
+            s(&gguf),
+        ];
+        a.extend(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let args = export(&[]);
+    let err = gmat_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("not recognized") && err.contains("--pre-tokenizer"),
+        "{err}"
+    );
+    assert!(!gguf.exists());
+    let args = export(&["--pre-tokenizer", "no-such-name"]);
+    let err = gmat_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("no-such-name") && err.contains("llama-bpe"),
+        "{err}"
+    );
+    let args = export(&["--pre-tokenizer", "jina-v2-en"]);
+    gmat_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let expected = read_json(&fx.join("expected.json"));
+    let diffs = digest_diffs(&gguf_digest(&gguf), &expected["outputs"]["BF16"], true);
+    // the one change made to the tokenizer is the one difference
+    assert_eq!(
+        diffs,
+        ["key differs: tokenizer.ggml.normalizer.lowercase: ours false | reference true"]
+    );
+}

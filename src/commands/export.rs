@@ -4,13 +4,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, ConfigFile, Hparams};
+use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
 use crate::pipeline::{self, progress::human_bytes};
+use crate::plan::kv_override::KvOverride;
 use crate::plan::split::{self, SplitLimits};
 use crate::plan::{self, ExportPlan, FileType, PlanInput, TensorSource, TypeOptions};
 use crate::quant::imatrix::Imatrix;
@@ -69,6 +72,24 @@ pub struct ExportArgs {
     /// Do not write the vision projector of a vision-language model.
     #[arg(long)]
     pub no_mmproj: bool,
+    /// JSON file of `general.*` keys to set, as `convert_hf_to_gguf.py --metadata` reads it
+    /// (e.g. {"general.name": "My Model", "general.license": "apache-2.0",
+    /// "general.base_models": [{"name": "Llama 3", "organization": "Meta"}]}); adds to and
+    /// replaces the config's `metadata` object.
+    #[arg(long, value_name = "FILE")]
+    pub metadata: Option<PathBuf>,
+    /// `general.name` of the output, as `convert_hf_to_gguf.py --model-name`.
+    #[arg(long, value_name = "NAME")]
+    pub model_name: Option<String>,
+    /// Set a metadata key, as llama-quantize --override-kv: KEY=TYPE:VALUE with TYPE int, float,
+    /// bool or str (e.g. general.author=str:ACME, llama.context_length=int:8192); repeatable;
+    /// added to the config's `override_kv`.
+    #[arg(long, value_name = "KEY=TYPE:VALUE")]
+    pub override_kv: Vec<String>,
+    /// The BPE pre-tokenizer to write (tokenizer.ggml.pre) when llama.cpp's table does not
+    /// recognise the tokenizer's hash, e.g. --pre-tokenizer llama-bpe (an unknown name lists them).
+    #[arg(long, value_name = "NAME")]
+    pub pre_tokenizer: Option<String>,
     /// Write finite source values that are too large for a tensor's output type as infinities
     /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
     #[arg(long)]
@@ -101,6 +122,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(c) = &args.config {
         inputs.file(c, "the export config (--config)");
     }
+    if let Some(m) = &args.metadata {
+        inputs.file(m, "the metadata file (--metadata)");
+    }
     let imatrix_arg = args.imatrix.clone().map(PathBuf::from);
     if let Some(i) = &imatrix_arg {
         inputs.file(i, "the imatrix");
@@ -130,13 +154,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let arch = arch::detect(&Hparams::new(&file.json)?)?;
     let hparams = arch.hparams(&file)?;
     let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
-    let model_name = store
-        .manifest
-        .model
-        .get("name")
-        .and_then(|v| v.as_str())
-        .map(arch::metadata::display_name)
-        .unwrap_or_else(|| "Model".into());
+    let metadata = metadata_input(&args, &config, &store)?;
+    let kv_overrides = kv_overrides(&args, &config)?;
     let imatrix_path = args
         .imatrix
         .clone()
@@ -162,7 +181,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         file_type,
         types: &args.types,
         imatrix: imatrix.as_ref(),
-        model_name: model_name.clone(),
+        metadata: metadata.clone(),
+        kv_overrides: &kv_overrides,
+        pre_tokenizer: args.pre_tokenizer.clone(),
     })?;
     // The vision projector of a vision-language model: its own plan, from the converter's
     // --mmproj class.
@@ -192,7 +213,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 file_type: ft,
                 types: &TypeOptions::default(),
                 imatrix: None,
-                model_name: model_name.clone(),
+                metadata: metadata.clone(),
+                kv_overrides: &[],
+                pre_tokenizer: None,
             })
             .context("vision projector (mmproj)")?;
             Some(plan)
@@ -209,7 +232,20 @@ pub fn run(args: ExportArgs) -> Result<()> {
             exclude_weights: exclude,
             ..Quantization::default()
         };
-        return generate(&plan, mmproj.as_ref(), &store, q, path);
+        let mut md = metadata_overrides(&args, &config)?;
+        if let Some(name) = &args.model_name {
+            // --model-name wins over the file's general.name, so the config can hold it there
+            md.insert(
+                "general.name".into(),
+                serde_json::Value::String(name.clone()),
+            );
+        }
+        let extra = ExportConfig {
+            metadata: md,
+            override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
+            ..ExportConfig::default()
+        };
+        return generate(&plan, mmproj.as_ref(), &store, q, extra, path);
     }
     let stem = store
         .manifest
@@ -334,34 +370,32 @@ fn generate(
     mmproj: Option<&ExportPlan>,
     store: &Store,
     imatrix: Quantization,
+    extra: ExportConfig,
     path: &Path,
 ) -> Result<()> {
-    let mut per_tensor = BTreeMap::new();
+    // in plan order (the file's order): token_embd, blk.0.*, blk.1.*, ..., output
+    let mut per_tensor = indexmap::IndexMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in &plan.tensors {
         let e = by_type.entry(t.ggml_type.name()).or_default();
         e.0 += 1;
         e.1 += t.n_bytes;
-        match &t.source {
-            TensorSource::Stored(pieces) => {
-                for p in pieces {
-                    per_tensor.insert(p.entry.uuid.to_string(), t.ggml_type.name().to_string());
-                    tensor_map.push(ExportMapEntry {
-                        source: p.entry.uuid.to_string(),
-                        target: t.name.clone(),
-                    });
-                }
-            }
-            TensorSource::Generated(_) => {
-                per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        // keyed by GGUF tensor name: what a person reads in llama.cpp's logs and gguf dumps
+        per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        if let TensorSource::Stored(pieces) = &t.source {
+            for p in pieces {
+                tensor_map.push(ExportMapEntry {
+                    source: p.entry.uuid.to_string(),
+                    target: t.name.clone(),
+                });
             }
         }
     }
     let config = ExportConfig {
         quantization: Quantization {
             default_type: Some(plan.file_type.name.to_string()),
-            per_tensor: per_tensor.into_iter().collect(),
+            per_tensor,
             ..imatrix
         },
         tensor_map,
@@ -369,6 +403,8 @@ fn generate(
             write: true,
             default_type: Some(p.file_type.name.to_string()),
         }),
+        metadata: extra.metadata,
+        override_kv: extra.override_kv,
         ..ExportConfig::default()
     };
     let mut json = serde_json::to_value(&config)?;
@@ -376,12 +412,14 @@ fn generate(
         obj.insert(
             "_comment".into(),
             format!(
-                "gmat export config for {}: per_tensor keys may be a UUID, a GGUF tensor name or a source tensor name",
+                "gmat export config for {}: per_tensor keys may be a GGUF tensor name, a UUID or a source tensor name",
                 store.root.display()
             )
             .into(),
         );
     }
+    let schema = meta::write_schema_beside(path, meta::ConfigKind::Export)?;
+    let json = with_schema_first(json, schema);
     crate::fsio::write_atomic(
         path,
         (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
@@ -405,4 +443,59 @@ fn generate(
         );
     }
     Ok(())
+}
+
+/// The converter's metadata inputs: the config's `metadata` object with the `--metadata` file
+/// over it.
+fn metadata_overrides(
+    args: &ExportArgs,
+    config: &ExportConfig,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut map = config.metadata.clone();
+    if let Some(path) = &args.metadata {
+        let text = crate::fsio::read_small_text(path)
+            .with_context(|| format!("--metadata {}", path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--metadata {}: not valid JSON", path.display()))?;
+        let serde_json::Value::Object(file) = json else {
+            bail!(
+                "--metadata {}: expected a JSON object of GGUF keys",
+                path.display()
+            );
+        };
+        map.extend(file);
+    }
+    Ok(map)
+}
+
+fn metadata_input(
+    args: &ExportArgs,
+    config: &ExportConfig,
+    store: &Store,
+) -> Result<MetadataInput> {
+    let folder_name = store
+        .manifest
+        .model
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("model")
+        .to_string();
+    Ok(MetadataInput {
+        folder_name,
+        overrides: metadata_overrides(args, config)?,
+        model_name: args.model_name.clone(),
+    })
+}
+
+/// The config's `override_kv` then the command line's, parsed.
+fn kv_overrides(args: &ExportArgs, config: &ExportConfig) -> Result<Vec<KvOverride>> {
+    config
+        .override_kv
+        .iter()
+        .chain(&args.override_kv)
+        .map(|s| {
+            s.parse::<KvOverride>()
+                .map_err(|e| anyhow::anyhow!("--override-kv: {e}"))
+        })
+        .collect()
 }

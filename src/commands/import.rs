@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::commands::meta::{self, with_schema_first};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
@@ -233,6 +234,8 @@ fn generate(model: &HfModel, path: &Path) -> Result<()> {
             "gmat import config: set include=false to skip a tensor; targets are the UUIDs tensors are stored under".into(),
         );
     }
+    let schema = meta::write_schema_beside(path, meta::ConfigKind::Import)?;
+    let json = with_schema_first(json, schema);
     crate::fsio::write_atomic(
         path,
         (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),

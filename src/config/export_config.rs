@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::json_strict::{object, objects};
@@ -30,7 +31,7 @@ fn gguf() -> String {
 }
 
 /// `quantization` section.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quantization {
     /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
@@ -54,7 +55,7 @@ pub struct Quantization {
 }
 
 /// One `tensor_map` row: which stored tensor becomes which GGUF tensor.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportMapEntry {
     /// Stored tensor: UUID or source (HF) name.
@@ -64,7 +65,7 @@ pub struct ExportMapEntry {
 }
 
 /// `mmproj` section: the vision projector of a vision-language model.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MmprojConfig {
     /// Whether export writes the projector file (default true).
@@ -89,7 +90,7 @@ impl Default for MmprojConfig {
 }
 
 /// The whole export config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportConfig {
     #[serde(default = "gguf")]
@@ -118,6 +119,13 @@ pub struct ExportConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub mmproj: Option<MmprojConfig>,
+    /// `general.*` keys as the converter's `--metadata` file gives them (`general.name`,
+    /// `general.license`, `general.base_models`, ...); `--metadata` adds to and replaces them.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// llama-quantize's `--override-kv` entries, `KEY=TYPE:VALUE`; `--override-kv` adds to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub override_kv: Vec<String>,
 }
 
 impl Default for ExportConfig {
@@ -131,6 +139,8 @@ impl Default for ExportConfig {
             special_token_keys: BTreeMap::new(),
             block_format: None,
             mmproj: None,
+            metadata: serde_json::Map::new(),
+            override_kv: Vec::new(),
         }
     }
 }

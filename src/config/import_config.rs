@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ pub fn default_uuid(source_name: &str) -> Uuid {
 }
 
 /// One `tensor_map` row.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportMapEntry {
     /// Source (HF) tensor name.
@@ -41,7 +42,7 @@ fn safetensors() -> String {
 }
 
 /// The whole import config.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportConfig {
     #[serde(default = "safetensors")]

@@ -36,6 +36,10 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
         bail!("it must be a JSON object ({{...}}), not {}", kind(&v));
     }
     strip_comments(&mut v);
+    // the pointer to the file's JSON Schema (written by --generate-config, read by editors)
+    if let Some(map) = v.as_object_mut() {
+        map.remove("$schema");
+    }
     Ok(serde_json::from_value(v)?)
 }
 

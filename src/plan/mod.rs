@@ -3,6 +3,7 @@
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
 pub mod file_type;
+pub mod kv_override;
 pub mod llama_load;
 pub mod mix_rules;
 pub mod per_tensor;
@@ -19,7 +20,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use uuid::Uuid;
 
-use crate::arch::metadata::{general_keys, ParamCount};
+use crate::arch::metadata::{general_keys, MetadataInput, ParamCount};
 use crate::arch::transform::{ValueOp, View};
 use crate::arch::{
     self, ArchSpec, Cx, Data, Hparams, Kv, ModelDir, ModelKind, NameMap, TensorKind,
@@ -30,6 +31,7 @@ use crate::quant;
 use crate::quant::imatrix::Imatrix;
 use crate::source::Dtype;
 use crate::store::{Manifest, TensorEntry};
+use kv_override::KvOverride;
 
 pub use file_type::FileType;
 pub use mix_rules::TypeOptions;
@@ -154,8 +156,13 @@ pub struct PlanInput<'a> {
     pub types: &'a TypeOptions,
     /// `llama-quantize --imatrix` (already filtered; `None` when no entry is left).
     pub imatrix: Option<&'a Imatrix>,
-    /// `general.name`.
-    pub model_name: String,
+    /// The converter's `--metadata` / `--model-name` and the source folder's name, for the
+    /// `general.*` keys.
+    pub metadata: MetadataInput,
+    /// llama-quantize's `--override-kv`, applied last (before the imatrix keys, as it does).
+    pub kv_overrides: &'a [KvOverride],
+    /// `--pre-tokenizer`: the BPE pre-tokenizer name instead of the detected one.
+    pub pre_tokenizer: Option<String>,
 }
 
 /// The complete plan.
@@ -243,7 +250,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
     let class_hp = arch.hparams(hparams.file())?;
     let block_count = arch.block_count(&class_hp)?;
     let names = NameMap::new(arch.gguf_arch(), block_count as usize)?;
-    let md = ModelDir::new(input.dir);
+    let md = ModelDir::new(input.dir).with_pre_tokenizer(input.pre_tokenizer.clone());
     let cx = Cx {
         hp: &class_hp,
         text: hparams,
@@ -281,9 +288,9 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         arch.gguf_arch(),
         general_type,
         &md,
-        &input.model_name,
+        &input.metadata,
         &params,
-    );
+    )?;
     arch.set_gguf_parameters(&cx, &mut kv)?;
     // gguf-py's GGML_QUANT_VERSION
     kv.set("general.quantization_version", Value::U32(2));
@@ -329,6 +336,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         metadata.retain(|(mk, _)| *mk != key);
         metadata.push((key, Value::U32(*id)));
     }
+    kv_override::apply(&mut metadata, input.kv_overrides);
     if let Some(im) = input.imatrix {
         // llama-quantize appends these last.
         let keys = im.metadata();

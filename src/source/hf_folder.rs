@@ -26,6 +26,8 @@ pub const SIDE_FILES: &[&str] = &[
     "processor_config.json",
     "tiktoken.model",
     "modules.json",
+    // the model card: the converter reads its front matter for the general.* keys
+    "README.md",
 ];
 
 const INDEX_FILE: &str = "model.safetensors.index.json";

@@ -9,7 +9,7 @@ use gmat::gguf::{GgufFile, Value};
 
 /// Keys that are cosmetic (model-card fields and names) or gmat's own provenance; every other
 /// key must match the reference (the list of the reference README).
-pub const IGNORED_KEY_PATTERN: &str = r"^general\.(name|basename|finetune|version|quantized_by|license.*|tags|languages|datasets|base_model.*|url|repo_url|description|author|organization)$|^gmat\.";
+pub const IGNORED_KEY_PATTERN: &str = r"^gmat\.";
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -44,7 +44,10 @@ pub(crate) fn get_vocab_base(md: &ModelDir, hparams: &Json) -> Result<BpeVocab> 
             tj_path.display()
         );
     }
-    let pre = pre_tokenizer::detect(&tok, &tj_path)?;
+    let pre = match md.pre_tokenizer() {
+        Some(name) => pre_tokenizer::named(name)?,
+        None => pre_tokenizer::detect(&tok, &tj_path)?,
+    };
 
     let mut reverse: Vec<Option<&str>> = vec![None; vocab_size];
     for (text, &id) in &vocab {

@@ -17,6 +17,7 @@ use serde_json::Value as Json;
 pub struct ModelDir {
     dir: PathBuf,
     json: RefCell<HashMap<&'static str, Option<Rc<Json>>>>,
+    pre_tokenizer: Option<String>,
 }
 
 impl ModelDir {
@@ -24,7 +25,21 @@ impl ModelDir {
         ModelDir {
             dir: dir.to_path_buf(),
             json: RefCell::new(HashMap::new()),
+            pre_tokenizer: None,
         }
+    }
+
+    /// The user's `--pre-tokenizer`: the BPE pre-tokenizer name to write instead of the one
+    /// detected from the tokenizer's hash (what users patch into the converter's
+    /// `get_vocab_base_pre` for a tokenizer it does not know).
+    pub fn with_pre_tokenizer(mut self, name: Option<String>) -> ModelDir {
+        self.pre_tokenizer = name;
+        self
+    }
+
+    /// See [`ModelDir::with_pre_tokenizer`].
+    pub fn pre_tokenizer(&self) -> Option<&str> {
+        self.pre_tokenizer.as_deref()
     }
 
     /// `dir/name`.

@@ -146,6 +146,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every pre-tokenizer name the table knows, sorted, without repeats.
+fn known_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = CHKHSH_TABLE.iter().map(|(_, n, _)| *n).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The pre-tokenizer named by the user (`--pre-tokenizer`), if llama.cpp knows the name.
+pub(crate) fn named(name: &str) -> Result<&'static str> {
+    match CHKHSH_TABLE.iter().find(|(_, n, _)| *n == name) {
+        Some((_, n, _)) => Ok(n),
+        None => bail!(
+            "--pre-tokenizer {name}: not a pre-tokenizer llama.cpp knows; one of: {}",
+            known_names().join(", ")
+        ),
+    }
+}
+
 /// Detects the pre-tokenizer of `tok`; `file` names the tokenizer for the error message.
 pub(crate) fn detect(tok: &HfTokenizer, file: &std::path::Path) -> Result<&'static str> {
     let ids = tok.encode(CHKTXT, true)?;
@@ -153,9 +172,13 @@ pub(crate) fn detect(tok: &HfTokenizer, file: &std::path::Path) -> Result<&'stat
     match lookup(&hash) {
         Some(name) => Ok(name),
         None => bail!(
-            "the BPE pre-tokenizer of {} is not supported: its chkhsh {hash} is not in llama.cpp's \
-             get_vocab_base_pre table (convert_hf_to_gguf.py refuses it too: \"BPE pre-tokenizer \
-             was not recognized\")",
+            "the BPE pre-tokenizer of {} is not recognized: its hash (chkhsh) {hash} is not in \
+             llama.cpp b11312's get_vocab_base_pre table, and convert_hf_to_gguf.py refuses it \
+             too (\"BPE pre-tokenizer was not recognized\"). If this tokenizer splits text like a \
+             known one (a fine-tune that re-saved its base model's tokenizer, say), name that \
+             one with --pre-tokenizer NAME (e.g. llama-bpe, qwen2, gpt-4o, deepseek-v3; \
+             an unknown name lists them all) and check the GGUF's output \
+             against the original tokenizer; otherwise llama.cpp itself needs to learn it first",
             file.display()
         ),
     }

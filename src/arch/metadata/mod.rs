@@ -2,7 +2,14 @@
 //! `Metadata.set_gguf_meta_model`, gguf-py's `size_label`), with the GGUF value types
 //! gguf-py's `GGUFWriter.add_*` methods use.
 
+mod authorship;
+mod model_card;
+pub mod model_id;
+
+use anyhow::Result;
 use serde_json::Value as Json;
+
+pub use authorship::{override_keys, MetadataSources, ModelMetadata};
 
 use super::kv::Kv;
 use super::tokenizer::ModelDir;
@@ -76,74 +83,54 @@ fn rounded_notation(n: u64, min_digits: usize) -> String {
     format!("{scaled:.fix$}{suffix}")
 }
 
-/// A human name for `general.name`, from a model folder name ("llama-tiny" → "Llama Tiny").
-pub fn display_name(folder: &str) -> String {
-    folder
-        .split(['-', '_', ' '])
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_uppercase().chain(c).collect::<String>(),
-                None => String::new(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// What the user adds to the converter's metadata: its `--metadata` file (or the export
+/// config's `metadata` object) and `--model-name`, and the folder the model was imported from.
+#[derive(Clone, Debug, Default)]
+pub struct MetadataInput {
+    /// The source folder's name, which the converter reads as a model id.
+    pub folder_name: String,
+    /// GGUF key -> value, as the converter's `--metadata` file.
+    pub overrides: serde_json::Map<String, Json>,
+    /// `--model-name`.
+    pub model_name: Option<String>,
 }
 
 /// `Metadata.load` + `set_type` + `set_gguf_meta_model`: the `general.*` keys written before
-/// the architecture's parameters (architecture, type, sampling defaults from
-/// generation_config.json, name, size label), in the converter's order.
+/// the architecture's parameters (architecture, type, sampling defaults, name and authorship,
+/// size label), in the converter's order.
 pub fn general_keys(
     kv: &mut Kv,
     arch: &str,
     general_type: &str,
     md: &ModelDir,
-    name: &str,
+    input: &MetadataInput,
     params: &ParamCount,
-) {
+) -> Result<()> {
     kv.set("general.architecture", Value::String(arch.into()));
     kv.set("general.type", Value::String(general_type.into()));
-    // Metadata.load_generation_config: an unreadable file counts as absent.
-    let gen = md.json("generation_config.json").ok().flatten();
-    if let Some(gen) = gen.as_deref() {
-        let get = |k: &str| gen.get(k).filter(|v| !v.is_null());
-        if let Some(Json::String(s)) = get("sequence") {
-            kv.set("general.sampling.sequence", Value::String(s.clone()));
-        }
-        let int = |k: &str| get(k).and_then(Json::as_i64).map(|n| Value::I32(n as i32));
-        let float = |k: &str| get(k).and_then(Json::as_f64).map(|x| Value::F32(x as f32));
-        let items: [(&str, Option<Value>); 11] = [
-            ("top_k", int("top_k")),
-            ("top_p", float("top_p")),
-            ("min_p", float("min_p")),
-            ("xtc_probability", float("xtc_probability")),
-            ("xtc_threshold", float("xtc_threshold")),
-            ("temp", float("temperature")),
-            ("penalty_last_n", int("penalty_last_n")),
-            (
-                "penalty_repeat",
-                if gen.get("penalty_repeat").is_some() {
-                    float("penalty_repeat")
-                } else {
-                    float("repetition_penalty")
-                },
-            ),
-            ("mirostat", int("mirostat")),
-            ("mirostat_tau", float("mirostat_tau")),
-            ("mirostat_eta", float("mirostat_eta")),
-        ];
-        for (k, v) in items {
-            if let Some(v) = v {
-                kv.set(&format!("general.sampling.{k}"), v);
-            }
-        }
+    // gguf-py: a model card, config or generation config that cannot be read counts as absent
+    let card = match md.text("README.md").ok().flatten() {
+        Some(text) => model_card::front_matter(&text)?,
+        None => Default::default(),
+    };
+    let config = md.json("config.json").ok().flatten();
+    let generation = md.json("generation_config.json").ok().flatten();
+    let total = i64::try_from(params.total).unwrap_or(i64::MAX);
+    let sources = MetadataSources {
+        card,
+        hf_params: config.as_deref(),
+        generation: generation.as_deref(),
+        folder_name: &input.folder_name,
+        overrides: input.overrides.clone(),
+        model_name: input.model_name.as_deref(),
+        total_params: total,
+    };
+    let label = (params.total > 0).then(|| params.size_label());
+    let metadata = ModelMetadata::load(&sources, label)?;
+    for (k, v) in metadata.gguf_keys()? {
+        kv.set(&k, v);
     }
-    kv.set("general.name", Value::String(name.into()));
-    if params.total > 0 {
-        kv.set("general.size_label", Value::String(params.size_label()));
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -173,11 +160,5 @@ mod tests {
             expert_count: 4,
         };
         assert_eq!(moe.size_label(), "4x2.7M");
-    }
-
-    #[test]
-    fn display_name_title_cases_folder_names() {
-        assert_eq!(display_name("llama-tiny"), "Llama Tiny");
-        assert_eq!(display_name("tiny_llm"), "Tiny Llm");
     }
 }
