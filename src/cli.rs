@@ -49,9 +49,9 @@ Examples:
   gmat export --model ./out/model.gmat --config export_config.json -o model.gguf
   gmat export --model ./out/model.gmat --type Q8_0 --dry-run        # print the plan only
   gmat export --model ./out/model.gmat --type Q4_K_M --tensor-type 'ffn_down=q6_k' --output-tensor-type q8_0
-  gmat export --model ./out/model.gmat --type Q4_K_M,Q6_K,Q8_0 -o ./gguf/   # one pass, NAME-TYPE.gguf each
+  gmat export --model ./out/model.gmat --type Q4_K_M,Q6_K,Q8_0 -o ./gguf/  # one pass, 3 files
   gmat export --model ./out/model.gmat --type Q4_K_M,Q8_0 -o 'llama-{type}.gguf'
-  gmat export --model ./out/model.gmat --type Q4_K_M --no-cache    # neither read nor fill the cache
+  gmat export --model ./out/model.gmat --type Q4_K_M --no-cache     # bypass the cache
 
 Quantized tensors are cached (by source content hash, type, transform and imatrix entry) in
 $GMAT_CACHE_DIR, else $XDG_CACHE_HOME/gmat, else ~/.cache/gmat, up to --cache-size (default 20G):
