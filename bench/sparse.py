@@ -5,17 +5,19 @@ import os
 import struct
 
 
-def write_sparse_shards(out, shapes, shards, dtype="BF16", metadata=None):
+def write_sparse_shards(out, shapes, shards, dtype="BF16", metadata=None, dtypes=None):
     """Writes `shapes` (name -> shape, in file order) as `shards` sparse safetensors files plus
-    model.safetensors.index.json; returns (total bytes, number of files)."""
-    width = {"BF16": 2, "F16": 2, "F32": 4}[dtype]
+    model.safetensors.index.json; every tensor is `dtype` unless `dtypes` (name -> dtype) says
+    otherwise; returns (total bytes, number of files)."""
+    widths = {"BF16": 2, "F16": 2, "F32": 4, "U8": 1, "F8_E4M3": 1}
+    dtypes = {n: (dtypes or {}).get(n, dtype) for n in shapes}
     names = list(shapes)
     size = {}
     for n in names:
         count = 1
         for d in shapes[n]:
             count *= d
-        size[n] = width * count
+        size[n] = widths[dtypes[n]] * count
     total = sum(size.values())
     os.makedirs(out, exist_ok=True)
     per, groups, cur, acc = total / shards, [], [], 0
@@ -31,7 +33,7 @@ def write_sparse_shards(out, shapes, shards, dtype="BF16", metadata=None):
         fn = f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors"
         header, off = ({"__metadata__": metadata} if metadata else {}), 0
         for n in g:
-            header[n] = {"dtype": dtype, "shape": list(shapes[n]), "data_offsets": [off, off + size[n]]}
+            header[n] = {"dtype": dtypes[n], "shape": list(shapes[n]), "data_offsets": [off, off + size[n]]}
             off += size[n]
             wm[n] = fn
         h = json.dumps(header, separators=(",", ":")).encode()
