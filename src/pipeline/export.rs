@@ -33,7 +33,7 @@ use crate::store::{Store, TensorReader};
 const CHUNK_VALUES: usize = 4 << 20;
 
 /// Bytes copied from a cache entry at a time.
-const COPY_BYTES: u64 = 8 << 20;
+const COPY_BYTES: u64 = 2 << 20;
 
 /// What an export wrote.
 #[derive(Debug)]
@@ -205,6 +205,7 @@ impl Unit<'_> {
                 &p[0],
                 t.ncols() as usize,
                 t.nrows() as usize / p.len(),
+                self.results.len(),
             )),
             _ => None,
         }
@@ -413,16 +414,14 @@ fn compute<'s>(
         TensorSource::Stored(pieces) => {
             let rows = t.nrows() as usize / pieces.len().max(1);
             for (p, piece) in pieces.iter().enumerate() {
-                let g = PieceGeometry::new(piece, ncols, rows);
+                let g = PieceGeometry::new(piece, ncols, rows, todo.len());
                 let reader = match carried.take() {
                     Some(r) => r,
                     None => store.reader(&piece.entry)?,
                 };
                 let next_geometry = match pieces.get(p + 1) {
-                    Some(np) => Some(PieceGeometry::new(np, ncols, rows)),
-                    None => next
-                        .as_ref()
-                        .map(|g| PieceGeometry::new(g.piece, g.ncols, g.nrows)),
+                    Some(np) => Some(PieceGeometry::new(np, ncols, rows, todo.len())),
+                    None => next.as_ref().cloned(),
                 };
                 let mut preload = next_geometry.and_then(|ng| {
                     store
@@ -609,6 +608,7 @@ fn write_piece(
 
 /// Which source bytes a window of output rows of one piece reads: output row `r` is the
 /// piece view's elements `r·ncols .. (r+1)·ncols`.
+#[derive(Clone)]
 struct PieceGeometry<'p> {
     piece: &'p SourcePiece,
     ncols: usize,
@@ -620,7 +620,9 @@ struct PieceGeometry<'p> {
 }
 
 impl<'p> PieceGeometry<'p> {
-    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize) -> Self {
+    /// `results`: how many outputs each window's rows are quantized into; the window shrinks
+    /// with it so that the output buffers (one per result) stay within the same memory.
+    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize, results: usize) -> Self {
         PieceGeometry {
             piece,
             ncols,
@@ -631,7 +633,7 @@ impl<'p> PieceGeometry<'p> {
             } else {
                 ncols
             },
-            chunk_rows: (CHUNK_VALUES / ncols.max(1)).max(1),
+            chunk_rows: (CHUNK_VALUES / results.max(1) / ncols.max(1)).max(1),
         }
     }
 
