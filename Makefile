@@ -2,7 +2,9 @@
 #   make install   build and install the `gmat` binary (cargo install)
 #   make example   import + export example/tiny_llm into out/example, and the vision-language
 #                  example/kimi2 (text GGUF + vision projector GGUF), and show what was made
-#   make test      the test suite (what CI runs)
+#   make test      the test suite (what CI runs), with a short fuzzing pass (src/fuzz.rs)
+#   make fuzz      a long fuzzing pass of every parser of outside bytes (GMAT_FUZZ_CASES cases
+#                  per target, 20000 by default)
 #   make lint      rustfmt check + clippy with warnings as errors
 #   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh):
 #                  quantizer throughput per type (bench-quant), the store's size and speed per
@@ -15,7 +17,7 @@ OUT := out/example
 
 REF_ENV := $${GMAT_REF:-$$HOME/.cache/gmat-ref}/env.sh
 
-.PHONY: build install example test lint bench bench-quant bench-store quant-diff parity clean
+.PHONY: build install example test fuzz lint bench bench-quant bench-store quant-diff parity clean
 
 build:
 	$(CARGO) build --release --locked
@@ -37,6 +39,11 @@ example: build
 
 test:
 	$(CARGO) test --locked
+
+GMAT_FUZZ_CASES ?= 20000
+
+fuzz:
+	GMAT_FUZZ_CASES=$(GMAT_FUZZ_CASES) $(CARGO) test --locked --release --lib fuzz:: -- --test-threads=2
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -10,6 +10,10 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod content_hash;
+pub mod escape;
+pub mod fsio;
+#[cfg(test)]
+mod fuzz;
 pub mod gguf;
 pub mod mapped;
 pub mod pipeline;

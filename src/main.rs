@@ -12,7 +12,8 @@ fn main() {
         Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
     };
     if let Err(e) = result {
-        eprintln!("gmat: error: {e:#}");
+        // Names and paths come from files: never let them drive the terminal.
+        eprintln!("gmat: error: {}", gmat::escape::controls(&format!("{e:#}")));
         std::process::exit(1);
     }
 }

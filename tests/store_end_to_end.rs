@@ -197,7 +197,14 @@ fn a_changed_or_missing_base_is_a_clear_error() {
         e.contains("base store") && e.contains("has changed") && e.contains("base/model.gmat"),
         "{e}"
     );
-    assert!(!out.exists() && !p("after.gguf.partial").exists());
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".gmat-tmp") || n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "temporary or lock files left: {left:?}");
     let e = gmat_err(&["verify", s(&p("ft"))]);
     assert!(
         e.contains("verify failed at tensor") && e.contains("has changed"),
@@ -237,7 +244,10 @@ fn a_changed_or_missing_base_is_a_clear_error() {
         "-o",
         s(&p("base")),
     ]);
-    assert!(e.contains("its own base store"), "{e}");
+    assert!(
+        e.contains("overlaps the base store") && e.contains("base/model.gmat"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -293,8 +293,7 @@ fn truthy(v: &Json) -> bool {
 
 /// A JSON file, with errors naming it.
 pub fn read_json(path: &std::path::Path) -> Result<Json> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::fsio::read_small_text(path)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 

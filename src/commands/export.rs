@@ -24,9 +24,9 @@ pub struct ExportArgs {
     /// GMAT store (a model.gmat folder, or the folder holding it).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
-    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder). A folder writes
-    /// NAME-TYPE.gguf in it; `{name}` and `{type}` in the name are replaced (needed, or a
-    /// folder, with several types).
+    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder). `{name}` and `{type}`
+    /// in it are replaced; with several types it must hold `{type}` or be a folder (then
+    /// NAME-TYPE.gguf in it).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Export config (default type, per-tensor types, names).
@@ -83,6 +83,10 @@ pub struct ExportArgs {
     /// 20G); the least recently used entries are dropped after each export. 0 disables it.
     #[arg(long, value_name = "SIZE")]
     pub cache_size: Option<String>,
+    /// Write finite source values that are too large for a tensor's output type as infinities
+    /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
+    #[arg(long)]
+    pub allow_overflow: bool,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -96,6 +100,36 @@ const DEFAULT_MMPROJ_TYPE: &str = "F16";
 pub fn run(args: ExportArgs) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&args.model)?;
+    // What this run reads: nothing it writes may be one of these, or inside a store.
+    let mut inputs = crate::fsio::Inputs::default();
+    inputs.dir(&store.root, "the store");
+    let mut base = store.base_path();
+    let mut seen = 0;
+    while let Some(b) = base.take() {
+        inputs.dir(&b, "the base store");
+        seen += 1;
+        if seen < 8 {
+            base = Store::open(&b).ok().and_then(|s| s.base_path());
+        }
+    }
+    if let Some(c) = &args.config {
+        inputs.file(c, "the export config (--config)");
+    }
+    let imatrix_arg = args.imatrix.clone().map(PathBuf::from);
+    if let Some(i) = &imatrix_arg {
+        inputs.file(i, "the imatrix");
+    }
+    // A folder or a {type} template names no file itself: the files it gives are checked
+    // before any work (pipeline::export::run_all).
+    if let Some(o) = args.output.as_ref().filter(|o| !names_many(o)) {
+        inputs.check_output(o, "-o")?;
+    }
+    if let Some(m) = &args.mmproj {
+        inputs.check_output(m, "--mmproj")?;
+    }
+    if let Some(g) = &args.generate_config {
+        inputs.check_output(g, "--generate-config")?;
+    }
     let config: ExportConfig = match &args.config {
         Some(p) => read_config(p)?,
         None => ExportConfig::default(),
@@ -182,6 +216,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         if plans.len() > 1 {
             anyhow::bail!("--generate-config writes the config of one file type; give one --type");
         }
+        if let Some(i) = &imatrix_path {
+            inputs.file(Path::new(i), "the imatrix");
+            inputs.check_output(path, "--generate-config")?;
+        }
         let q = Quantization {
             imatrix: imatrix_path,
             include_weights: include,
@@ -217,11 +255,11 @@ pub fn run(args: ExportArgs) -> Result<()> {
             if plans.len() > 1 {
                 println!("{} -> {}", plan.file_type, out.display());
             }
-            print!("{}", plan.describe());
+            print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         }
         if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
-            print!("{}", p.describe());
+            print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
@@ -238,12 +276,17 @@ pub fn run(args: ExportArgs) -> Result<()> {
             limits: SplitLimits::default(),
         });
     }
+    if let Some(i) = &imatrix_path {
+        inputs.file(Path::new(i), "the imatrix");
+    }
     let cache = open_cache(&args)?;
     let run = pipeline::export::RunOptions {
         quiet: args.quiet,
+        allow_overflow: args.allow_overflow,
+        inputs: Some(&inputs),
         cache: cache.as_ref(),
     };
-    let stats = pipeline::export::run_all(&store, &outputs, run)?;
+    let stats = pipeline::export::run_all(&store, &outputs, &run)?;
     if !args.quiet {
         for (o, st) in outputs.iter().zip(&stats) {
             let mut reuse = Vec::new();
@@ -358,8 +401,15 @@ fn choose_file_types(
         .map_err(|e: String| anyhow::anyhow!(e))?])
 }
 
-/// Where the GGUF of file type `ty` goes: `out` as given, `{name}`/`{type}` replaced in it, or
-/// `NAME-TYPE.gguf` in the folder `out` (in the current folder without `out`).
+/// Whether `-o` is a folder or a name template rather than one file's name.
+fn names_many(out: &Path) -> bool {
+    let s = out.to_string_lossy();
+    s.contains("{type}") || s.contains("{name}") || s.ends_with('/') || out.is_dir()
+}
+
+/// Where the GGUF of file type `ty` goes: `out` as given, `{name}`/`{type}` replaced in it, or,
+/// with several types, `NAME-TYPE.gguf` in the folder `out` (in the current folder without
+/// `out`).
 fn output_path(out: Option<&Path>, stem: &str, ty: &str, several: bool) -> Result<PathBuf> {
     let default = format!("{stem}-{ty}.gguf");
     let Some(out) = out else {
@@ -371,7 +421,8 @@ fn output_path(out: Option<&Path>, stem: &str, ty: &str, several: bool) -> Resul
             s.replace("{type}", ty).replace("{name}", stem),
         ));
     }
-    if out.is_dir() || s.ends_with('/') {
+    // One file type: `-o` names the file (a folder is refused before any work, as ever).
+    if several && (out.is_dir() || s.ends_with('/')) {
         return Ok(out.join(default));
     }
     if several {
@@ -467,8 +518,10 @@ fn generate(
             .into(),
         );
     }
-    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsio::write_atomic(
+        path,
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )?;
     println!("wrote {}", path.display());
     println!(
         "file type: {}  tensors: {}  data: {}",

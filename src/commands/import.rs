@@ -65,12 +65,44 @@ impl From<StoreEncoding> for Encoding {
 pub fn run(args: ImportArgs) -> Result<()> {
     let started = Instant::now();
     let model = HfModel::open(&args.model)?;
+    // What this run reads: nothing it writes may be one of these.
+    let mut inputs = crate::fsio::Inputs::default();
+    for f in &model.files {
+        inputs.file(&f.path, "a weight file of the model");
+    }
+    for f in model
+        .side_files
+        .iter()
+        .chain([&"model.safetensors.index.json".to_string()])
+    {
+        inputs.file(&model.dir.join(f), format!("the model's {f}"));
+    }
+    if let Some(c) = &args.config {
+        inputs.file(c, "the import config (--config)");
+    }
     if let Some(path) = &args.generate_config {
+        inputs.check_output(path, "--generate-config")?;
         return generate(&model, path);
     }
     let Some(out) = &args.output else {
         bail!("give an output folder with -o DIR (the store is written to DIR/model.gmat), or --generate-config");
     };
+    let root = out.join("model.gmat");
+    for (p, what) in [(out, "-o"), (&root, "the store folder")] {
+        if let Ok(m) = std::fs::metadata(p) {
+            if !m.is_dir() {
+                bail!("{what} {} exists and is not a folder", p.display());
+            }
+        }
+    }
+    let base = match &args.base {
+        Some(p) => Some(Store::open(p).with_context(|| format!("--base {}", p.display()))?),
+        None => None,
+    };
+    if let Some(b) = &base {
+        inputs.dir(&b.root, "the base store (--base)");
+    }
+    inputs.check_output_dir(&root, "the store folder")?;
     let config = match &args.config {
         Some(p) => read_config::<ImportConfig>(p)?,
         None => ImportConfig {
@@ -96,11 +128,6 @@ pub fn run(args: ImportArgs) -> Result<()> {
             serde_json::Value::String(model_name(&args.model)),
         );
     }
-    let root = out.join("model.gmat");
-    let base = match &args.base {
-        Some(p) => Some(Store::open(p).with_context(|| format!("--base {}", p.display()))?),
-        None => None,
-    };
     let options = ImportOptions {
         encoding: args.encoding.into(),
         base: base.as_ref(),
@@ -206,8 +233,10 @@ fn generate(model: &HfModel, path: &Path) -> Result<()> {
             "gmat import config: set include=false to skip a tensor; targets are the UUIDs tensors are stored under".into(),
         );
     }
-    std::fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsio::write_atomic(
+        path,
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )?;
     println!("wrote {}", path.display());
     println!("tensors:        {}", config.tensor_map.len());
     println!("total elements: {elements}");

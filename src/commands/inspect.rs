@@ -10,7 +10,7 @@ use crate::store::{Holding, Store};
 /// Runs the command: prints to stdout.
 pub fn run(path: &Path) -> Result<()> {
     let store = Store::open(path)?;
-    print!("{}", describe(&store));
+    print!("{}", crate::escape::controls_keep_lines(&describe(&store)));
     Ok(())
 }
 

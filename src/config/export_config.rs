@@ -3,7 +3,27 @@
 use std::collections::BTreeMap;
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::json_strict::{object, objects};
+
+fn quantization_section<'de, D: Deserializer<'de>>(d: D) -> Result<Quantization, D::Error> {
+    object(d, "quantization")
+}
+
+fn tensor_map_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ExportMapEntry>, D::Error> {
+    objects(d, "tensor_map")
+}
+
+fn mmproj_section<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MmprojConfig>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    object(v, "mmproj")
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
 
 fn gguf() -> String {
     "gguf".into()
@@ -78,9 +98,9 @@ impl Default for MmprojConfig {
 pub struct ExportConfig {
     #[serde(default = "gguf")]
     pub target_format: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quantization_section")]
     pub quantization: Quantization,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tensor_map_rows")]
     pub tensor_map: Vec<ExportMapEntry>,
     /// Maximum bytes of tensor data per output file (a number, or a string such as "2G" or
     /// "500M" in decimal units, as llama-gguf-split takes them); `null` for one file.
@@ -96,7 +116,11 @@ pub struct ExportConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_format: Option<serde_json::Value>,
     /// The vision projector (vision-language models only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "mmproj_section",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mmproj: Option<MmprojConfig>,
 }
 

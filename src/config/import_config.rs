@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 /// Namespace of gmat's default tensor UUIDs (UUIDv5 of the source tensor name), so a default
@@ -28,6 +28,10 @@ pub struct ImportMapEntry {
     pub include: bool,
 }
 
+fn tensor_map_rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ImportMapEntry>, D::Error> {
+    super::json_strict::objects(d, "tensor_map")
+}
+
 fn yes() -> bool {
     true
 }
@@ -42,7 +46,7 @@ fn safetensors() -> String {
 pub struct ImportConfig {
     #[serde(default = "safetensors")]
     pub source_format: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tensor_map_rows")]
     pub tensor_map: Vec<ImportMapEntry>,
     /// Model summary from config.json; recorded in the store's manifest.
     #[serde(default)]

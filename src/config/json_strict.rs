@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use serde::de::DeserializeOwned;
+use anyhow::{bail, Context, Result};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Removes every object key that starts with `_`, at any depth.
@@ -24,12 +25,73 @@ pub fn strip_comments(v: &mut Value) {
 
 /// Reads a config file into `T`, with comments stripped and errors naming the file.
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config {}", path.display()))?;
-    let mut v: Value = serde_json::from_str(&text)
-        .with_context(|| format!("config {} is not valid JSON", path.display()))?;
+    let text = crate::fsio::read_small_text(path).context("cannot read the config")?;
+    parse_config(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// Parses the text of a config into `T`, comments stripped.
+pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
+    let mut v: Value = serde_json::from_str(text).context("not valid JSON")?;
+    if !v.is_object() {
+        bail!("it must be a JSON object ({{...}}), not {}", kind(&v));
+    }
     strip_comments(&mut v);
-    serde_json::from_value(v).with_context(|| format!("config {}", path.display()))
+    Ok(serde_json::from_value(v)?)
+}
+
+/// What a JSON value is, for messages.
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A section read only from a JSON object: serde would also take an array of the fields in
+/// order, which no one writes on purpose.
+pub fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+    what: &str,
+) -> std::result::Result<T, D::Error> {
+    let v = Value::deserialize(d)?;
+    if !v.is_object() {
+        return Err(D::Error::custom(format!(
+            "{what} must be a JSON object, not {}",
+            kind(&v)
+        )));
+    }
+    T::deserialize(v).map_err(|e| D::Error::custom(format!("{what}: {e}")))
+}
+
+/// A list of rows, each read only from a JSON object.
+pub fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+    what: &str,
+) -> std::result::Result<Vec<T>, D::Error> {
+    let v = Value::deserialize(d)?;
+    let Value::Array(items) = v else {
+        return Err(D::Error::custom(format!(
+            "{what} must be a JSON array of objects, not {}",
+            kind(&v)
+        )));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if !item.is_object() {
+                return Err(D::Error::custom(format!(
+                    "{what}[{i}] must be a JSON object, not {}",
+                    kind(&item)
+                )));
+            }
+            T::deserialize(item).map_err(|e| D::Error::custom(format!("{what}[{i}]: {e}")))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -149,13 +149,14 @@ impl GgmlType {
         self.block_size() > 1
     }
 
-    /// Bytes of a row of `n` elements; `None` if `n` is not a whole number of blocks.
+    /// Bytes of a row of `n` elements; `None` if `n` is not a whole number of blocks (or the
+    /// size does not fit a u64).
     pub fn row_bytes(self, n: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
         if !n.is_multiple_of(bs) {
             return None;
         }
-        Some(n / bs * self.type_size() as u64)
+        (n / bs).checked_mul(self.type_size() as u64)
     }
 }
 

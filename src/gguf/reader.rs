@@ -1,6 +1,5 @@
 //! A strict GGUF reader: every length and offset is checked against the file before use.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -29,7 +28,7 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens and validates `path`.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = crate::fsio::open_input(path)?;
         // SAFETY: the map is read-only; gmat never writes files it is reading.
         let map = unsafe { Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", path.display()))?;
@@ -145,7 +144,8 @@ impl<'a> Cursor<'a> {
 
 type Parsed = (u32, Vec<(String, Value)>, Vec<TensorInfo>, u64);
 
-fn parse(buf: &[u8]) -> Result<Parsed> {
+/// Parses and checks a whole GGUF file held in `buf`.
+pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
     let mut c = Cursor { buf, pos: 0 };
     if c.take(4)? != MAGIC {
         bail!("bad magic (not GGUF)");

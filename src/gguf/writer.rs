@@ -21,13 +21,20 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// Number of elements.
     pub fn n_elements(&self) -> u64 {
-        self.dims.iter().product()
+        // Saturating: a file's dims are checked by the reader before anything is sized by them.
+        self.dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 
-    /// Bytes of data, or `None` if the row length does not fit the type's blocks.
+    /// Bytes of data, or `None` if the row length does not fit the type's blocks or the size
+    /// does not fit a u64.
     pub fn n_bytes(&self) -> Option<u64> {
         let row = self.ggml_type.row_bytes(*self.dims.first()?)?;
-        Some(row * self.dims[1..].iter().product::<u64>())
+        self.dims[1..]
+            .iter()
+            .try_fold(row, |a, &d| a.checked_mul(d))
     }
 }
 

@@ -11,7 +11,7 @@
 //! added to it.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,7 @@ use super::writer::{BackgroundWriter, Dest};
 use crate::arch::transform::ValueOp;
 use crate::cache::key::{result_key, source_key, ResultKey, SourceKey};
 use crate::cache::Cache;
+use crate::fsio;
 use crate::gguf::GgmlType;
 use crate::plan::split::{self, SplitLimits};
 use crate::plan::{ExportPlan, Mxfp4Source, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
@@ -56,11 +57,22 @@ pub struct Output<'p> {
 
 /// How an export runs.
 #[derive(Clone, Copy, Default)]
-pub struct RunOptions<'c> {
+pub struct RunOptions<'a> {
+    /// No progress bar.
     pub quiet: bool,
+    /// Write values too large for the output type as infinities (as the converter does)
+    /// instead of refusing the tensor.
+    pub allow_overflow: bool,
+    /// The run's inputs: no output may be one of them or inside an input store.
+    pub inputs: Option<&'a fsio::Inputs>,
     /// The quantized-tensor cache to read and fill; `None` to bypass it.
-    pub cache: Option<&'c Cache>,
+    pub cache: Option<&'a Cache>,
 }
+
+/// Rows whose largest magnitude reaches this are checked after conversion for values that
+/// became infinite (a type's scale or value overflowing). No ggml type's scales exceed the
+/// row's largest value by anything near 64x, so rows below it cannot overflow F16 (65504).
+const OVERFLOW_CHECK_FROM: f32 = 1024.0;
 
 /// Writes `plan` to `out`, split into shards when `limits` says so, without a cache. Every
 /// file is written under a temporary name; the names are swapped in only when all files are
@@ -77,17 +89,50 @@ pub fn run(
         path: out.to_path_buf(),
         limits,
     }];
-    let mut stats = run_all(store, &outputs, RunOptions { quiet, cache: None })?;
+    let mut stats = run_all(
+        store,
+        &outputs,
+        &RunOptions {
+            quiet,
+            ..RunOptions::default()
+        },
+    )?;
     Ok(stats.remove(0))
 }
 
 /// Writes several outputs as one unit and one pass (see the module documentation): every file
-/// under a temporary name, all renamed into place only when every one is complete, none on an
-/// error.
-pub fn run_all(store: &Store, outputs: &[Output], opts: RunOptions) -> Result<Vec<ExportStats>> {
+/// under a unique temporary name, all renamed into place only when every one is complete, none
+/// on an error. Every output is locked for the run: a second gmat writing one of them is
+/// refused.
+pub fn run_all(store: &Store, outputs: &[Output], opts: &RunOptions) -> Result<Vec<ExportStats>> {
     let mut all_shards = Vec::new();
     for o in outputs {
         all_shards.push(split::shards(o.plan, &o.path, o.limits)?);
+    }
+    // Every file written: none an input or a directory, no two the same.
+    let finals: Vec<&Path> = all_shards
+        .iter()
+        .flatten()
+        .map(|s| s.path.as_path())
+        .collect();
+    for (i, p) in finals.iter().enumerate() {
+        match opts.inputs {
+            Some(inputs) => inputs.check_output(p, "output")?,
+            None => fsio::check_output_file(p, "output")?,
+        }
+        let r = fsio::resolve(p, false);
+        if finals[..i].iter().any(|q| fsio::resolve(q, false) == r) {
+            bail!(
+                "two files of this export would both be {}; give each output its own name (--mmproj FILE, or {{type}} in -o)",
+                p.display()
+            );
+        }
+    }
+    let mut locks = Vec::new();
+    for p in &finals {
+        locks.push(fsio::lock_output(p)?);
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        fsio::remove_stale_temps(fsio::parent_dir(p), name.as_deref());
     }
     let bytes: u64 = outputs.iter().map(|o| o.plan.data_bytes()).sum();
     let bar = progress::bytes_bar(bytes, "export", opts.quiet);
@@ -108,17 +153,11 @@ pub fn run_all(store: &Store, outputs: &[Output], opts: RunOptions) -> Result<Ve
         for (k, (o, shards)) in outputs.iter().zip(&all_shards).enumerate() {
             let mut place = vec![(0usize, 0u64); o.plan.tensors.len()];
             for shard in shards {
-                let tmp = partial_path(&shard.path);
+                let (file, tmp) = fsio::create_temp(&shard.path)?;
                 written.push(tmp.clone());
                 let header = shard.header.to_bytes();
                 let data_start = header.len() as u64;
                 let total = data_start + shard.header.data_size();
-                let file = OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .with_context(|| format!("cannot create {}", tmp.display()))?;
                 file.set_len(total)
                     .and_then(|()| file.write_all_at(&header, 0))
                     .with_context(|| format!("cannot write {}", tmp.display()))?;
@@ -132,7 +171,7 @@ pub fn run_all(store: &Store, outputs: &[Output], opts: RunOptions) -> Result<Ve
         }
         let units = units(outputs, &places)?;
         let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-        run_units(store, &units, &files, opts.cache, &bar, &mut stats)
+        run_units(store, &units, &files, opts, &bar, &mut stats)
             .with_context(|| format!("writing {}", names.join(", ")))?;
         for (f, path) in files.iter().zip(&written) {
             f.sync_all()
@@ -147,24 +186,26 @@ pub fn run_all(store: &Store, outputs: &[Output], opts: RunOptions) -> Result<Ve
         }
         return Err(e);
     }
-    for shard in all_shards.iter().flatten() {
-        let tmp = partial_path(&shard.path);
-        std::fs::rename(&tmp, &shard.path)
-            .with_context(|| format!("cannot move {} into place", tmp.display()))?;
+    for (i, (shard, tmp)) in all_shards.iter().flatten().zip(&written).enumerate() {
+        if let Err(e) = std::fs::rename(tmp, &shard.path) {
+            for p in &written[i..] {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e).with_context(|| format!("cannot move {} into place", tmp.display()));
+        }
     }
+    if let Some(dir) = finals.first().map(|p| fsio::parent_dir(p)) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    drop(locks);
     if let Some(c) = opts.cache {
         if let Err(e) = c.trim() {
             eprintln!("warning: cannot trim the quantized-tensor cache: {e:#}");
         }
     }
     Ok(stats)
-}
-
-/// The temporary name an output is written under.
-pub fn partial_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
 }
 
 /// One distinct byte string of a unit: a type (and importance weights) applied to the unit's
@@ -263,10 +304,11 @@ fn run_units(
     store: &Store,
     units: &[Unit],
     files: &[File],
-    cache: Option<&Cache>,
+    opts: &RunOptions,
     bar: &indicatif::ProgressBar,
     stats: &mut [ExportStats],
 ) -> Result<()> {
+    let cache = opts.cache;
     let cached = |r: &Result_| {
         cache.is_some_and(|c| {
             Cache::caches(r.tensor.ggml_type) && c.probably_has(&r.key, r.tensor.n_bytes)
@@ -283,7 +325,7 @@ fn run_units(
         // The next unit's first reader, opened and first window decoded while this one finishes.
         let mut preloaded: Option<TensorReader> = None;
         for (k, unit) in units.iter().enumerate() {
-            bar.set_message(unit.tensor.name.clone());
+            bar.set_message(crate::escape::controls(&unit.tensor.name).into_owned());
             let mut todo = Vec::new();
             for r in &unit.results {
                 let hit = match cache {
@@ -313,7 +355,7 @@ fn run_units(
                     &todo,
                     reader,
                     next,
-                    cache,
+                    opts,
                     &mut writer,
                     &mut tee_ids,
                 )
@@ -371,10 +413,11 @@ fn compute<'s>(
     todo: &[&Result_],
     first: Option<TensorReader<'s>>,
     next: Option<PieceGeometry>,
-    cache: Option<&Cache>,
+    opts: &RunOptions,
     writer: &mut BackgroundWriter,
     tee_ids: &mut u64,
 ) -> Result<Option<TensorReader<'s>>> {
+    let (cache, allow_overflow) = (opts.cache, opts.allow_overflow);
     let t = unit.tensor;
     let mut tees = Vec::with_capacity(todo.len());
     for r in todo {
@@ -429,7 +472,17 @@ fn compute<'s>(
                         .ok()
                         .map(|r| (r, ng.first_window()))
                 });
-                write_piece(store, &g, p, todo, &tees, reader, preload.as_mut(), writer)?;
+                write_piece(
+                    store,
+                    &g,
+                    p,
+                    todo,
+                    &tees,
+                    reader,
+                    preload.as_mut(),
+                    writer,
+                    allow_overflow,
+                )?;
                 carried = preload.map(|(r, _)| r);
             }
         }
@@ -448,10 +501,13 @@ fn round_to(t: &PlannedTensor, piece: &SourcePiece) -> Option<GgmlType> {
     (computed && narrow && t.intermediate != t.ggml_type).then_some(t.intermediate)
 }
 
-/// Refuses values that are not finite, naming the source tensor and the place.
-fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<()> {
+/// Refuses values that are not finite, naming the source tensor and the place; returns the
+/// largest magnitude.
+fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<f32> {
     // A branch-free scan first (vectorised); the position only on failure.
-    let finite = vals.iter().fold(true, |ok, v| ok & v.is_finite());
+    let (finite, amax) = vals.iter().fold((true, 0f32), |(ok, m), v| {
+        (ok & v.is_finite(), m.max(v.abs()))
+    });
     if let Some(c) = (!finite)
         .then(|| vals.iter().position(|v| !v.is_finite()))
         .flatten()
@@ -462,7 +518,7 @@ fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<()> {
             vals[c]
         );
     }
-    Ok(())
+    Ok(amax)
 }
 
 /// Converts piece `p`'s rows a window at a time, once, and quantizes them into every result
@@ -482,6 +538,7 @@ fn write_piece(
     mut reader: TensorReader,
     mut next: Option<&mut (TensorReader, (usize, usize))>,
     writer: &mut BackgroundWriter,
+    allow_overflow: bool,
 ) -> Result<()> {
     let (ncols, nrows) = (g.ncols, g.nrows);
     let f16_source = g.piece.entry.dtype == crate::source::Dtype::F16;
@@ -555,6 +612,9 @@ fn write_piece(
                     let r = r0 + i;
                     vals.clear();
                     let blocks = mxfp4.map(|mx| mx.repack(g, r, bytes, lo));
+                    // Rows with large values are checked for values the output types (or
+                    // the converter's intermediate type) cannot hold.
+                    let mut check = false;
                     if need_values {
                         match (&blocks, mxfp4) {
                             (Some(b), Some(mx)) => {
@@ -564,24 +624,44 @@ fn write_piece(
                             _ => g.row_values(r, bytes, lo, scales, vals),
                         }
                         g.piece.op.apply(vals, f16_source);
-                        check_finite(vals, g, r)?;
+                        let amax = check_finite(vals, g, r)?;
+                        check = !allow_overflow && amax >= OVERFLOW_CHECK_FROM;
                     }
                     for (j, dst) in dsts.into_iter().enumerate() {
                         if let (true, Some(b)) = (direct[j], &blocks) {
                             dst.copy_from_slice(b);
                             continue;
                         }
+                        let t = results[j].tensor;
                         let v: &[f32] = match rounding[j] {
                             None => vals,
                             to => {
                                 rounded.clear();
                                 rounded.extend_from_slice(vals);
                                 round_through(rounded, to);
-                                check_finite(rounded, g, r)?;
+                                if check {
+                                    if let Some(c) = rounded.iter().position(|v| !v.is_finite()) {
+                                        return Err(overflow(t, g, r, c, vals[c], to));
+                                    }
+                                }
                                 rounded
                             }
                         };
                         results[j].codec.quantize_row(v, weights[j], dst);
+                        if check {
+                            let mut back = vec![0f32; v.len()];
+                            results[j].codec.dequantize_row(dst, &mut back);
+                            if back.iter().any(|v| !v.is_finite()) {
+                                let c = vals.iter().enumerate().fold(0, |m, (i, v)| {
+                                    if v.abs() > vals[m].abs() {
+                                        i
+                                    } else {
+                                        m
+                                    }
+                                });
+                                return Err(overflow(t, g, r, c, vals[c], None));
+                            }
+                        }
                     }
                     Ok(())
                 },
@@ -794,6 +874,30 @@ fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
             .for_each(|v| *v = f16_bits_to_f32(f32_to_f16_bits(*v))),
         _ => {}
     }
+}
+
+/// The error for a finite value that becomes infinite in the output: in the converter's
+/// intermediate type `via` (when given), else in the output type.
+fn overflow(
+    t: &PlannedTensor,
+    g: &PieceGeometry,
+    row: usize,
+    col: usize,
+    value: f32,
+    via: Option<GgmlType>,
+) -> anyhow::Error {
+    let into = via.unwrap_or(t.ggml_type);
+    let who = if t.ggml_type.is_quantized() {
+        "llama-quantize refuses such a tensor (\"quantized data validation failed\")"
+    } else {
+        "convert_hf_to_gguf.py writes it as inf without a word"
+    };
+    anyhow::anyhow!(
+        "tensor {} (from {}): the value {value} at row {row}, column {col} is too large for {} and would become inf; {who}. Give the tensor a wider type (per_tensor in the export config, e.g. F32), or pass --allow-overflow to write it anyway",
+        t.name,
+        g.piece.entry.name,
+        into.name()
+    )
 }
 
 /// A failure while reading a tensor (a NaN, a bad chunk) is reported as corruption when the

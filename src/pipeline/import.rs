@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::progress;
 use crate::config::import_config::ImportDecision;
+use crate::fsio;
 use crate::source::HfModel;
 use crate::store::codec::{self, Planes, CHUNK_BYTES};
 use crate::store::commit::{BackgroundCommit, Commit};
@@ -61,15 +62,38 @@ pub fn run(
             options.encoding
         );
     }
+    if let Ok(m) = std::fs::symlink_metadata(root) {
+        if !m.is_dir() {
+            bail!(
+                "{} exists and is not a folder; the store is written there",
+                root.display()
+            );
+        }
+    }
     std::fs::create_dir_all(root.join(TENSOR_DIR))
         .with_context(|| format!("cannot create {}", root.display()))?;
     let base_info = match options.base {
         Some(base) => Some(base_info(base, root)?),
         None => None,
     };
-    // Until the new manifest lands, the store is visibly incomplete.
+    // One writer at a time, for the whole run; then what a crashed run left is ours to clean.
+    let _lock = fsio::lock_store_exclusive(root)?;
+    fsio::remove_stale_temps(root, None);
+    fsio::remove_stale_temps(&root.join(TENSOR_DIR), None);
+    for m in model
+        .side_files
+        .iter()
+        .filter_map(|f| f.split_once('/').map(|(d, _)| d))
+    {
+        fsio::remove_stale_temps(&root.join(m), None);
+    }
+    // The side files of what the store held before, to remove those the new model lacks.
     let manifest_path = root.join(MANIFEST);
-    if manifest_path.exists() {
+    let old_side_files = Manifest::load(&manifest_path)
+        .map(|m| m.side_files)
+        .unwrap_or_default();
+    // Until the new manifest lands, the store is visibly incomplete.
+    if std::fs::symlink_metadata(&manifest_path).is_ok() {
         std::fs::remove_file(&manifest_path)
             .with_context(|| format!("cannot replace {}", manifest_path.display()))?;
     }
@@ -128,13 +152,7 @@ pub fn run(
         let folder = dst.parent().unwrap_or(root);
         std::fs::create_dir_all(folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
-        let file_name = dst
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("side file name is not UTF-8")?;
-        let tmp = folder.join(format!(".{file_name}.partial"));
-        std::fs::copy(&src, &tmp).with_context(|| format!("cannot copy {}", src.display()))?;
-        std::fs::rename(&tmp, &dst)?;
+        copy_side_file(&src, &dst)?;
         side_files.push(rel.clone());
     }
     let manifest = Manifest {
@@ -149,17 +167,76 @@ pub fn run(
                 .iter()
                 .filter_map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .collect(),
+            excluded: model
+                .tensors()
+                .zip(decisions)
+                .filter(|(_, d)| !d.include)
+                .map(|(r, _)| r.tensor.name.clone())
+                .collect(),
         },
         model: summary,
         side_files,
         tensors: entries,
         base: base_info,
     };
-    let tmp = root.join(".metadata.json.partial");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&manifest)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &manifest_path)?;
+    fsio::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    sync_dir(root);
+    remove_leftovers(root, &manifest, &old_side_files);
     Ok(manifest)
+}
+
+/// Copies a side file (small: read with a limit) to `dst` through a temporary file.
+fn copy_side_file(src: &Path, dst: &Path) -> Result<()> {
+    let bytes = fsio::read_limited(src, fsio::SMALL_FILE_LIMIT)?;
+    fsio::write_atomic(dst, &bytes).with_context(|| format!("cannot copy {}", src.display()))
+}
+
+/// Makes renames into `dir` durable (best effort: not every file system supports it).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// After a new manifest is in place: removes tensor files no entry uses (a different model
+/// imported over the store, a tensor now shared with the base) and side files of the previous
+/// model that this one does not have. Only `<uuid>.gmat` names are touched in `tensors/`;
+/// anything else there is left for `gmat verify` to report.
+fn remove_leftovers(root: &Path, manifest: &Manifest, old_side_files: &[String]) {
+    let used: std::collections::HashSet<String> = manifest
+        .tensors
+        .iter()
+        .filter(|t| t.holding() != Holding::Referenced)
+        .map(|t| format!("{}.gmat", t.uuid))
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(root.join(TENSOR_DIR)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_tensor_name = name
+                .strip_suffix(".gmat")
+                .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok());
+            // `.partial`: the fixed temporary names of earlier gmat versions.
+            if (is_tensor_name && !used.contains(&name)) || name.ends_with(".gmat.partial") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".partial") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    for f in old_side_files {
+        if !manifest.side_files.contains(f) {
+            let _ = std::fs::remove_file(root.join(f));
+            if let Some((dir, _)) = f.split_once('/') {
+                let _ = std::fs::remove_dir(root.join(dir));
+            }
+        }
+    }
 }
 
 /// The base's tensors by content hash and by name.
@@ -220,6 +297,18 @@ fn store_tensor(
     let existing = TensorFile::open(path).ok();
     if let Some(index) = index {
         if let Some(b) = index.same_content(&e) {
+            // Shared only if the base really holds these bytes: a corrupt base file would
+            // otherwise become this store's tensor.
+            index
+                .store
+                .reader(b)
+                .and_then(|r| r.finish())
+                .with_context(|| {
+                    format!(
+                        "the base store {} is corrupt (check it with `gmat verify`; re-import it, or import without --base)",
+                        index.store.root.display()
+                    )
+                })?;
             e.base = Some(BaseTensor {
                 uuid: b.uuid,
                 hash: b.hash.clone(),
@@ -259,15 +348,21 @@ fn store_tensor(
                     hash: b.hash.clone(),
                 };
                 let xh = header(&e, Encoding::XorZstd, Some(link.clone()));
+                let open_base = || {
+                    index.store.reader(b).with_context(|| {
+                        format!("base tensor {} of {}", b.name, index.store.root.display())
+                    })
+                };
                 if let Some(f) = existing.as_ref().filter(|f| f.header == xh) {
-                    e.encoding = Encoding::XorZstd;
-                    e.base = Some(link);
-                    e.stored_bytes = f.file_bytes();
-                    return Ok(e);
+                    // Kept from an earlier run only if it decodes to these bytes.
+                    if verify_delta(f, open_base()?, &e.hash).is_ok() {
+                        e.encoding = Encoding::XorZstd;
+                        e.base = Some(link);
+                        e.stored_bytes = f.file_bytes();
+                        return Ok(e);
+                    }
                 }
-                let mut reader = index.store.reader(b).with_context(|| {
-                    format!("base tensor {} of {}", b.name, index.store.root.display())
-                })?;
+                let mut reader = open_base()?;
                 if delta_pays(bytes, &mut reader, e.dtype, options.encoding)? {
                     e.stored_bytes = tensor_file::write_chunked(
                         path,
@@ -291,7 +386,12 @@ fn store_tensor(
         }
     }
     let h = header(&e, options.encoding, None);
-    if let Some(f) = existing.as_ref().filter(|f| f.header == h) {
+    // A file from an earlier run is kept only if its content hash verifies; a corrupt or
+    // different one is rewritten.
+    if let Some(f) = existing
+        .as_ref()
+        .filter(|f| f.header == h && f.verify(&e.hash).is_ok())
+    {
         e.stored_bytes = f.file_bytes();
         return Ok(e);
     }
@@ -301,6 +401,31 @@ fn store_tensor(
         _ => tensor_file::write_chunked(path, &h, bytes, None, release, commit)?,
     };
     Ok(e)
+}
+
+/// Checks that a delta file from an earlier run decodes, against `base`, to bytes with the
+/// content hash `expected`.
+fn verify_delta(
+    f: &TensorFile,
+    mut base: crate::store::TensorReader,
+    expected: &str,
+) -> Result<()> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = Vec::new();
+    let n = f.chunk_count();
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + tensor_file::BATCH_CHUNKS).min(n);
+        let (s, e) = f.chunk_span(c0, c1);
+        buf.resize(e - s, 0);
+        f.decode_chunks(c0, c1, Some(base.window(s, e)?), &mut buf)?;
+        h.update(&buf);
+        c0 = c1;
+    }
+    if crate::content_hash::format(h.finalize()) != expected {
+        bail!("the delta does not decode to the recorded content");
+    }
+    base.finish()
 }
 
 /// Whether the XOR with the base codes smaller than the tensor alone, judged on one chunk from
@@ -332,8 +457,8 @@ fn hard_link(from: &Path, to: &Path) -> Result<u64> {
             return Ok(src.len());
         }
     }
-    let tmp = tensor_file::partial_path(to);
-    let _ = std::fs::remove_file(&tmp);
+    // A fresh name each time: link() never follows or replaces what is there.
+    let tmp = fsio::temp_path(to);
     std::fs::hard_link(from, &tmp)?;
     std::fs::rename(&tmp, to).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

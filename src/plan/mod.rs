@@ -309,7 +309,7 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
     }
 
     for (k, id) in &config.special_token_keys {
-        let key = format!("tokenizer.ggml.{k}_token_id");
+        let key = special_token_key(k, *id, &metadata)?;
         metadata.retain(|(mk, _)| *mk != key);
         metadata.push((key, Value::U32(*id)));
     }
@@ -334,6 +334,42 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         metadata,
         tensors,
         plan_hash,
+    })
+}
+
+/// The special token types `special_token_keys` may set, and the key of each.
+const SPECIAL_TOKEN_TYPES: &[&str] = &[
+    "bos", "eos", "unk", "sep", "pad", "mask", "eot", "eom", "fim_pre", "fim_suf", "fim_mid",
+    "fim_pad", "fim_rep", "fim_sep",
+];
+
+/// The metadata key of the `special_token_keys` entry `typ: id`, refusing a type gguf has no key
+/// for and an id outside the vocabulary (`tokenizer.ggml.tokens`).
+fn special_token_key(typ: &str, id: u32, metadata: &[(String, Value)]) -> Result<String> {
+    if !SPECIAL_TOKEN_TYPES.contains(&typ) {
+        bail!(
+            "special_token_keys: {:?} is not a special token type (allowed: {})",
+            crate::escape::controls(typ),
+            SPECIAL_TOKEN_TYPES.join(", ")
+        );
+    }
+    let n_vocab = metadata.iter().find_map(|(k, v)| match v {
+        Value::Array(_, items) if k == "tokenizer.ggml.tokens" => Some(items.len()),
+        _ => None,
+    });
+    match n_vocab {
+        Some(n) if id as usize >= n => bail!(
+            "special_token_keys: {typ} = {id} is not a token of the vocabulary (ids 0..{})",
+            n.saturating_sub(1)
+        ),
+        None => bail!(
+            "special_token_keys: {typ} = {id} cannot be checked: the model has no vocabulary (tokenizer.ggml.tokens)"
+        ),
+        _ => {}
+    }
+    Ok(match crate::arch::kv::keys::special_token_id(typ) {
+        Some(k) => k.to_string(),
+        None => format!("tokenizer.ggml.{typ}_token_id"),
     })
 }
 

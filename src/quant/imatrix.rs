@@ -76,7 +76,7 @@ pub struct Imatrix {
 }
 
 /// What `common_imatrix_load` returns, before normalisation.
-struct Raw {
+pub(crate) struct Raw {
     entries: BTreeMap<Vec<u8>, RawEntry>,
     datasets: Vec<Vec<u8>>,
     chunk_count: i32,
@@ -119,8 +119,13 @@ impl Imatrix {
             let f = GgufFile::open(path).with_context(|| format!("imatrix {shown}"))?;
             load_gguf(&f).with_context(|| format!("imatrix {shown}"))?
         } else {
-            let buf = std::fs::read(path).with_context(|| format!("cannot read {shown}"))?;
-            load_legacy(&buf).with_context(|| format!("imatrix {shown} (legacy format)"))?
+            // Mapped, not read: the parse allocates only what the entries declare, each checked
+            // against the bytes left, so a huge or hostile file cannot exhaust memory.
+            let f = crate::fsio::open_input(path).with_context(|| format!("imatrix {shown}"))?;
+            // SAFETY: a read-only map of a regular file gmat does not write.
+            let map =
+                unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("cannot map {shown}"))?;
+            load_legacy(&map).with_context(|| format!("imatrix {shown} (legacy format)"))?
         };
         let dataset_meta = match raw.datasets.first() {
             Some(d) => Some(override_str(d).with_context(|| format!("imatrix {shown}: dataset"))?),
@@ -343,8 +348,7 @@ fn normalise(e: &RawEntry, format: ImatrixFormat) -> Result<Vec<f32>> {
 
 fn is_gguf(path: &Path) -> Result<bool> {
     use std::io::Read;
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = crate::fsio::open_input(path).context("imatrix")?;
     let mut magic = Vec::with_capacity(4);
     f.by_ref()
         .take(4)
@@ -554,7 +558,7 @@ impl<'a> Istream<'a> {
 
 /// `common_imatrix_load_legacy`: i32 entry count; per entry i32 name length, name, i32 ncall,
 /// i32 nval, nval f32; then optionally i32 chunk count, i32 dataset length, dataset name.
-fn load_legacy(buf: &[u8]) -> Result<Raw> {
+pub(crate) fn load_legacy(buf: &[u8]) -> Result<Raw> {
     let mut r = Istream { buf, pos: 0 };
     let n_entries = match r.i32() {
         Some(n) if n >= 1 => n,

@@ -52,8 +52,7 @@ fn side_files(dir: &Path) -> Result<Vec<String>> {
         .collect();
     let modules = dir.join("modules.json");
     if modules.is_file() {
-        let text = std::fs::read_to_string(&modules)
-            .with_context(|| format!("cannot read {}", modules.display()))?;
+        let text = crate::fsio::read_small_text(&modules)?;
         let list: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", modules.display()))?;
         for m in list.as_array().into_iter().flatten() {
@@ -112,8 +111,7 @@ impl HfModel {
                 dir.display()
             );
         }
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("cannot read {}", config_path.display()))?;
+        let text = crate::fsio::read_small_text(&config_path)?;
         let config: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
         if !config.is_object() {
@@ -187,20 +185,20 @@ impl HfModel {
 }
 
 fn read_weight_map(index: &Path) -> Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(index)
-        .with_context(|| format!("cannot read {}", index.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let text = crate::fsio::read_small_text(index)?;
+    parse_weight_map(&text).with_context(|| format!("{}", index.display()))
+}
+
+/// The `weight_map` of a `model.safetensors.index.json`: tensor name → shard file name.
+pub fn parse_weight_map(text: &str) -> Result<HashMap<String, String>> {
+    let json: serde_json::Value = serde_json::from_str(text).context("not valid JSON")?;
     let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-        bail!("{} has no weight_map object", index.display());
+        bail!("no weight_map object");
     };
     map.iter()
         .map(|(k, v)| match v.as_str() {
             Some(f) => Ok((k.clone(), f.to_string())),
-            None => bail!(
-                "{}: weight_map entry {k} is not a file name",
-                index.display()
-            ),
+            None => bail!("weight_map entry {k} is not a file name"),
         })
         .collect()
 }

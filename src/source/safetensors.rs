@@ -1,6 +1,5 @@
 //! Memory-mapped safetensors files, validated strictly before any tensor is touched.
 
-use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -33,42 +32,13 @@ impl SafetensorsFile {
     /// offsets contiguous and inside the file (the safetensors crate's checks), and nothing left
     /// over at the end.
     pub fn open(path: &Path) -> Result<SafetensorsFile> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = crate::fsio::open_input(path)?;
         // SAFETY: read-only map of a file gmat does not modify; a file changed underneath us is
         // caught by the content hash recorded at import.
         let map = unsafe { Mmap::map(&file) }
             .with_context(|| format!("cannot map {}", path.display()))?;
-        let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| {
-            anyhow!(
-                "{} is not a valid safetensors file: {}",
-                path.display(),
-                describe(&e, map.len())
-            )
-        })?;
-        let data_start = 8 + header_len;
-        let mut tensors = Vec::new();
-        for (name, info) in meta.tensors() {
-            let dtype: Dtype = format!("{:?}", info.dtype)
-                .parse()
-                .map_err(|e: String| anyhow!("{}: tensor {name}: {e}", path.display()))?;
-            let (s, e) = info.data_offsets;
-            tensors.push(SafetensorsTensor {
-                name,
-                dtype,
-                shape: info.shape.iter().map(|&d| d as u64).collect(),
-                range: data_start + s..data_start + e,
-            });
-        }
-        tensors.sort_by(|a, b| a.name.cmp(&b.name));
-        for t in &tensors {
-            if t.range.end > map.len() {
-                bail!(
-                    "{}: tensor {} runs past the end of the file",
-                    path.display(),
-                    t.name
-                );
-            }
-        }
+        let tensors = parse_header(&map)
+            .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             tensors,
@@ -90,6 +60,63 @@ impl SafetensorsFile {
     pub fn data(&self, t: &SafetensorsTensor) -> &[u8] {
         &self.map[t.range.clone()]
     }
+}
+
+/// Validates the header of the safetensors file `buf` and lists its tensors, sorted by name.
+pub fn parse_header(buf: &[u8]) -> Result<Vec<SafetensorsTensor>> {
+    if let Some(name) = duplicate_name(buf) {
+        bail!("tensor {name} is listed twice in its header");
+    }
+    let (header_len, meta) =
+        SafeTensors::read_metadata(buf).map_err(|e| anyhow!("{}", describe(&e, buf.len())))?;
+    let data_start = 8 + header_len;
+    let mut tensors = Vec::new();
+    for (name, info) in meta.tensors() {
+        let dtype: Dtype = format!("{:?}", info.dtype)
+            .parse()
+            .map_err(|e: String| anyhow!("tensor {name}: {e}"))?;
+        let (s, e) = info.data_offsets;
+        let range = data_start
+            .checked_add(s)
+            .zip(data_start.checked_add(e))
+            .filter(|(s, e)| s <= e && *e <= buf.len())
+            .with_context(|| format!("tensor {name} runs past the end of the file"))?;
+        tensors.push(SafetensorsTensor {
+            name,
+            dtype,
+            shape: info.shape.iter().map(|&d| d as u64).collect(),
+            range: range.0..range.1,
+        });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tensors)
+}
+
+/// The first name listed twice in a safetensors header (which the safetensors crate would
+/// silently collapse, then report as bad offsets), if the header is readable JSON.
+pub fn duplicate_name(buf: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Dup;
+    impl<'de> Visitor<'de> for Dup {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                m.next_value::<IgnoredAny>()?;
+                if !seen.insert(k.clone()) {
+                    return Ok(Some(k));
+                }
+            }
+            Ok(None)
+        }
+    }
+    let n = usize::try_from(u64::from_le_bytes(buf.get(..8)?.try_into().ok()?)).ok()?;
+    let header = buf.get(8..8usize.checked_add(n)?)?;
+    let mut de = serde_json::Deserializer::from_slice(header);
+    de.deserialize_map(Dup).ok().flatten()
 }
 
 /// Writes a safetensors file of (name, dtype, shape, bytes) tensors, data in the given order.
@@ -175,7 +202,7 @@ mod tests {
         write_safetensors(&p, &[("a", "F32", vec![4], vec![0; 16])]);
         let full = std::fs::read(&p).unwrap();
         std::fs::write(&p, &full[..full.len() - 4]).unwrap();
-        let e = SafetensorsFile::open(&p).err().unwrap().to_string();
+        let e = format!("{:#}", SafetensorsFile::open(&p).err().unwrap());
         assert!(e.contains("m.safetensors") && e.contains("offsets"), "{e}");
         std::fs::write(&p, &full[..5]).unwrap();
         assert!(SafetensorsFile::open(&p).is_err());

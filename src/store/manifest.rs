@@ -24,6 +24,10 @@ pub struct SourceInfo {
     pub path: String,
     /// Weight files read, in order.
     pub files: Vec<String>,
+    /// Source tensors the import config left out (`include: false`): `gmat verify` then knows
+    /// which of the source's tensors the store lacks on purpose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
 
 /// One stored tensor.
@@ -143,12 +147,19 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and validates `metadata.json`.
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let m: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid gmat manifest", path.display()))?;
-        m.validate()
-            .with_context(|| format!("{} is not a valid gmat manifest", path.display()))?;
+        let text = crate::fsio::read_small_text(path)?;
+        Manifest::parse(&text)
+            .with_context(|| format!("{} is not a valid gmat manifest", path.display()))
+    }
+
+    /// Parses and validates the text of a `metadata.json`.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        if !v.is_object() {
+            bail!("the manifest is not a JSON object");
+        }
+        let m: Manifest = serde_json::from_value(v)?;
+        m.validate()?;
         Ok(m)
     }
 

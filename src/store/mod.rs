@@ -34,6 +34,11 @@ pub struct Store {
     /// The base store, opened on first use.
     base: OnceLock<Box<Store>>,
     depth: usize,
+    /// The resolved roots of the fine-tunes that led here, and this store's own (last): a base
+    /// that is one of them is a cycle.
+    chain: Vec<PathBuf>,
+    /// A shared lock on the store while it is open: an import cannot rewrite it underneath.
+    _lock: Option<crate::fsio::Lock>,
 }
 
 impl Store {
@@ -44,13 +49,25 @@ impl Store {
         } else if path.join("model.gmat").join(MANIFEST).is_file() {
             path.join("model.gmat")
         } else {
+            // An import removes the manifest first and writes it last.
+            for r in [path.to_path_buf(), path.join("model.gmat")] {
+                if crate::fsio::store_being_written(&r) {
+                    bail!(
+                        "{} is being written by another gmat import; wait for it to finish",
+                        r.display()
+                    );
+                }
+            }
             bail!(
                 "{} is not a gmat store (no {MANIFEST}); create one with `gmat import --model <hf folder> -o <dir>`",
                 path.display()
             );
         };
+        let lock = crate::fsio::lock_store_shared(&root)?;
         let manifest = Manifest::load(&root.join(MANIFEST))?;
         Ok(Store {
+            _lock: lock,
+            chain: vec![std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone())],
             root,
             manifest,
             base: OnceLock::new(),
@@ -81,6 +98,18 @@ impl Store {
                 info.model_hash
             )
         };
+        let target = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if let Some(at) = self.chain.iter().position(|p| *p == target) {
+            let mut cycle: Vec<String> = self.chain[at..]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            cycle.push(target.display().to_string());
+            return Err(fail(format!(
+                "but that leads back to a store already in the chain ({}): a store cannot be its own base",
+                cycle.join(" -> ")
+            )));
+        }
         if self.depth + 1 > MAX_BASE_DEPTH {
             return Err(fail(format!(
                 "but the chain of base stores is longer than {MAX_BASE_DEPTH} (a cycle?)"
@@ -89,6 +118,9 @@ impl Store {
         let mut base =
             Store::open(&path).map_err(|e| fail(format!("which cannot be opened: {e:#}")))?;
         base.depth = self.depth + 1;
+        let mut chain = self.chain.clone();
+        chain.push(base.chain.pop().unwrap_or(target));
+        base.chain = chain;
         let _ = self.base.set(Box::new(base));
         self.base.get().map(|b| &**b).context("base store")
     }
@@ -193,8 +225,7 @@ impl Store {
         let p = self
             .side_file("config.json")
             .with_context(|| format!("{} has no config.json", self.root.display()))?;
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let text = crate::fsio::read_small_text(&p)?;
         serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))
     }
 }

@@ -13,7 +13,6 @@
 //! * `xor_zstd`: like `zstd`, but the frames code the XOR of the tensor's bytes with those of the
 //!   base tensor named in the header (`base`: its uuid and content hash).
 
-use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -159,11 +158,6 @@ fn header_bytes(header: &TensorHeader) -> Result<Vec<u8>> {
     Ok(head)
 }
 
-/// The temporary name a tensor file is written under.
-pub fn partial_path(path: &Path) -> std::path::PathBuf {
-    path.with_extension("gmat.partial")
-}
-
 /// Writes a raw tensor file atomically and returns its size on disk.
 pub fn write_raw(path: &Path, header: &TensorHeader, payload: &[u8]) -> Result<u64> {
     write_raw_releasing(path, header, payload, |_| {}, &CommitNow)
@@ -180,9 +174,8 @@ pub fn write_raw_releasing(
     commit: &dyn Commit,
 ) -> Result<u64> {
     let head = header_bytes(header)?;
-    let tmp = partial_path(path);
-    let write = || -> Result<File> {
-        let mut f = File::create(&tmp)?;
+    let (mut f, tmp) = crate::fsio::create_temp(path)?;
+    let mut write = || -> Result<()> {
         f.write_all(&head)?;
         let mut pos = 0;
         while pos < payload.len() {
@@ -191,12 +184,14 @@ pub fn write_raw_releasing(
             written(pos..end);
             pos = end;
         }
-        Ok(f)
+        Ok(())
     };
-    let f = write().with_context(|| format!("cannot write {}", tmp.display()));
-    let f = f.inspect_err(|_| {
+    let done = write().with_context(|| format!("cannot write {}", tmp.display()));
+    if let Err(e) = done {
+        drop(f);
         let _ = std::fs::remove_file(&tmp);
-    })?;
+        return Err(e);
+    }
     commit.commit(f, tmp, path.to_path_buf())?;
     Ok((head.len() + payload.len()) as u64)
 }
@@ -239,10 +234,9 @@ pub fn write_chunked(
     let n = header.chunk_count();
     let planes = Planes::for_dtype(header.dtype);
     let head = header_bytes(header)?;
-    let tmp = partial_path(path);
+    let (f, tmp) = crate::fsio::create_temp(path)?;
     let data_start = (head.len() + 8 * n) as u64;
-    let mut write = || -> Result<(File, u64)> {
-        let f = File::create(&tmp)?;
+    let mut write = || -> Result<u64> {
         f.write_all_at(&head, 0)?;
         let mut ends = Vec::with_capacity(n);
         let mut at = 0u64;
@@ -271,10 +265,10 @@ pub fn write_chunked(
         }
         let index: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
         f.write_all_at(&index, head.len() as u64)?;
-        Ok((f, data_start + at))
+        Ok(data_start + at)
     };
     let result = write().with_context(|| format!("cannot write {}", tmp.display()));
-    let (f, size) = result.inspect_err(|_| {
+    let size = result.inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })?;
     commit.commit(f, tmp, path.to_path_buf())?;
@@ -294,8 +288,7 @@ pub struct TensorFile {
 impl TensorFile {
     /// Opens and validates a tensor file (structure only; see [`TensorFile::verify`]).
     pub fn open(path: &Path) -> Result<TensorFile> {
-        let f = File::open(path)
-            .with_context(|| format!("cannot open tensor file {}", path.display()))?;
+        let f = crate::fsio::open_input(path).context("cannot open the tensor file")?;
         // SAFETY: read-only map; tensor files are never modified after the rename.
         let map =
             unsafe { Mmap::map(&f) }.with_context(|| format!("cannot map {}", path.display()))?;
@@ -474,7 +467,7 @@ impl TensorFile {
     }
 }
 
-fn parse_header(buf: &[u8]) -> Result<(TensorHeader, usize)> {
+pub(crate) fn parse_header(buf: &[u8]) -> Result<(TensorHeader, usize)> {
     if buf.len() < 12 || &buf[..4] != MAGIC {
         bail!("bad magic");
     }
@@ -498,7 +491,7 @@ fn parse_header(buf: &[u8]) -> Result<(TensorHeader, usize)> {
 
 /// Reads and checks a chunk index of `n` entries at the start of `payload`: frame ends must be
 /// non-decreasing, every frame non-empty, and the last end must be the end of the file.
-fn parse_index(payload: &[u8], n: usize) -> Result<Vec<u64>> {
+pub(crate) fn parse_index(payload: &[u8], n: usize) -> Result<Vec<u64>> {
     let index_len = n
         .checked_mul(8)
         .filter(|&l| l <= payload.len())
@@ -596,7 +589,11 @@ mod tests {
                 f.verify(&h.hash).unwrap();
             }
         }
-        assert!(!d.path().join("x.gmat.partial").exists());
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 
     #[test]

@@ -321,6 +321,8 @@ fn missing_changed_or_corrupt_bases_are_clear_errors() {
         t.3[0] ^= 1;
     }
     write_model(&base_m, &changed);
+    // Open stores hold shared locks that keep an import out: close them first.
+    drop((ft, base));
     import(&base_m, &d.path().join("base"), Encoding::Zstd, None);
     let ft = Store::open(&ft_root).unwrap();
     for name in ["weights", "renamed_norm"] {

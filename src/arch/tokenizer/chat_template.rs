@@ -47,7 +47,7 @@ pub(crate) fn load(
             extra.sort();
             let mut named = vec![("default".to_string(), Some(text))];
             for p in extra {
-                let body = std::fs::read_to_string(&p)
+                let body = crate::fsio::read_small_text(&p)
                     .map(|t| files::universal_newlines(&t))
                     .with_context(|| format!("cannot read {}", p.display()))?;
                 let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());

@@ -60,7 +60,7 @@ impl ModelDir {
         if !p.is_file() {
             return Ok(None);
         }
-        std::fs::read_to_string(&p)
+        crate::fsio::read_small_text(&p)
             .map(|t| Some(universal_newlines(&t)))
             .with_context(|| format!("cannot read {} as UTF-8 text", p.display()))
     }
@@ -68,7 +68,7 @@ impl ModelDir {
 
 /// The parsed JSON of `p`; a missing or malformed file is an error naming it.
 pub(crate) fn read_json(p: &Path) -> Result<Json> {
-    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let bytes = crate::fsio::read_limited(p, crate::fsio::SMALL_FILE_LIMIT)?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", p.display()))
 }
 

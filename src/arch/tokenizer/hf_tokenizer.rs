@@ -153,7 +153,55 @@ impl HfTokenizer {
 /// release); here `BPE` is deserialized straight from the JSON value, the rest of the
 /// tokenizer around a placeholder model, and then the model is put in and the added tokens
 /// are added exactly as the crate's `TokenizerVisitor` does after building.
-fn backend(json: &Json) -> Result<Tokenizer> {
+pub(crate) fn backend(json: &Json) -> Result<Tokenizer> {
+    // The tokenizers crate panics on some malformed files (found by fuzzing, src/fuzz.rs): the
+    // known case is refused first, and any other panic becomes an error.
+    check_bpe_merges(json)?;
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend_unchecked(json)))
+        .unwrap_or_else(|p| {
+            let what = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("a panic");
+            Err(anyhow!("the tokenizers library cannot load it ({what})"))
+        })
+}
+
+/// The tokenizers crate slices the continuing-subword prefix off the second token of every
+/// merge without checking that it is there (`&b[prefix_len..]`): refuse such a merge.
+fn check_bpe_merges(json: &Json) -> Result<()> {
+    let Some(model) = get(json, "model") else {
+        return Ok(());
+    };
+    let prefix = get(model, "continuing_subword_prefix")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for m in get(model, "merges")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let second = match m {
+            Json::String(s) => s.split_once(' ').map(|(_, b)| b),
+            Json::Array(p) => p.get(1).and_then(Json::as_str),
+            _ => None,
+        };
+        if let Some(b) = second {
+            if b.get(prefix.len()..).is_none() {
+                bail!(
+                    "model: merge {m} has a second token shorter than continuing_subword_prefix {prefix:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn backend_unchecked(json: &Json) -> Result<Tokenizer> {
     let obj = json
         .as_object()
         .ok_or_else(|| anyhow!("the file is not a JSON object"))?;

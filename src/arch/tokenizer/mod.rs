@@ -19,13 +19,13 @@ mod added_tokens;
 mod bpe;
 mod chat_template;
 mod files;
-mod hf_tokenizer;
+pub(crate) mod hf_tokenizer;
 mod llama_hf;
 mod merges;
 mod pre_tokenizer;
 mod protobuf;
 mod special;
-mod spm;
+pub(crate) mod spm;
 mod spm_vocab;
 #[cfg(test)]
 mod tests;

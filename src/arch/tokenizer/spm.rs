@@ -51,7 +51,7 @@ pub(crate) struct Piece {
 
 /// Reads and validates `path`.
 pub(crate) fn load(path: &Path) -> Result<Vec<Piece>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = crate::fsio::read_limited(path, crate::fsio::SMALL_FILE_LIMIT)?;
     parse(&bytes).with_context(|| {
         format!(
             "{} is not a valid SentencePiece model (tokenizer.model)",
