@@ -20,6 +20,14 @@
 #   convert_hf_to_gguf.py --outtype bf16 + llama-quantize Q4_K_M; convert_hf_to_gguf.py --outtype q8_0;
 #   llama-quantize Q8_0 from the BF16 GGUF
 # and prints ratios. Figures are measured here, never asserted.
+#
+# Then gmat's reuse cases (the quantized-tensor cache lives in $W/cache for the run; the exports
+# above fill it, as a first export does):
+#   re-export Q4_K_M after changing one tensor's type, vs a full Q4_K_M export (--no-cache);
+#   export of a fine-tune sharing half its tensors with the base (bench/make_finetune.py,
+#   imported with --base) after the base was exported, vs the same export with --no-cache;
+#   Q4_K_M,Q5_K_M,Q6_K,Q8_0 in one pass vs four separate exports (both --no-cache).
+# BENCH_REUSE_ONLY=1 skips everything but these cases (and the import they need).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -35,6 +43,10 @@ M=$W/bench-llama
 [ -f "$M/config.json" ] || $REF_PY "$HERE/make_bench_model.py" "$M" ${BENCH_MODEL_ARGS:-}
 RES=$W/results.tsv
 : > "$RES"
+if [ -n "${BENCH_REUSE_ONLY:-}" ]; then BENCH_GMAT_ONLY=1; fi
+# The run's own cache: never the user's, and cold at the start.
+export GMAT_CACHE_DIR=$W/cache
+rm -rf "$GMAT_CACHE_DIR"
 
 run() { # name, command...
   local name=$1; shift
@@ -45,8 +57,9 @@ run() { # name, command...
   printf "%-34s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
 }
 
-rm -rf "$W/store" "$W"/*.gguf
+rm -rf "$W/store" "$W/ft-store" "$W"/*.gguf "$W/profiles"
 run "gmat import" "$GMAT" import -q --model "$M" -o "$W/store"
+if [ -z "${BENCH_REUSE_ONLY:-}" ]; then
 run "gmat export Q8_0" "$GMAT" export -q --model "$W/store" --type Q8_0 -o "$W/gmat-q8_0.gguf"
 if "$GMAT" export -q --model "$W/store" --type Q4_K_M --dry-run > /dev/null 2>&1; then
   run "gmat export Q4_K_M" "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
@@ -61,6 +74,29 @@ else
   run "llama-quantize Q8_0" llama-quantize "$W/ref-bf16.gguf" "$W/ref-q8_0.gguf" Q8_0 2
   run "convert q8_0" $REF_CONVERT "$M" --outtype q8_0 --outfile "$W/ref-conv-q8_0.gguf"
 fi
+fi
+
+# --- reuse: the cache and several profiles in one pass (gmat only) ---
+run "gmat export Q4_K_M --no-cache" "$GMAT" export -q --no-cache --model "$W/store" --type Q4_K_M -o "$W/full-q4_k_m.gguf"
+# the base's Q4_K_M export fills the cache (already done above unless BENCH_REUSE_ONLY)
+[ -f "$W/gmat-q4_k_m.gguf" ] || "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
+run "gmat re-export, one type changed" "$GMAT" export -q --model "$W/store" --type Q4_K_M \
+  --tensor-type 'blk\.3\.ffn_down=q8_0' -o "$W/one-changed-q4_k_m.gguf"
+FT=$W/bench-finetune
+[ -f "$FT/config.json" ] || $REF_PY "$HERE/make_finetune.py" "$M" "$FT"
+"$GMAT" import -q --model "$FT" --base "$W/store" -o "$W/ft-store"
+run "gmat export fine-tune --no-cache" "$GMAT" export -q --no-cache --model "$W/ft-store" --type Q4_K_M -o "$W/ft-full-q4_k_m.gguf"
+run "gmat export fine-tune, base cached" "$GMAT" export -q --model "$W/ft-store" --type Q4_K_M -o "$W/ft-q4_k_m.gguf"
+cmp -s "$W/ft-full-q4_k_m.gguf" "$W/ft-q4_k_m.gguf" && echo "fine-tune cached vs uncached: identical" || echo "fine-tune cached vs uncached: DIFFERENT"
+for t in Q5_K_M Q6_K Q8_0; do
+  run "gmat export $t --no-cache" "$GMAT" export -q --no-cache --model "$W/store" --type $t -o "$W/sep-$t.gguf"
+done
+mkdir -p "$W/profiles"
+run "gmat export 4 profiles one pass" "$GMAT" export -q --no-cache --model "$W/store" --type Q4_K_M,Q5_K_M,Q6_K,Q8_0 -o "$W/profiles/"
+same=0
+for t in Q5_K_M Q6_K Q8_0; do cmp -s "$W/sep-$t.gguf" "$W/profiles/"*"-$t.gguf" && same=$((same + 1)); done
+cmp -s "$W/full-q4_k_m.gguf" "$W/profiles/"*"-Q4_K_M.gguf" && same=$((same + 1))
+echo "one pass vs separate exports: $same of 4 files identical"
 
 echo
 get() { awk -F'\t' -v n="$1" -v c="$2" '$1==n {print $c}' "$RES"; }
@@ -75,6 +111,15 @@ if [ -z "${BENCH_GMAT_ONLY:-}" ]; then
   echo "  new Q8_0 profile from a store (llama-quantize vs gmat export): $(ratio "$lq8" "$q8")x"
   echo "peak RSS (MiB): gmat import $(( $(get "gmat import" 4) / 1024 )), gmat export Q8_0 $(( $(get "gmat export Q8_0" 4) / 1024 )), converter bf16 $(( $(get "convert bf16" 4) / 1024 )), llama-quantize Q8_0 $(( $(get "llama-quantize Q8_0" 4) / 1024 ))"
 fi
+full=$(get "gmat export Q4_K_M --no-cache" 2); one=$(get "gmat re-export, one type changed" 2)
+ftf=$(get "gmat export fine-tune --no-cache" 2); ftc=$(get "gmat export fine-tune, base cached" 2)
+sep=$(echo "$full + $(get "gmat export Q5_K_M --no-cache" 2) + $(get "gmat export Q6_K --no-cache" 2) + $(get "gmat export Q8_0 --no-cache" 2)" | bc)
+pass=$(get "gmat export 4 profiles one pass" 2)
+echo "reuse (gmat time / gmat baseline time; targets in issue 15):"
+echo "  re-export after one type change / full Q4_K_M export: $(ratio "$one" "$full") (target <= 0.10)"
+echo "  fine-tune sharing half with an exported base / full: $(ratio "$ftc" "$ftf") (target <= 0.60)"
+echo "  4 profiles in one pass / 4 separate exports ($sep s): $(ratio "$pass" "$sep") (target <= 0.80)"
+echo "  peak RSS (MiB): full Q4_K_M $(( $(get "gmat export Q4_K_M --no-cache" 4) / 1024 )), re-export $(( $(get "gmat re-export, one type changed" 4) / 1024 )), fine-tune cached $(( $(get "gmat export fine-tune, base cached" 4) / 1024 )), 4 profiles one pass $(( $(get "gmat export 4 profiles one pass" 4) / 1024 ))"
 if [ -f "$W/gmat-q4_k_m.gguf" ] && command -v llama-simple > /dev/null; then
   # The weights are random, so the text is noise: this checks that llama.cpp loads and runs it.
   if llama-simple -m "$W/gmat-q4_k_m.gguf" -n 8 "Once upon a time" > "$W/llama-simple.log" 2>&1; then

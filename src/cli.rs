@@ -26,6 +26,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parsed once per run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Import a HuggingFace safetensors model into a GMAT store (model.gmat/).
@@ -51,6 +53,13 @@ Examples:
   gmat export --model ./out/model.gmat --type Q8_0 --override-kv general.author=str:ACME \
       --override-kv llama.context_length=int:8192       # as llama-quantize --override-kv
   gmat export --model ./out/model.gmat --type Q8_0 --pre-tokenizer llama-bpe  # tokenizer hash unknown
+  gmat export --model ./out/model.gmat --type Q4_K_M,Q6_K,Q8_0 -o ./gguf/  # one pass, 3 files
+  gmat export --model ./out/model.gmat --type Q4_K_M,Q8_0 -o 'llama-{type}.gguf'
+  gmat export --model ./out/model.gmat --type Q4_K_M --no-cache     # bypass the cache
+
+Quantized tensors are cached (by source content hash, type, transform and imatrix entry) in
+$GMAT_CACHE_DIR, else $XDG_CACHE_HOME/gmat, else ~/.cache/gmat, up to --cache-size (default 20G):
+re-exports reuse every tensor whose inputs did not change.
 
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same

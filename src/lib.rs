@@ -5,6 +5,7 @@
 //! [`arch`] / [`plan`] / [`quant`] / [`gguf`] / [`pipeline`]; [`config`] holds the JSON configs.
 
 pub mod arch;
+pub mod cache;
 pub mod cli;
 pub mod commands;
 pub mod config;

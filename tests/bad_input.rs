@@ -262,6 +262,8 @@ fn import_tiny(d: &Path) -> (PathBuf, PathBuf) {
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_gmat"))
+        // no cache: a cached tensor is not read from the store (see common::gmat)
+        .env("GMAT_CACHE_SIZE", "0")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

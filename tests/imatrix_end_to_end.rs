@@ -109,6 +109,7 @@ fn imatrix_exports_match_llama_quantize() {
         args.extend_from_slice(extra);
         args.extend_from_slice(&["-o", s(&out)]);
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_gmat"))
+            .env("GMAT_CACHE_SIZE", "0")
             .args(&args)
             .current_dir(repo())
             .output()

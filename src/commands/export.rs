@@ -9,6 +9,7 @@ use clap::Args;
 
 use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, ConfigFile, Hparams};
+use crate::cache::Cache;
 use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
@@ -26,14 +27,18 @@ pub struct ExportArgs {
     /// GMAT store (a model.gmat folder, or the folder holding it).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
-    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder).
+    /// Output GGUF file (default: NAME-TYPE.gguf in the current folder). `{name}` and `{type}`
+    /// in it are replaced; with several types it must hold `{type}` or be a folder (then
+    /// NAME-TYPE.gguf in it).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Export config (default type, per-tensor types, names).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// llama.cpp file type (F32, F16, BF16, Q8_0, ...); overrides the config's default_type.
-    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    /// Several, comma-separated (Q4_K_M,Q6_K,Q8_0), write one GGUF each in one pass: the
+    /// source is decoded once and tensors the profiles share are quantized once.
+    #[arg(long = "type", short = 't', value_name = "TYPE[,TYPE...]")]
     pub file_type: Option<String>,
     #[command(flatten)]
     pub types: TypeOptions,
@@ -90,6 +95,15 @@ pub struct ExportArgs {
     /// recognise the tokenizer's hash, e.g. --pre-tokenizer llama-bpe (an unknown name lists them).
     #[arg(long, value_name = "NAME")]
     pub pre_tokenizer: Option<String>,
+    /// Neither read nor fill the quantized-tensor cache ($GMAT_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/gmat, else ~/.cache/gmat), which lets a re-export reuse every tensor
+    /// whose source, type, transform and importance weights are unchanged.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Size limit of the quantized-tensor cache (e.g. 20G, 500M; default $GMAT_CACHE_SIZE, else
+    /// 20G); the least recently used entries are dropped after each export. 0 disables it.
+    #[arg(long, value_name = "SIZE")]
+    pub cache_size: Option<String>,
     /// Write finite source values that are too large for a tensor's output type as infinities
     /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
     #[arg(long)]
@@ -129,7 +143,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(i) = &imatrix_arg {
         inputs.file(i, "the imatrix");
     }
-    if let Some(o) = &args.output {
+    // A folder or a {type} template names no file itself: the files it gives are checked
+    // before any work (pipeline::export::run_all).
+    if let Some(o) = args.output.as_ref().filter(|o| !names_many(o)) {
         inputs.check_output(o, "-o")?;
     }
     if let Some(m) = &args.mmproj {
@@ -153,7 +169,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let arch = arch::detect(&Hparams::new(&file.json)?)?;
     let hparams = arch.hparams(&file)?;
-    let file_type = choose_file_type(args.file_type.as_deref(), &config, &store)?;
+    let file_types = choose_file_types(args.file_type.as_deref(), &config, &store)?;
     let metadata = metadata_input(&args, &config, &store)?;
     let kv_overrides = kv_overrides(&args, &config)?;
     let imatrix_path = args
@@ -172,19 +188,22 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(path) => Imatrix::prepare(Path::new(path), &include, &exclude)?,
         None => None,
     };
-    let plan = plan::build(&PlanInput {
-        manifest: &store.manifest,
-        dir: &store.root,
-        hparams: &hparams,
-        arch,
-        config: &config,
-        file_type,
-        types: &args.types,
-        imatrix: imatrix.as_ref(),
-        metadata: metadata.clone(),
-        kv_overrides: &kv_overrides,
-        pre_tokenizer: args.pre_tokenizer.clone(),
-    })?;
+    let mut plans = Vec::new();
+    for file_type in &file_types {
+        plans.push(plan::build(&PlanInput {
+            manifest: &store.manifest,
+            dir: &store.root,
+            hparams: &hparams,
+            arch,
+            config: &config,
+            file_type: *file_type,
+            types: &args.types,
+            imatrix: imatrix.as_ref(),
+            metadata: metadata.clone(),
+            kv_overrides: &kv_overrides,
+            pre_tokenizer: args.pre_tokenizer.clone(),
+        })?);
+    }
     // The vision projector of a vision-language model: its own plan, from the converter's
     // --mmproj class.
     let mmproj_config = config.mmproj.clone().unwrap_or_default();
@@ -222,6 +241,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
     };
     if let Some(path) = &args.generate_config {
+        if plans.len() > 1 {
+            anyhow::bail!("--generate-config writes the config of one file type; give one --type");
+        }
         if let Some(i) = &imatrix_path {
             inputs.file(Path::new(i), "the imatrix");
             inputs.check_output(path, "--generate-config")?;
@@ -245,7 +267,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
             ..ExportConfig::default()
         };
-        return generate(&plan, mmproj.as_ref(), &store, q, extra, path);
+        return generate(&plans[0], mmproj.as_ref(), &store, q, extra, path);
     }
     let stem = store
         .manifest
@@ -254,27 +276,40 @@ pub fn run(args: ExportArgs) -> Result<()> {
         .and_then(|v| v.as_str())
         .unwrap_or("model")
         .to_string();
-    let out = match &args.output {
-        Some(o) => o.clone(),
-        None => PathBuf::from(format!("{stem}-{}.gguf", file_type.name)),
-    };
+    let outs = plans
+        .iter()
+        .map(|p| {
+            output_path(
+                args.output.as_deref(),
+                &stem,
+                p.file_type.name,
+                plans.len() > 1,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mmproj_out = mmproj.as_ref().map(|p| match &args.mmproj {
         Some(f) => f.clone(),
-        None => out.with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
+        None => outs[0].with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
     });
     if args.dry_run {
-        print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
+        for (plan, out) in plans.iter().zip(&outs) {
+            if plans.len() > 1 {
+                println!("{} -> {}", plan.file_type, out.display());
+            }
+            print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
+        }
         if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
             print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
-    let mut outputs = vec![pipeline::export::Output {
-        plan: &plan,
-        path: out,
-        limits: split_limits(&args, &config)?,
-    }];
+    let limits = split_limits(&args, &config)?;
+    let mut outputs: Vec<_> = plans
+        .iter()
+        .zip(outs)
+        .map(|(plan, path)| pipeline::export::Output { plan, path, limits })
+        .collect();
     if let (Some(p), Some(path)) = (&mmproj, mmproj_out) {
         outputs.push(pipeline::export::Output {
             plan: p,
@@ -285,16 +320,30 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(i) = &imatrix_path {
         inputs.file(Path::new(i), "the imatrix");
     }
+    let cache = open_cache(&args)?;
     let run = pipeline::export::RunOptions {
         quiet: args.quiet,
         allow_overflow: args.allow_overflow,
         inputs: Some(&inputs),
+        cache: cache.as_ref(),
     };
     let stats = pipeline::export::run_all(&store, &outputs, &run)?;
     if !args.quiet {
         for (o, st) in outputs.iter().zip(&stats) {
+            let mut reuse = Vec::new();
+            if cache.is_some() {
+                reuse.push(format!("{} from the cache", st.from_cache));
+            }
+            if st.shared > 0 {
+                reuse.push(format!("{} shared with an earlier file", st.shared));
+            }
+            let reuse = if reuse.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", reuse.join(", "))
+            };
             eprintln!(
-                "wrote {} ({}, {} tensors, file type {})",
+                "wrote {} ({}, {} tensors, file type {}{reuse})",
                 st.paths
                     .iter()
                     .map(|p| p.display().to_string())
@@ -342,18 +391,45 @@ fn split_limits(args: &ExportArgs, config: &ExportConfig) -> Result<SplitLimits>
     })
 }
 
-/// `--type`, else the config's `default_type`, else the float type of the stored weights
-/// (lossless).
-fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> Result<FileType> {
-    if let Some(t) = cli {
-        return t
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--type: {e}"));
+/// `--type` (comma-separated), else the config's `profiles` or `default_type`, else the float
+/// type of the stored weights (lossless).
+fn choose_file_types(
+    cli: Option<&str>,
+    config: &ExportConfig,
+    store: &Store,
+) -> Result<Vec<FileType>> {
+    let q = &config.quantization;
+    if q.default_type.is_some() && !q.profiles.is_empty() {
+        anyhow::bail!("quantization: give default_type or profiles, not both");
     }
-    if let Some(t) = &config.quantization.default_type {
-        return t
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("quantization.default_type: {e}"));
+    let parse_all = |names: &mut dyn Iterator<Item = &str>, what: &str| -> Result<Vec<FileType>> {
+        let mut out: Vec<FileType> = Vec::new();
+        for n in names {
+            let ft: FileType = n
+                .trim()
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{what}: {e}"))?;
+            if out.iter().any(|o| o.name == ft.name) {
+                anyhow::bail!("{what}: {} is given twice", ft.name);
+            }
+            out.push(ft);
+        }
+        Ok(out)
+    };
+    if let Some(t) = cli {
+        return parse_all(&mut t.split(','), "--type");
+    }
+    if !q.profiles.is_empty() {
+        return parse_all(
+            &mut q.profiles.iter().map(String::as_str),
+            "quantization.profiles",
+        );
+    }
+    if let Some(t) = &q.default_type {
+        return parse_all(
+            &mut std::iter::once(t.as_str()),
+            "quantization.default_type",
+        );
     }
     let weights = store.manifest.tensors.iter().find(|t| t.shape.len() >= 2);
     let name = match weights.map(|t| t.dtype) {
@@ -361,7 +437,72 @@ fn choose_file_type(cli: Option<&str>, config: &ExportConfig, store: &Store) -> 
         Some(Dtype::F16) => "F16",
         _ => "F32",
     };
-    name.parse().map_err(|e: String| anyhow::anyhow!(e))
+    Ok(vec![name
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?])
+}
+
+/// Whether `-o` is a folder or a name template rather than one file's name.
+fn names_many(out: &Path) -> bool {
+    let s = out.to_string_lossy();
+    s.contains("{type}") || s.contains("{name}") || s.ends_with('/') || out.is_dir()
+}
+
+/// Where the GGUF of file type `ty` goes: `out` as given, `{name}`/`{type}` replaced in it, or,
+/// with several types, `NAME-TYPE.gguf` in the folder `out` (in the current folder without
+/// `out`).
+fn output_path(out: Option<&Path>, stem: &str, ty: &str, several: bool) -> Result<PathBuf> {
+    let default = format!("{stem}-{ty}.gguf");
+    let Some(out) = out else {
+        return Ok(PathBuf::from(default));
+    };
+    let s = out.to_string_lossy();
+    if s.contains("{type}") || s.contains("{name}") {
+        return Ok(PathBuf::from(
+            s.replace("{type}", ty).replace("{name}", stem),
+        ));
+    }
+    // One file type: `-o` names the file (a folder is refused before any work, as ever).
+    if several && (out.is_dir() || s.ends_with('/')) {
+        return Ok(out.join(default));
+    }
+    if several {
+        anyhow::bail!(
+            "-o {s}: with several types, give a folder or a name containing {{type}} \
+             (e.g. out/{{name}}-{{type}}.gguf)"
+        );
+    }
+    Ok(out.to_path_buf())
+}
+
+/// The quantized-tensor cache, unless `--no-cache`, a zero size or no cache folder.
+fn open_cache(args: &ExportArgs) -> Result<Option<Cache>> {
+    if args.no_cache {
+        return Ok(None);
+    }
+    // Like a shard size, but 0 (no cache) is allowed.
+    let size = |s: &str| match s.trim() {
+        "0" => Ok(0),
+        s => split::parse_size(s),
+    };
+    let limit = match (&args.cache_size, std::env::var("GMAT_CACHE_SIZE")) {
+        (Some(s), _) => size(s).context("--cache-size")?,
+        (None, Ok(s)) if !s.is_empty() => size(&s).context("GMAT_CACHE_SIZE")?,
+        _ => crate::cache::DEFAULT_LIMIT,
+    };
+    if limit == 0 {
+        return Ok(None);
+    }
+    let Some(dir) = Cache::default_dir() else {
+        return Ok(None);
+    };
+    match Cache::open(&dir, limit) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            eprintln!("warning: exporting without the quantized-tensor cache: {e:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// Writes the fully resolved plan as an export config: the JSON alone reproduces the file.

@@ -37,6 +37,10 @@ pub struct Quantization {
     /// A llama.cpp file type (`Q8_0`, `BF16`, ...) used for every tensor without an override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_type: Option<String>,
+    /// Several file types written in one pass, one GGUF each (instead of `default_type`):
+    /// the source is decoded once and bytes the profiles share are computed once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
     /// Importance matrix file (llama-imatrix output, GGUF or legacy .dat); `--imatrix`
     /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

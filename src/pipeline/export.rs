@@ -1,22 +1,31 @@
-//! Executes an export plan: header first, then every tensor's data written in place at its
+//! Executes export plans: headers first, then every tensor's data written in place at its
 //! planned offset. Rows are converted and quantized in parallel in bounded chunks, so memory
-//! does not grow with the model. The file is written under a temporary name and renamed only
-//! when complete.
+//! does not grow with the model. Files are written under temporary names and renamed only
+//! when all are complete.
+//!
+//! Several plans (a text model and its projector; several profiles of one model) run as one
+//! pass: tensors made from the same source values ([`SourceKey`]) are decoded and converted
+//! once, and tensors whose bytes are the same ([`ResultKey`]: same values, type, importance
+//! weights) are quantized once and written to every file that holds them. With a [`Cache`],
+//! results found there are copied (checked by hash) instead of computed, and computed ones are
+//! added to it.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
-use indicatif::ProgressBar;
-
 use super::progress;
-use super::writer::BackgroundWriter;
+use super::writer::{BackgroundWriter, Dest};
 use crate::arch::transform::ValueOp;
+use crate::cache::key::{result_key, source_key, ResultKey, SourceKey};
+use crate::cache::Cache;
 use crate::fsio;
 use crate::gguf::GgmlType;
-use crate::plan::split::{self, Shard, SplitLimits};
+use crate::plan::split::{self, SplitLimits};
 use crate::plan::{ExportPlan, Mxfp4Source, PlannedTensor, ScaleSource, SourcePiece, TensorSource};
 use crate::quant::{self, TypeCodec};
 use crate::store::{Store, TensorReader};
@@ -24,11 +33,19 @@ use crate::store::{Store, TensorReader};
 /// f32 values converted per chunk: bounds memory to a few tens of MiB per chunk.
 const CHUNK_VALUES: usize = 4 << 20;
 
+/// Bytes copied from a cache entry at a time.
+const COPY_BYTES: u64 = 2 << 20;
+
 /// What an export wrote.
+#[derive(Debug)]
 pub struct ExportStats {
     /// The files written (one, or the shards in order).
     pub paths: Vec<PathBuf>,
     pub file_bytes: u64,
+    /// Tensors whose bytes were copied from the cache.
+    pub from_cache: usize,
+    /// Tensors whose bytes were computed once for an earlier output of the same pass.
+    pub shared: usize,
 }
 
 /// One output of an export: a plan, where it goes, and how it is split.
@@ -48,6 +65,8 @@ pub struct RunOptions<'a> {
     pub allow_overflow: bool,
     /// The run's inputs: no output may be one of them or inside an input store.
     pub inputs: Option<&'a fsio::Inputs>,
+    /// The quantized-tensor cache to read and fill; `None` to bypass it.
+    pub cache: Option<&'a Cache>,
 }
 
 /// Rows whose largest magnitude reaches this are checked after conversion for values that
@@ -55,8 +74,9 @@ pub struct RunOptions<'a> {
 /// row's largest value by anything near 64x, so rows below it cannot overflow F16 (65504).
 const OVERFLOW_CHECK_FROM: f32 = 1024.0;
 
-/// Writes `plan` to `out`, split into shards when `limits` says so. Every file is written under
-/// a temporary name; the names are swapped in only when all files are complete.
+/// Writes `plan` to `out`, split into shards when `limits` says so, without a cache. Every
+/// file is written under a temporary name; the names are swapped in only when all files are
+/// complete.
 pub fn run(
     store: &Store,
     plan: &ExportPlan,
@@ -64,13 +84,14 @@ pub fn run(
     limits: SplitLimits,
     quiet: bool,
 ) -> Result<ExportStats> {
+    let outputs = [Output {
+        plan,
+        path: out.to_path_buf(),
+        limits,
+    }];
     let mut stats = run_all(
         store,
-        &[Output {
-            plan,
-            path: out.to_path_buf(),
-            limits,
-        }],
+        &outputs,
         &RunOptions {
             quiet,
             ..RunOptions::default()
@@ -79,14 +100,11 @@ pub fn run(
     Ok(stats.remove(0))
 }
 
-/// Writes several outputs (a text model and its projector) as one unit: every file under a
-/// unique temporary name, all renamed into place only when every one is complete, none on an
-/// error. Every output is locked for the run: a second gmat writing one of them is refused.
-pub fn run_all(
-    store: &Store,
-    outputs: &[Output],
-    options: &RunOptions,
-) -> Result<Vec<ExportStats>> {
+/// Writes several outputs as one unit and one pass (see the module documentation): every file
+/// under a unique temporary name, all renamed into place only when every one is complete, none
+/// on an error. Every output is locked for the run: a second gmat writing one of them is
+/// refused.
+pub fn run_all(store: &Store, outputs: &[Output], opts: &RunOptions) -> Result<Vec<ExportStats>> {
     let mut all_shards = Vec::new();
     for o in outputs {
         all_shards.push(split::shards(o.plan, &o.path, o.limits)?);
@@ -98,14 +116,14 @@ pub fn run_all(
         .map(|s| s.path.as_path())
         .collect();
     for (i, p) in finals.iter().enumerate() {
-        match options.inputs {
+        match opts.inputs {
             Some(inputs) => inputs.check_output(p, "output")?,
             None => fsio::check_output_file(p, "output")?,
         }
         let r = fsio::resolve(p, false);
         if finals[..i].iter().any(|q| fsio::resolve(q, false) == r) {
             bail!(
-                "two files of this export would both be {}; give the vision projector another name (--mmproj FILE)",
+                "two files of this export would both be {}; give each output its own name (--mmproj FILE, or {{type}} in -o)",
                 p.display()
             );
         }
@@ -117,16 +135,47 @@ pub fn run_all(
         fsio::remove_stale_temps(fsio::parent_dir(p), name.as_deref());
     }
     let bytes: u64 = outputs.iter().map(|o| o.plan.data_bytes()).sum();
-    let bar = progress::bytes_bar(bytes, "export", options.quiet);
+    let bar = progress::bytes_bar(bytes, "export", opts.quiet);
     let mut written: Vec<PathBuf> = Vec::new();
-    let mut totals = vec![0u64; outputs.len()];
+    let mut stats: Vec<ExportStats> = all_shards
+        .iter()
+        .map(|shards| ExportStats {
+            paths: shards.iter().map(|s| s.path.clone()).collect(),
+            file_bytes: 0,
+            from_cache: 0,
+            shared: 0,
+        })
+        .collect();
     let result = (|| -> Result<()> {
+        // Every shard file, its header written; where each planned tensor's bytes go.
+        let mut files = Vec::new();
+        let mut places: Vec<Vec<Dest>> = Vec::new();
         for (k, (o, shards)) in outputs.iter().zip(&all_shards).enumerate() {
+            let mut place = vec![(0usize, 0u64); o.plan.tensors.len()];
             for shard in shards {
                 let (file, tmp) = fsio::create_temp(&shard.path)?;
                 written.push(tmp.clone());
-                totals[k] += write_shard(store, o.plan, shard, file, &tmp, &bar, options)?;
+                let header = shard.header.to_bytes();
+                let data_start = header.len() as u64;
+                let total = data_start + shard.header.data_size();
+                file.set_len(total)
+                    .and_then(|()| file.write_all_at(&header, 0))
+                    .with_context(|| format!("cannot write {}", tmp.display()))?;
+                for (&i, info) in shard.tensors.iter().zip(&shard.header.tensors) {
+                    place[i] = (files.len(), data_start + info.offset);
+                }
+                files.push(file);
+                stats[k].file_bytes += total;
             }
+            places.push(place);
+        }
+        let units = units(outputs, &places)?;
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        run_units(store, &units, &files, opts, &bar, &mut stats)
+            .with_context(|| format!("writing {}", names.join(", ")))?;
+        for (f, path) in files.iter().zip(&written) {
+            f.sync_all()
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     })();
@@ -151,160 +200,495 @@ pub fn run_all(
         }
     }
     drop(locks);
-    Ok(all_shards
-        .into_iter()
-        .zip(totals)
-        .map(|(shards, file_bytes)| ExportStats {
-            paths: shards.into_iter().map(|s| s.path).collect(),
-            file_bytes,
-        })
-        .collect())
+    if let Some(c) = opts.cache {
+        if let Err(e) = c.trim() {
+            eprintln!("warning: cannot trim the quantized-tensor cache: {e:#}");
+        }
+    }
+    Ok(stats)
 }
 
-fn write_shard(
-    store: &Store,
-    plan: &ExportPlan,
-    shard: &Shard,
-    file: std::fs::File,
-    tmp: &Path,
-    bar: &ProgressBar,
-    options: &RunOptions,
-) -> Result<u64> {
-    let header = shard.header.to_bytes();
-    let data_start = header.len() as u64;
-    let total = data_start + shard.header.data_size();
-    file.set_len(total)?;
-    file.write_all_at(&header, 0)?;
-    let jobs = shard_jobs(plan, shard, data_start)?;
-    std::thread::scope(|s| -> Result<()> {
-        let mut writer = BackgroundWriter::start(s, &file);
-        // The next piece's reader, opened and first window decoded while this piece finishes.
-        let mut preloaded: Option<TensorReader> = None;
-        for (k, job) in jobs.iter().enumerate() {
-            let t = job.tensor;
-            bar.set_message(crate::escape::controls(&t.name).into_owned());
-            let done = match job.piece {
-                None => write_generated(job, &mut writer),
-                Some(p) => {
-                    let piece = job.geometry(p);
-                    let reader = match preloaded.take() {
-                        Some(r) => r,
-                        None => store.reader(&piece.piece.entry)?,
-                    };
-                    let mut next =
-                        match jobs.get(k + 1).and_then(|j| j.piece.map(|p| j.geometry(p))) {
-                            Some(g) => store
-                                .reader(&g.piece.entry)
-                                .ok()
-                                .map(|r| (r, g.first_window())),
-                            None => None,
-                        };
-                    let done = write_piece(
-                        store,
-                        job,
-                        &piece,
-                        reader,
-                        next.as_mut(),
-                        &mut writer,
-                        options.allow_overflow,
-                    );
-                    preloaded = next.map(|(r, _)| r);
-                    done
+/// One distinct byte string of a unit: a type (and importance weights) applied to the unit's
+/// values, and every place in the outputs that holds it.
+struct Result_<'p> {
+    /// The first planned tensor with these bytes (its type, intermediate and imatrix).
+    tensor: &'p PlannedTensor,
+    key: ResultKey,
+    codec: &'static dyn TypeCodec,
+    row_bytes: usize,
+    /// (output, file, offset of the tensor's first byte).
+    targets: Vec<(usize, Dest)>,
+}
+
+impl Result_<'_> {
+    /// Where the bytes from `offset` (within the tensor) go.
+    fn dests(&self, offset: u64) -> Vec<Dest> {
+        self.targets
+            .iter()
+            .map(|&(_, (f, at))| (f, at + offset))
+            .collect()
+    }
+}
+
+/// Output tensors made from the same source values.
+struct Unit<'p> {
+    /// The first planned tensor (its source, dims and name).
+    tensor: &'p PlannedTensor,
+    results: Vec<Result_<'p>>,
+}
+
+impl Unit<'_> {
+    /// The geometry of the unit's first stored piece, for preloading.
+    fn first_piece(&self) -> Option<PieceGeometry<'_>> {
+        let t = self.tensor;
+        match &t.source {
+            TensorSource::Stored(p) if !p.is_empty() => Some(PieceGeometry::new(
+                &p[0],
+                t.ncols() as usize,
+                t.nrows() as usize / p.len(),
+                self.results.len(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Groups every planned tensor of every output by source values, then by output bytes; units
+/// come in the first output's order.
+fn units<'p>(outputs: &[Output<'p>], places: &[Vec<Dest>]) -> Result<Vec<Unit<'p>>> {
+    let mut units: Vec<Unit<'p>> = Vec::new();
+    let mut by_source: HashMap<SourceKey, usize> = HashMap::new();
+    for (o, out) in outputs.iter().enumerate() {
+        for (i, t) in out.plan.tensors.iter().enumerate() {
+            let sk = source_key(t);
+            let rk = result_key(sk, t);
+            let u = match by_source.get(&sk) {
+                Some(&u) => u,
+                None => {
+                    units.push(Unit {
+                        tensor: t,
+                        results: Vec::new(),
+                    });
+                    by_source.insert(sk, units.len() - 1);
+                    units.len() - 1
                 }
             };
-            done.with_context(|| format!("tensor {}", t.name))?;
-            bar.inc(job.out_bytes);
+            let unit = &mut units[u];
+            let r = match unit.results.iter().position(|r| r.key == rk) {
+                Some(r) => r,
+                None => {
+                    let codec = quant::codec(t.ggml_type).with_context(|| {
+                        format!("tensor {}: no codec for the planned type", t.name)
+                    })?;
+                    let row_bytes = t.ggml_type.row_bytes(t.ncols()).with_context(|| {
+                        format!("tensor {}: a row does not fit the type", t.name)
+                    })? as usize;
+                    unit.results.push(Result_ {
+                        tensor: t,
+                        key: rk,
+                        codec,
+                        row_bytes,
+                        targets: Vec::new(),
+                    });
+                    unit.results.len() - 1
+                }
+            };
+            unit.results[r].targets.push((o, places[o][i]));
+        }
+    }
+    Ok(units)
+}
+
+/// Writes every unit: cached results copied, the others computed.
+fn run_units(
+    store: &Store,
+    units: &[Unit],
+    files: &[File],
+    opts: &RunOptions,
+    bar: &indicatif::ProgressBar,
+    stats: &mut [ExportStats],
+) -> Result<()> {
+    let cache = opts.cache;
+    let cached = |r: &Result_| {
+        cache.is_some_and(|c| {
+            Cache::caches(r.tensor.ggml_type) && c.probably_has(&r.key, r.tensor.n_bytes)
+        })
+    };
+    // Whether a unit will (probably) need its source read: then it is worth preloading.
+    let needs_source: Vec<bool> = units
+        .iter()
+        .map(|u| u.results.iter().any(|r| !cached(r)))
+        .collect();
+    std::thread::scope(|s| -> Result<()> {
+        let mut writer = BackgroundWriter::start(s, files);
+        let mut tee_ids = 0u64;
+        // The next unit's first reader, opened and first window decoded while this one finishes.
+        let mut preloaded: Option<TensorReader> = None;
+        for (k, unit) in units.iter().enumerate() {
+            bar.set_message(crate::escape::controls(&unit.tensor.name).into_owned());
+            let mut todo = Vec::new();
+            for r in &unit.results {
+                let hit = match cache {
+                    Some(c) if cached(r) => copy_cached(c, r, &mut writer)?,
+                    _ => false,
+                };
+                for (n, &(o, _)) in r.targets.iter().enumerate() {
+                    if hit {
+                        stats[o].from_cache += 1;
+                    } else if n > 0 {
+                        stats[o].shared += 1;
+                    }
+                }
+                if !hit {
+                    todo.push(r);
+                }
+            }
+            let reader = preloaded.take();
+            if !todo.is_empty() {
+                let next = units
+                    .get(k + 1)
+                    .filter(|_| needs_source[k + 1])
+                    .and_then(|u| u.first_piece());
+                preloaded = compute(
+                    store,
+                    unit,
+                    &todo,
+                    reader,
+                    next,
+                    opts,
+                    &mut writer,
+                    &mut tee_ids,
+                )
+                .with_context(|| format!("tensor {}", unit.tensor.name))?;
+            }
+            let done: u64 = unit
+                .results
+                .iter()
+                .map(|r| r.tensor.n_bytes * r.targets.len() as u64)
+                .sum();
+            bar.inc(done);
         }
         writer.finish()
     })
-    .with_context(|| format!("writing {}", tmp.display()))?;
-    file.sync_all()?;
-    Ok(total)
 }
 
-/// One unit of output: a generated tensor, or one stored piece of a tensor (one expert of a
-/// stacked tensor), with where its rows go.
-struct Job<'p> {
-    tensor: &'p PlannedTensor,
-    /// Index into the tensor's stored pieces; `None` for a generated tensor.
-    piece: Option<usize>,
-    codec: &'static dyn TypeCodec,
-    ncols: usize,
-    /// Rows of this piece (all rows of a generated tensor).
-    nrows: usize,
-    row_bytes: usize,
-    /// Output file offset of the first row.
-    at: u64,
-    out_bytes: u64,
+/// Copies a cached result to its places, checking the entry's hash on the way. Returns false
+/// (after warning and dropping the entry) when the entry is damaged: the caller computes the
+/// bytes again and they overwrite what was copied.
+fn copy_cached(cache: &Cache, r: &Result_, writer: &mut BackgroundWriter) -> Result<bool> {
+    let Some(mut entry) = cache.get(&r.key, r.tensor.n_bytes) else {
+        return Ok(false);
+    };
+    let mut at = 0u64;
+    while entry.remaining() > 0 {
+        let n = entry.remaining().min(COPY_BYTES) as usize;
+        let mut buf = writer.buffer();
+        if let Err(e) = entry.read_next(n, &mut buf) {
+            eprintln!("warning: {e:#}; quantizing tensor {} again", r.tensor.name);
+            cache.discard(entry.path());
+            return Ok(false);
+        }
+        writer.write_to(buf, r.dests(at), None)?;
+        at += n as u64;
+    }
+    let path = entry.path().to_path_buf();
+    if entry.verify() {
+        return Ok(true);
+    }
+    eprintln!(
+        "warning: cache entry {} is damaged (its hash does not match); quantizing tensor {} again",
+        path.display(),
+        r.tensor.name
+    );
+    cache.discard(&path);
+    Ok(false)
 }
 
-/// The jobs of a shard in file order.
-fn shard_jobs<'p>(plan: &'p ExportPlan, shard: &Shard, data_start: u64) -> Result<Vec<Job<'p>>> {
-    let mut jobs = Vec::new();
-    for (&i, info) in shard.tensors.iter().zip(&shard.header.tensors) {
-        let t = &plan.tensors[i];
-        let codec = quant::codec(t.ggml_type)
-            .with_context(|| format!("tensor {}: no codec for the planned type", t.name))?;
-        let ncols = t.ncols() as usize;
-        let row_bytes = t
-            .ggml_type
-            .row_bytes(ncols as u64)
-            .with_context(|| format!("tensor {}: a row does not fit the type", t.name))?
-            as usize;
-        let at = data_start + info.offset;
-        let nrows = t.nrows() as usize;
-        let pieces = match &t.source {
-            TensorSource::Generated(_) => None,
-            TensorSource::Stored(p) => Some(p.len()),
+/// Computes the results `todo` of `unit` and writes them (and to the cache when there is
+/// one). Returns `next`'s reader, opened and its first window decoded during the last window.
+#[allow(clippy::too_many_arguments)]
+fn compute<'s>(
+    store: &'s Store,
+    unit: &Unit,
+    todo: &[&Result_],
+    first: Option<TensorReader<'s>>,
+    next: Option<PieceGeometry>,
+    opts: &RunOptions,
+    writer: &mut BackgroundWriter,
+    tee_ids: &mut u64,
+) -> Result<Option<TensorReader<'s>>> {
+    let (cache, allow_overflow) = (opts.cache, opts.allow_overflow);
+    let t = unit.tensor;
+    let mut tees = Vec::with_capacity(todo.len());
+    for r in todo {
+        let tee = match cache.filter(|_| Cache::caches(r.tensor.ggml_type)) {
+            Some(c) => match c.put(r.key, r.tensor.n_bytes) {
+                Ok(w) => {
+                    *tee_ids += 1;
+                    writer.tee(*tee_ids, w)?;
+                    Some(*tee_ids)
+                }
+                Err(e) => {
+                    eprintln!("warning: the quantized-tensor cache is not written: {e:#}");
+                    None
+                }
+            },
+            None => None,
         };
-        let rows = nrows / pieces.unwrap_or(1).max(1);
-        for k in 0..pieces.unwrap_or(1) {
-            jobs.push(Job {
-                tensor: t,
-                piece: pieces.map(|_| k),
-                codec,
-                ncols,
-                nrows: rows,
-                row_bytes,
-                at: at + (k * rows * row_bytes) as u64,
-                out_bytes: (rows * row_bytes) as u64,
-            });
+        tees.push(tee);
+    }
+    let ncols = t.ncols() as usize;
+    let mut carried = first;
+    match &t.source {
+        TensorSource::Generated(values) => {
+            for (r, &tee) in todo.iter().zip(&tees) {
+                let mut out = writer.buffer();
+                out.resize(r.tensor.n_bytes as usize, 0);
+                quant::quantize_rows(
+                    r.codec,
+                    values,
+                    ncols,
+                    r.tensor.imatrix.as_deref(),
+                    &mut out,
+                );
+                writer.write_to(out, r.dests(0), tee)?;
+            }
+        }
+        TensorSource::Stored(pieces) => {
+            let rows = t.nrows() as usize / pieces.len().max(1);
+            for (p, piece) in pieces.iter().enumerate() {
+                let g = PieceGeometry::new(piece, ncols, rows, todo.len());
+                let reader = match carried.take() {
+                    Some(r) => r,
+                    None => store.reader(&piece.entry)?,
+                };
+                let next_geometry = match pieces.get(p + 1) {
+                    Some(np) => Some(PieceGeometry::new(np, ncols, rows, todo.len())),
+                    None => next.as_ref().cloned(),
+                };
+                let mut preload = next_geometry.and_then(|ng| {
+                    store
+                        .reader(&ng.piece.entry)
+                        .ok()
+                        .map(|r| (r, ng.first_window()))
+                });
+                write_piece(
+                    store,
+                    &g,
+                    p,
+                    todo,
+                    &tees,
+                    reader,
+                    preload.as_mut(),
+                    writer,
+                    allow_overflow,
+                )?;
+                carried = preload.map(|(r, _)| r);
+            }
         }
     }
-    Ok(jobs)
+    for id in tees.into_iter().flatten() {
+        writer.commit(id)?;
+    }
+    Ok(carried)
 }
 
-impl<'p> Job<'p> {
-    /// The converter's type to round a piece's values through first: only for values it
-    /// computes (dequantized, or changed by an op) and when the output type is another.
-    fn round_to(&self, piece: &SourcePiece) -> Option<GgmlType> {
-        let t = self.tensor;
-        let computed = piece.scale.is_some() || piece.op != ValueOp::None;
-        let narrow = matches!(t.intermediate, GgmlType::BF16 | GgmlType::F16);
-        (computed && narrow && t.intermediate != t.ggml_type).then_some(t.intermediate)
-    }
+/// The converter's type to round a piece's values through first, for output `t`: only for
+/// values it computes (dequantized, or changed by an op) and when the output type is another.
+fn round_to(t: &PlannedTensor, piece: &SourcePiece) -> Option<GgmlType> {
+    let computed = piece.scale.is_some() || piece.op != ValueOp::None;
+    let narrow = matches!(t.intermediate, GgmlType::BF16 | GgmlType::F16);
+    (computed && narrow && t.intermediate != t.ggml_type).then_some(t.intermediate)
+}
 
-    fn geometry(&self, piece: usize) -> PieceGeometry<'p> {
-        let TensorSource::Stored(pieces) = &self.tensor.source else {
-            unreachable!("only stored tensors have pieces")
+/// Refuses values that are not finite, naming the source tensor and the place; returns the
+/// largest magnitude.
+fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<f32> {
+    // A branch-free scan first (vectorised); the position only on failure.
+    let (finite, amax) = vals.iter().fold((true, 0f32), |(ok, m), v| {
+        (ok & v.is_finite(), m.max(v.abs()))
+    });
+    if let Some(c) = (!finite)
+        .then(|| vals.iter().position(|v| !v.is_finite()))
+        .flatten()
+    {
+        bail!(
+            "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
+            g.piece.entry.name,
+            vals[c]
+        );
+    }
+    Ok(amax)
+}
+
+/// Converts piece `p`'s rows a window at a time, once, and quantizes them into every result
+/// of `results` (piece `p` of a stacked tensor lands after `p` pieces' rows). Encoded tensors
+/// decode the next window while this one is converted; during the last window, `next` (the
+/// following piece's reader and its first window) is decoded instead. Any encoding works:
+/// raw tensors are read from the map, encoded ones decoded (deltas and references through the
+/// base store). The content hash is checked at the end, after the rows are written to the
+/// (still temporary) outputs and before any cache entry of them is committed.
+#[allow(clippy::too_many_arguments)]
+fn write_piece(
+    store: &Store,
+    g: &PieceGeometry,
+    p: usize,
+    results: &[&Result_],
+    tees: &[Option<u64>],
+    mut reader: TensorReader,
+    mut next: Option<&mut (TensorReader, (usize, usize))>,
+    writer: &mut BackgroundWriter,
+    allow_overflow: bool,
+) -> Result<()> {
+    let (ncols, nrows) = (g.ncols, g.nrows);
+    let f16_source = g.piece.entry.dtype == crate::source::Dtype::F16;
+    let scales = match &g.piece.scale {
+        Some(sc) => Some(BlockScales::load(store, sc, &g.piece.entry.shape)?),
+        None => None,
+    };
+    let mxfp4 = match &g.piece.mxfp4 {
+        Some(m) => Some(Mxfp4Repack::load(store, m)?),
+        None => None,
+    };
+    // MXFP4 kept as MXFP4 copies the repacked blocks; every other result needs the values.
+    let direct: Vec<bool> = results
+        .iter()
+        .map(|r| mxfp4.is_some() && r.tensor.ggml_type == GgmlType::MXFP4)
+        .collect();
+    let need_values = direct.iter().any(|d| !d);
+    let rounding: Vec<Option<GgmlType>> = results
+        .iter()
+        .map(|r| round_to(r.tensor, g.piece))
+        .collect();
+    let weights: Vec<Option<&[f32]>> = results
+        .iter()
+        .map(|r| {
+            r.tensor
+                .imatrix
+                .as_deref()
+                .map(|w| &w[p * ncols..(p + 1) * ncols])
+        })
+        .collect();
+    let piece_at: Vec<u64> = results
+        .iter()
+        .map(|r| (p * nrows * r.row_bytes) as u64)
+        .collect();
+    let mut released = 0usize;
+    let mut r0 = 0;
+    while r0 < nrows {
+        let r1 = (r0 + g.chunk_rows).min(nrows);
+        let (lo, hi) = g.source_range(r0, r1);
+        let next_window = (r1 < nrows).then(|| g.source_range(r1, (r1 + g.chunk_rows).min(nrows)));
+        let preload = if r1 == nrows { next.take() } else { None };
+        let mut bufs: Vec<Vec<u8>> = results
+            .iter()
+            .map(|r| {
+                let mut b = writer.buffer();
+                b.resize((r1 - r0) * r.row_bytes, 0);
+                b
+            })
+            .collect();
+        let bufs_ref = &mut bufs;
+        let side = move || {
+            if let Some((r, (s, e))) = preload {
+                r.preload(*s, *e);
+            }
         };
-        PieceGeometry::new(&pieces[piece], self.ncols, self.nrows)
+        let (direct, rounding, weights) = (&direct, &rounding, &weights);
+        let (scales, mxfp4) = (scales.as_ref(), mxfp4.as_ref());
+        let done = reader.with_window(lo, hi, next_window, side, |bytes| {
+            // Row i's destination in every result's buffer.
+            let mut rows: Vec<Vec<&mut [u8]>> = (r0..r1)
+                .map(|_| Vec::with_capacity(results.len()))
+                .collect();
+            for (b, r) in bufs_ref.iter_mut().zip(results) {
+                for (row, dst) in rows.iter_mut().zip(b.chunks_mut(r.row_bytes)) {
+                    row.push(dst);
+                }
+            }
+            rows.into_par_iter().enumerate().try_for_each_init(
+                || (Vec::with_capacity(ncols), Vec::new()),
+                |(vals, rounded): &mut (Vec<f32>, Vec<f32>), (i, dsts)| -> Result<()> {
+                    let r = r0 + i;
+                    vals.clear();
+                    let blocks = mxfp4.map(|mx| mx.repack(g, r, bytes, lo));
+                    // Rows with large values are checked for values the output types (or
+                    // the converter's intermediate type) cannot hold.
+                    let mut check = false;
+                    if need_values {
+                        match (&blocks, mxfp4) {
+                            (Some(b), Some(mx)) => {
+                                vals.resize(ncols, 0.0);
+                                mx.codec.dequantize_row(b, vals);
+                            }
+                            _ => g.row_values(r, bytes, lo, scales, vals),
+                        }
+                        g.piece.op.apply(vals, f16_source);
+                        let amax = check_finite(vals, g, r)?;
+                        check = !allow_overflow && amax >= OVERFLOW_CHECK_FROM;
+                    }
+                    for (j, dst) in dsts.into_iter().enumerate() {
+                        if let (true, Some(b)) = (direct[j], &blocks) {
+                            dst.copy_from_slice(b);
+                            continue;
+                        }
+                        let t = results[j].tensor;
+                        let v: &[f32] = match rounding[j] {
+                            None => vals,
+                            to => {
+                                rounded.clear();
+                                rounded.extend_from_slice(vals);
+                                round_through(rounded, to);
+                                if check {
+                                    if let Some(c) = rounded.iter().position(|v| !v.is_finite()) {
+                                        return Err(overflow(t, g, r, c, vals[c], to));
+                                    }
+                                }
+                                rounded
+                            }
+                        };
+                        results[j].codec.quantize_row(v, weights[j], dst);
+                        if check {
+                            let mut back = vec![0f32; v.len()];
+                            results[j].codec.dequantize_row(dst, &mut back);
+                            if back.iter().any(|v| !v.is_finite()) {
+                                let c = vals.iter().enumerate().fold(0, |m, (i, v)| {
+                                    if v.abs() > vals[m].abs() {
+                                        i
+                                    } else {
+                                        m
+                                    }
+                                });
+                                return Err(overflow(t, g, r, c, vals[c], None));
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+        });
+        if let Err(e) = done.and_then(|d| d) {
+            return Err(prefer_corruption(reader, e));
+        }
+        for (j, b) in bufs.into_iter().enumerate() {
+            let r = results[j];
+            let at = piece_at[j] + (r0 * r.row_bytes) as u64;
+            writer.write_to(b, r.dests(at), tees[j])?;
+        }
+        // Views read forward: pages before the next window are done with.
+        let keep_from = next_window.map_or(hi, |(s, _)| s);
+        if keep_from > released {
+            reader.release(released, keep_from);
+            released = keep_from;
+        }
+        r0 = r1;
     }
-
-    /// The importance weights of the piece (stacked experts: piece i is expert i, with its own
-    /// slice of the weights).
-    fn weights(&self) -> Option<&'p [f32]> {
-        let i = self.piece.unwrap_or(0);
-        let n = self.ncols;
-        self.tensor
-            .imatrix
-            .as_deref()
-            .map(|w| &w[i * n..(i + 1) * n])
-    }
+    reader.finish()
 }
 
 /// Which source bytes a window of output rows of one piece reads: output row `r` is the
 /// piece view's elements `r·ncols .. (r+1)·ncols`.
+#[derive(Clone)]
 struct PieceGeometry<'p> {
     piece: &'p SourcePiece,
     ncols: usize,
@@ -316,7 +700,9 @@ struct PieceGeometry<'p> {
 }
 
 impl<'p> PieceGeometry<'p> {
-    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize) -> Self {
+    /// `results`: how many outputs each window's rows are quantized into; the window shrinks
+    /// with it so that the output buffers (one per result) stay within the same memory.
+    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize, results: usize) -> Self {
         PieceGeometry {
             piece,
             ncols,
@@ -327,7 +713,7 @@ impl<'p> PieceGeometry<'p> {
             } else {
                 ncols
             },
-            chunk_rows: (CHUNK_VALUES / ncols.max(1)).max(1),
+            chunk_rows: (CHUNK_VALUES / results.max(1) / ncols.max(1)).max(1),
         }
     }
 
@@ -431,13 +817,12 @@ impl BlockScales {
 struct Mxfp4Repack {
     scales: Vec<u8>,
     view: crate::arch::transform::View,
-    /// The output type is MXFP4: copy the blocks; otherwise they are dequantized first.
-    direct: bool,
+    /// Dequantizes the blocks for outputs of other types.
     codec: &'static dyn TypeCodec,
 }
 
 impl Mxfp4Repack {
-    fn load(store: &Store, m: &Mxfp4Source, out: GgmlType) -> Result<Mxfp4Repack> {
+    fn load(store: &Store, m: &Mxfp4Source) -> Result<Mxfp4Repack> {
         let scales = store
             .reader(&m.entry)?
             .read_all()
@@ -445,7 +830,6 @@ impl Mxfp4Repack {
         Ok(Mxfp4Repack {
             scales,
             view: m.view.clone(),
-            direct: out == GgmlType::MXFP4,
             codec: quant::codec(GgmlType::MXFP4).context("no MXFP4 codec")?,
         })
     }
@@ -492,147 +876,16 @@ fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
     }
 }
 
-fn write_generated(job: &Job, file: &mut BackgroundWriter) -> Result<()> {
-    let t = job.tensor;
-    let TensorSource::Generated(values) = &t.source else {
-        unreachable!("only generated tensors have no pieces")
-    };
-    let mut out = file.buffer();
-    out.resize(job.out_bytes as usize, 0);
-    quant::quantize_rows(job.codec, values, job.ncols, t.imatrix.as_deref(), &mut out);
-    file.write(out, job.at)
-}
-
-/// Converts and quantizes one piece's rows a window at a time. Encoded tensors decode the next
-/// window while this one is converted; during the last window, `next` (the following piece's
-/// reader and its first window) is decoded instead. Any encoding works: raw tensors are read
-/// from the map, encoded ones decoded (deltas and references through the base store). The
-/// content hash is checked at the end, after the rows are written to the (still temporary)
-/// output.
-fn write_piece(
-    store: &Store,
-    job: &Job,
-    g: &PieceGeometry,
-    mut reader: TensorReader,
-    mut next: Option<&mut (TensorReader, (usize, usize))>,
-    file: &mut BackgroundWriter,
-    allow_overflow: bool,
-) -> Result<()> {
-    let (ncols, nrows, row_bytes) = (job.ncols, job.nrows, job.row_bytes);
-    let (codec, weights) = (job.codec, job.weights());
-    let f16_source = g.piece.entry.dtype == crate::source::Dtype::F16;
-    let scales = match &g.piece.scale {
-        Some(sc) => Some(BlockScales::load(store, sc, &g.piece.entry.shape)?),
-        None => None,
-    };
-    let round_to = job.round_to(g.piece);
-    let mxfp4 = match &g.piece.mxfp4 {
-        Some(m) => Some(Mxfp4Repack::load(store, m, job.tensor.ggml_type)?),
-        None => None,
-    };
-    let mut released = 0usize;
-    let mut r0 = 0;
-    while r0 < nrows {
-        let r1 = (r0 + g.chunk_rows).min(nrows);
-        let (lo, hi) = g.source_range(r0, r1);
-        let next_window = (r1 < nrows).then(|| g.source_range(r1, (r1 + g.chunk_rows).min(nrows)));
-        let preload = if r1 == nrows { next.take() } else { None };
-        let mut out = file.buffer();
-        out.resize((r1 - r0) * row_bytes, 0);
-        let out_rows = &mut out;
-        let side = move || {
-            if let Some((r, (s, e))) = preload {
-                r.preload(*s, *e);
-            }
-        };
-        let done = reader.with_window(lo, hi, next_window, side, |bytes| {
-            out_rows
-                .par_chunks_mut(row_bytes)
-                .enumerate()
-                .try_for_each_init(
-                    || Vec::with_capacity(ncols),
-                    |vals: &mut Vec<f32>, (i, dst)| -> Result<()> {
-                        let r = r0 + i;
-                        vals.clear();
-                        if let Some(mx) = &mxfp4 {
-                            let blocks = mx.repack(g, r, bytes, lo);
-                            if mx.direct {
-                                // MXFP4 kept as MXFP4: the repacked bytes as they are
-                                dst.copy_from_slice(&blocks);
-                                return Ok(());
-                            }
-                            vals.resize(ncols, 0.0);
-                            mx.codec.dequantize_row(&blocks, vals);
-                        } else {
-                            g.row_values(r, bytes, lo, scales.as_ref(), vals);
-                        }
-                        g.piece.op.apply(vals, f16_source);
-                        // A branch-free scan first (vectorised); the position only on failure.
-                        let (finite, amax) = vals
-                            .iter()
-                            .fold((true, 0f32), |(ok, m), v| (ok & v.is_finite(), m.max(v.abs())));
-                        if let Some(c) = (!finite)
-                            .then(|| vals.iter().position(|v| !v.is_finite()))
-                            .flatten()
-                        {
-                            bail!(
-                                "source tensor {} holds {} at row {r}, column {c}; refusing to export it",
-                                g.piece.entry.name,
-                                vals[c]
-                            );
-                        }
-                        // Finite values that the output type (or the converter's intermediate
-                        // type) cannot hold: checked only on rows with large values.
-                        let check = !allow_overflow && amax >= OVERFLOW_CHECK_FROM;
-                        let before = check.then(|| vals.clone());
-                        round_through(vals, round_to);
-                        if let Some(before) = &before {
-                            if let Some(c) = vals.iter().position(|v| !v.is_finite()) {
-                                return Err(overflow(job, g, r, c, before[c], round_to));
-                            }
-                        }
-                        codec.quantize_row(vals, weights, dst);
-                        if let Some(before) = &before {
-                            let mut back = vec![0f32; vals.len()];
-                            codec.dequantize_row(dst, &mut back);
-                            if back.iter().any(|v| !v.is_finite()) {
-                                let c = before
-                                    .iter()
-                                    .enumerate()
-                                    .fold(0, |m, (i, v)| if v.abs() > before[m].abs() { i } else { m });
-                                return Err(overflow(job, g, r, c, before[c], None));
-                            }
-                        }
-                        Ok(())
-                    },
-                )
-        });
-        if let Err(e) = done.and_then(|d| d) {
-            return Err(prefer_corruption(reader, e));
-        }
-        file.write(out, job.at + (r0 * row_bytes) as u64)?;
-        // Views read forward: pages before the next window are done with.
-        let keep_from = next_window.map_or(hi, |(s, _)| s);
-        if keep_from > released {
-            reader.release(released, keep_from);
-            released = keep_from;
-        }
-        r0 = r1;
-    }
-    reader.finish()
-}
-
 /// The error for a finite value that becomes infinite in the output: in the converter's
 /// intermediate type `via` (when given), else in the output type.
 fn overflow(
-    job: &Job,
+    t: &PlannedTensor,
     g: &PieceGeometry,
     row: usize,
     col: usize,
     value: f32,
     via: Option<GgmlType>,
 ) -> anyhow::Error {
-    let t = job.tensor;
     let into = via.unwrap_or(t.ggml_type);
     let who = if t.ggml_type.is_quantized() {
         "llama-quantize refuses such a tensor (\"quantized data validation failed\")"

@@ -20,8 +20,13 @@ pub fn repo() -> PathBuf {
 pub use gmat::testkit::kit;
 
 /// Runs gmat with `args`.
+///
+/// The quantized-tensor cache is off (`GMAT_CACHE_SIZE=0`) unless a test turns it on with its
+/// own environment: a warm cache would skip reading the store, which the corruption tests rely
+/// on, and tests must not write into the user's cache folder.
 pub fn gmat(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gmat"))
+        .env("GMAT_CACHE_SIZE", "0")
         .args(args)
         .output()
         .expect("gmat runs")
@@ -30,6 +35,7 @@ pub fn gmat(args: &[&str]) -> Output {
 /// Runs gmat with extra environment variables and panics unless it succeeds.
 pub fn gmat_ok_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_gmat"))
+        .env("GMAT_CACHE_SIZE", "0")
         .args(args)
         .envs(env.iter().copied())
         .output()

@@ -254,7 +254,10 @@ fn unknown_pre_tokenizer_hash_is_an_error() {
         "{e}"
     );
     assert!(e.contains("pre-tokenizer"), "{e}");
-    assert!(e.contains("not recognized") && e.contains("--pre-tokenizer"), "{e}");
+    assert!(
+        e.contains("not recognized") && e.contains("--pre-tokenizer"),
+        "{e}"
+    );
     assert!(e.contains("tokenizer.json"), "{e}");
 }
 
