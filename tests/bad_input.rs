@@ -1221,3 +1221,44 @@ fn verify_compares_the_tensor_list_with_the_source_model() {
         "{text}"
     );
 }
+
+/// A float weight stored as integers (issue 11, cause 4): the converter casts it and writes a
+/// file llama.cpp computes garbage with; gmat refuses, naming the tensor and the dtype.
+#[test]
+fn integer_weights_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = repo().join("example/tiny_llm");
+    let hf = dir.path().join("tiny_llm");
+    copy_side_files(&example, &hf);
+    let mut tensors = read_safetensors(&example.join("model.safetensors"));
+    let t = tensors
+        .iter_mut()
+        .find(|t| t.0.ends_with("q_proj.weight"))
+        .unwrap();
+    assert_eq!(t.1, "BF16");
+    t.1 = "I16".into();
+    let name = t.0.clone();
+    write_safetensors(&hf.join("model.safetensors"), &tensors);
+    let store = dir.path().join("st");
+    gmat_ok(&[
+        "import",
+        "-q",
+        "--model",
+        hf.to_str().unwrap(),
+        "-o",
+        store.to_str().unwrap(),
+    ]);
+    let out = dir.path().join("out.gguf");
+    let err = gmat_err(&[
+        "export",
+        "-q",
+        "--model",
+        store.to_str().unwrap(),
+        "--type",
+        "Q8_0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains(&name) && err.contains("I16"), "{err}");
+    assert!(!out.exists());
+}

@@ -310,6 +310,29 @@ pub fn build(input: &PlanInput) -> Result<ExportPlan> {
         }
     }
 
+    // Integer weights: the converter casts them to float and writes a file llama.cpp loads
+    // and computes garbage with; a float weight stored as integers is a broken checkpoint.
+    for t in &tensors {
+        if let TensorSource::Stored(pieces) = &t.source {
+            for p in pieces.iter().filter(|p| p.mxfp4.is_none()) {
+                use crate::source::Dtype::*;
+                if matches!(
+                    p.entry.dtype,
+                    I64 | I32 | I16 | I8 | U64 | U32 | U16 | U8 | Bool
+                ) {
+                    bail!(
+                        "tensor {} ({} in the GGUF) is stored as {}: a weight must be floating \
+                         point (F32, F16, BF16, FP8), so this checkpoint is not one llama.cpp can \
+                         use as it is",
+                        p.entry.name,
+                        t.name,
+                        p.entry.dtype.name()
+                    );
+                }
+            }
+        }
+    }
+
     match arch.kind() {
         ModelKind::Text => choose_types(input, &mut tensors, &metadata)?,
         ModelKind::Mmproj => choose_converter_types(*arch, *file_type, &mut tensors)?,
@@ -419,7 +442,7 @@ fn explain_refusal(r: &llama_load::Refusal, metadata: &[(String, Value)], hp: &H
         r.message
     );
     for l in lines {
-        s.push_str("\n  ");
+        s.push_str("; ");
         s.push_str(&l);
     }
     s
