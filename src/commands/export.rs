@@ -254,7 +254,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
             exclude_weights: exclude,
             ..Quantization::default()
         };
-        let mut md = metadata_overrides(&args, &config)?;
+        // the --metadata file as already read, not a second read that could differ
+        let mut md = metadata.overrides.clone();
         if let Some(name) = &args.model_name {
             // --model-name wins over the file's general.name, so the config can hold it there
             md.insert(

@@ -72,6 +72,10 @@ const CARD_KEYS: &[(&str, &str)] = &[
     ("name", "model_name"),
     ("author", "model_creator"),
     ("basename", "model_type"),
+    // read after base models and datasets in gguf-py; they touch different attributes
+    ("license", "license"),
+    ("license_name", "license_name"),
+    ("license_link", "license_link"),
 ];
 
 /// generation_config.json keys -> attributes (`Metadata.load`).
@@ -181,17 +185,13 @@ const ENTRY_KEYS: &[&str] = &[
 ];
 
 /// The keys `--metadata` understands, for its error message.
-pub fn override_keys() -> Vec<String> {
+fn override_keys() -> Vec<String> {
     let mut keys: Vec<String> = WRITE_ORDER
         .iter()
-        .filter(|(a, _, _)| !matches!(*a, "base_models" | "datasets" | "license"))
+        .filter(|(_, _, kind)| !matches!(kind, Kind::Entries))
         .map(|(_, k, _)| k.to_string())
         .collect();
-    keys.extend([
-        "general.license".into(),
-        "general.base_models".into(),
-        "general.datasets".into(),
-    ]);
+    keys.extend(["general.base_models".into(), "general.datasets".into()]);
     keys
 }
 
@@ -312,17 +312,6 @@ impl ModelMetadata {
                 });
             }
             self.set(attr, Json::Array(entries));
-        }
-        for (attr, key) in [
-            ("license", "license"),
-            ("license_name", "license_name"),
-            ("license_link", "license_link"),
-        ] {
-            if let Some(v) = card.get(key) {
-                if self.is_unset(attr) {
-                    self.set(attr, v.clone());
-                }
-            }
         }
         for (attr, keys) in [
             ("tags", ["tags", "pipeline_tag"]),

@@ -9,7 +9,7 @@ pub mod model_id;
 use anyhow::Result;
 use serde_json::Value as Json;
 
-pub use authorship::{override_keys, MetadataSources, ModelMetadata};
+use authorship::{MetadataSources, ModelMetadata};
 
 use super::kv::Kv;
 use super::tokenizer::ModelDir;
