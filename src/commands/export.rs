@@ -158,9 +158,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(p) => read_config(p)?,
         None => ExportConfig::default(),
     };
-    if config.block_format.is_some() {
-        eprintln!("note: block_format is ignored: the gmat store is lossless");
-    }
     // config.json and the folder path the model was imported from (what the converter would
     // have been given): the class's view of it is what every step reads
     let file = ConfigFile {

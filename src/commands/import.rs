@@ -18,9 +18,16 @@ use crate::store::{Encoding, Holding, Store};
 /// Options of `gmat import` (the command line is this struct).
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// HF model folder (model.safetensors or shards + index), or one .safetensors file.
-    #[arg(long, short = 'm')]
+    /// HF model folder (model.safetensors or shards + index), one .safetensors file, or a
+    /// Hugging Face Hub repo id (ORG/NAME), found in the HF cache (HF_HUB_CACHE, HF_HOME/hub,
+    /// ~/.cache/huggingface/hub) and downloaded into it when missing (token: HF_TOKEN or
+    /// `huggingface-cli login`; HF_HUB_OFFLINE=1 forbids downloads). A local path that exists
+    /// wins over a repo id.
+    #[arg(long, short = 'm', value_name = "PATH|ORG/NAME")]
     pub model: PathBuf,
+    /// Branch, tag or commit hash of a Hub repo id (default: main).
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
     /// Output folder; the store is written to OUTPUT/model.gmat.
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
@@ -65,7 +72,9 @@ impl From<StoreEncoding> for Encoding {
 /// Runs the command.
 pub fn run(args: ImportArgs) -> Result<()> {
     let started = Instant::now();
-    let model = HfModel::open(&args.model)?;
+    let resolved = crate::source::hub::resolve(&args.model, args.revision.as_deref(), args.quiet)?;
+    let model_path = resolved.path.as_path();
+    let model = HfModel::open(model_path)?;
     // What this run reads: nothing it writes may be one of these.
     let mut inputs = crate::fsio::Inputs::default();
     for f in &model.files {
@@ -113,9 +122,6 @@ pub fn run(args: ImportArgs) -> Result<()> {
             block_format: None,
         },
     };
-    if config.block_format.is_some() {
-        eprintln!("note: block_format is ignored: the gmat store is lossless");
-    }
     let names: Vec<&str> = model.tensors().map(|r| r.tensor.name.as_str()).collect();
     let decisions = config.resolve(&names)?;
     let mut summary = if config.metadata.is_empty() {
@@ -126,7 +132,12 @@ pub fn run(args: ImportArgs) -> Result<()> {
     if !summary.contains_key("name") {
         summary.insert(
             "name".into(),
-            serde_json::Value::String(model_name(&args.model)),
+            serde_json::Value::String(
+                resolved
+                    .repo_name
+                    .clone()
+                    .unwrap_or_else(|| model_name(model_path)),
+            ),
         );
     }
     let options = ImportOptions {
@@ -134,13 +145,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         base: base.as_ref(),
     };
     let manifest = pipeline::import::run(
-        &model,
-        &args.model,
-        &decisions,
-        summary,
-        &root,
-        &options,
-        args.quiet,
+        &model, model_path, &decisions, summary, &root, &options, args.quiet,
     )?;
     if !args.quiet {
         let raw = manifest.raw_bytes();

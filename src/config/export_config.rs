@@ -149,6 +149,10 @@ impl Default for ExportConfig {
     }
 }
 
+impl super::json_strict::ConfigFile for ExportConfig {
+    const KIND: super::legacy::ConfigKind = super::legacy::ConfigKind::Export;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

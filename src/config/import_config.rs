@@ -165,6 +165,10 @@ impl ImportConfig {
     }
 }
 
+impl super::json_strict::ConfigFile for ImportConfig {
+    const KIND: super::legacy::ConfigKind = super::legacy::ConfigKind::Import;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::legacy::ConfigKind;
+
 /// Removes every object key that starts with `_`, at any depth.
 pub fn strip_comments(v: &mut Value) {
     match v {
@@ -23,14 +25,30 @@ pub fn strip_comments(v: &mut Value) {
     }
 }
 
-/// Reads a config file into `T`, with comments stripped and errors naming the file.
-pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
+/// A config file type: which legacy keys ([`super::legacy`]) it is checked for.
+pub trait ConfigFile: DeserializeOwned {
+    const KIND: ConfigKind;
+}
+
+/// Reads a config file into `T`, with comments stripped and errors naming the file; a note
+/// for each ignored key of the original GMAT format goes to stderr.
+pub fn read_config<T: ConfigFile>(path: &Path) -> Result<T> {
     let text = crate::fsio::read_small_text(path).context("cannot read the config")?;
-    parse_config(&text).with_context(|| format!("config {}", path.display()))
+    let (config, notes) =
+        parse_config_noted(&text).with_context(|| format!("config {}", path.display()))?;
+    for n in notes {
+        eprintln!("note: config {}: {n}", path.display());
+    }
+    Ok(config)
 }
 
 /// Parses the text of a config into `T`, comments stripped.
-pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
+pub fn parse_config<T: ConfigFile>(text: &str) -> Result<T> {
+    parse_config_noted(text).map(|(c, _)| c)
+}
+
+/// [`parse_config`], also returning the notes on ignored legacy keys.
+pub fn parse_config_noted<T: ConfigFile>(text: &str) -> Result<(T, Vec<String>)> {
     let mut v: Value = serde_json::from_str(text).context("not valid JSON")?;
     if !v.is_object() {
         bail!("it must be a JSON object ({{...}}), not {}", kind(&v));
@@ -40,7 +58,8 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
     if let Some(map) = v.as_object_mut() {
         map.remove("$schema");
     }
-    Ok(serde_json::from_value(v)?)
+    let notes = super::legacy::check(&mut v, T::KIND)?;
+    Ok((serde_json::from_value(v)?, notes))
 }
 
 /// What a JSON value is, for messages.

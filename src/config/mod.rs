@@ -3,6 +3,7 @@
 pub mod export_config;
 pub mod import_config;
 pub mod json_strict;
+pub mod legacy;
 
 pub use export_config::ExportConfig;
 pub use import_config::ImportConfig;

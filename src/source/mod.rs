@@ -1,7 +1,9 @@
-//! Reading source models: HF folders of safetensors weights plus config and tokenizer files.
+//! Reading source models: HF folders of safetensors weights plus config and tokenizer files,
+//! found locally or through the Hugging Face cache (`hub`).
 
 pub mod dtype;
 pub mod hf_folder;
+pub mod hub;
 pub mod safetensors;
 
 pub use dtype::Dtype;

@@ -215,7 +215,7 @@ fn set_vocab(cx: &Cx, kv: &mut Kv) -> Result<()> {
 
     if tokenizer::tokenizer_model(md).is_some() {
         tokenizer::set_vocab_sentencepiece(md, hparams, kv)?;
-    } else if !md.is_file("tokenizer.json") {
+    } else if !tokenizer::has_bpe_files(md) {
         bail!("{}", tokenizer::no_tokenizer(md));
     } else if tokenizer::llama_hf_applies(md)? {
         tokenizer::create_vocab_llama_hf(md, hparams)?.write(md, kv)?;

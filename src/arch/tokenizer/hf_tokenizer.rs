@@ -27,6 +27,7 @@ use tokenizers::{AddedToken, ModelWrapper, Tokenizer};
 
 use super::added_tokens::{self, Specials};
 use super::files::{get, truthy, ModelDir};
+use super::slow_bpe;
 use super::tokenizer_class::Class;
 
 /// The loaded tokenizer and what the converter reads from it.
@@ -42,9 +43,10 @@ impl HfTokenizer {
     /// is config.json (for the tokenizer class when tokenizer_config.json names none).
     pub fn load(md: &ModelDir, config: &Json) -> Result<HfTokenizer> {
         let tj_path = md.path("tokenizer.json");
-        if !tj_path.is_file() {
+        if !tj_path.is_file() && !slow_bpe::present(md) {
             bail!(
-                "{} not found: gmat reads BPE vocabularies only from tokenizer.json",
+                "{} not found: gmat reads BPE vocabularies from tokenizer.json, or from \
+                 vocab.json + merges.txt",
                 tj_path.display()
             );
         }
@@ -58,9 +60,25 @@ impl HfTokenizer {
         let class = Class::detect(tc_ref, config);
         let tc_get = |k: &str| tc_ref.and_then(|m| m.get(k));
 
-        let tj = md
-            .json("tokenizer.json")?
-            .ok_or_else(|| anyhow!("{} not found", tj_path.display()))?;
+        let tj = match md.json("tokenizer.json")? {
+            Some(tj) => tj,
+            None => {
+                let name = tc_get("tokenizer_class")
+                    .or_else(|| get(config, "tokenizer_class"))
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        format!(
+                            "(the default of model_type {})",
+                            get(config, "model_type").unwrap_or(&Json::Null)
+                        )
+                    });
+                std::rc::Rc::new(
+                    slow_bpe::tokenizer_json(md, class, tc_ref, &name)
+                        .context("building the tokenizer from vocab.json + merges.txt")?,
+                )
+            }
+        };
         let mut tok = backend(&tj).with_context(|| format!("cannot load {}", tj_path.display()))?;
         tok.with_truncation(None)
             .map_err(|e| anyhow!("{e}"))

@@ -54,7 +54,7 @@ pub(crate) fn from_tokenizer_json(tokenizer: &Json) -> Result<Vec<String>> {
 
 /// Python's `str.isspace` for one character (`str.split()`/`strip()` whitespace): Unicode
 /// White_Space plus the ASCII separators U+001C..U+001F.
-fn py_space(c: char) -> bool {
+pub(crate) fn py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 

@@ -24,6 +24,7 @@ mod llama_hf;
 mod merges;
 mod pre_tokenizer;
 mod protobuf;
+mod slow_bpe;
 mod special;
 pub(crate) mod spm;
 mod spm_vocab;
@@ -57,17 +58,23 @@ pub(crate) fn set_vocab_sentencepiece_or_gpt2(
 ) -> Result<()> {
     if tokenizer_model(md).is_some() {
         set_vocab_sentencepiece(md, hparams, kv)
-    } else if !md.is_file("tokenizer.json") {
+    } else if !has_bpe_files(md) {
         bail!("{}", no_tokenizer(md))
     } else {
         set_vocab_gpt2(md, hparams, kv)
     }
 }
 
-/// The error when neither vocabulary file exists (the converter fails inside AutoTokenizer).
+/// Whether the folder has a BPE tokenizer AutoTokenizer can load: tokenizer.json, or a slow
+/// GPT-2-style tokenizer's vocab.json + merges.txt.
+pub(crate) fn has_bpe_files(md: &ModelDir) -> bool {
+    md.is_file("tokenizer.json") || slow_bpe::present(md)
+}
+
+/// The error when no vocabulary file exists (the converter fails inside AutoTokenizer).
 pub(crate) fn no_tokenizer(md: &ModelDir) -> String {
     format!(
-        "no tokenizer found: neither {} nor {} exists (vocab.json/merges.txt alone are not supported)",
+        "no tokenizer found: none of {}, {} or vocab.json + merges.txt exists",
         md.path("tokenizer.model").display(),
         md.path("tokenizer.json").display()
     )

@@ -176,10 +176,10 @@ pub(crate) fn detect(tok: &HfTokenizer, file: &std::path::Path) -> Result<&'stat
              llama.cpp b11312's get_vocab_base_pre table, and convert_hf_to_gguf.py refuses it \
              too (\"BPE pre-tokenizer was not recognized\"). If this tokenizer splits text like a \
              known one (a fine-tune that re-saved its base model's tokenizer, say), name that \
-             one with --pre-tokenizer NAME (e.g. llama-bpe, qwen2, gpt-4o, deepseek-v3; \
-             an unknown name lists them all) and check the GGUF's output \
-             against the original tokenizer; otherwise llama.cpp itself needs to learn it first",
-            file.display()
+             one with --pre-tokenizer NAME and check the GGUF's output against the original \
+             tokenizer; otherwise llama.cpp itself needs to learn it first. Names: {}",
+            file.display(),
+            known_names().join(", ")
         ),
     }
 }
