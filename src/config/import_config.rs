@@ -116,9 +116,9 @@ impl ImportConfig {
     /// (in `names` order). Tensors the config does not list are imported under their default
     /// UUID.
     pub fn resolve(&self, names: &[&str]) -> Result<Vec<ImportDecision>> {
-        if self.source_format != "safetensors" {
+        if !matches!(self.source_format.as_str(), "safetensors" | "gguf") {
             bail!(
-                "source_format {:?} is not supported (allowed: \"safetensors\")",
+                "source_format {:?} is not supported (allowed: \"safetensors\", \"gguf\")",
                 self.source_format
             );
         }

@@ -1,6 +1,8 @@
-//! Reading source models: HF folders of safetensors weights plus config and tokenizer files.
+//! Reading source models: HF folders of safetensors weights plus config and tokenizer files,
+//! and GGUF files.
 
 pub mod dtype;
+pub mod gguf_model;
 pub mod hf_folder;
 pub mod safetensors;
 
