@@ -45,6 +45,7 @@ fn safetensors() -> String {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportConfig {
+    /// The source's format: `safetensors` (a HF model) or `gguf` (a GGUF file).
     #[serde(default = "safetensors")]
     pub source_format: String,
     #[serde(default, deserialize_with = "tensor_map_rows")]

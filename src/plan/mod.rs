@@ -82,7 +82,12 @@ impl TensorSource {
     pub fn describe(&self) -> String {
         let piece = |p: &SourcePiece| {
             let mut d = p.entry.name.clone();
-            if !p.view.is_whole(&p.entry.shape) {
+            // ggml blocks are read as bytes
+            let whole = match p.entry.dtype {
+                Dtype::Block(_) => p.view.is_whole(&[p.entry.raw_bytes]),
+                _ => p.view.is_whole(&p.entry.shape),
+            };
+            if !whole {
                 let _ = write!(
                     d,
                     " (view +{} dims {:?} strides {:?})",
