@@ -15,6 +15,8 @@ Examples:
   gmat export --model ./store/model.gmat --generate-config     # writes export_config.json
   gmat export --model ./store/model.gmat --config export_config.json -o llama.gguf
   gmat import --model ./Llama-3.2-1B-Instruct --base ./store/model.gmat -o ./instruct
+  gmat import --model ./Qwen3-0.6B-BF16.gguf -o ./qwen                 # a GGUF, kept losslessly
+  gmat export --model ./qwen --type Q4_K_M -o qwen-q4_k_m.gguf         # = llama-quantize's file
   gmat inspect ./instruct/model.gmat                           # tensors, encodings, sizes
   gmat verify ./instruct/model.gmat                            # re-hash every tensor";
 
@@ -30,7 +32,7 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Import a HuggingFace safetensors model into a GMAT store (model.gmat/).
+    /// Import a HuggingFace safetensors model (or a GGUF file) into a GMAT store (model.gmat/).
     #[command(after_help = "\
 Examples:
   gmat import --model ./hf-model --generate-config                  # import_config.json + statistics
@@ -38,7 +40,9 @@ Examples:
   gmat import --model ./hf-model --config import_config.json -o ./out
   gmat import --model ./hf-model/model.safetensors -o ./out         # config.json must sit beside it
   gmat import --model ./hf-model -o ./out --encoding raw            # no compression
-  gmat import --model ./finetune --base ./out/model.gmat -o ./ft    # shares/deltas against a base")]
+  gmat import --model ./finetune --base ./out/model.gmat -o ./ft    # shares/deltas against a base
+  gmat import --model ./Qwen3-0.6B-BF16.gguf -o ./qwen              # a GGUF: tensors + all metadata
+  gmat import --model ./big-Q8_0-00001-of-00003.gguf -o ./big       # a split GGUF (any of its files)")]
     Import(ImportArgs),
     /// Export a GMAT store to a GGUF file for llama.cpp.
     #[command(after_help = "\
@@ -56,6 +60,9 @@ Examples:
   gmat export --model ./out/model.gmat --type Q4_K_M,Q6_K,Q8_0 -o ./gguf/  # one pass, 3 files
   gmat export --model ./out/model.gmat --type Q4_K_M,Q8_0 -o 'llama-{type}.gguf'
   gmat export --model ./out/model.gmat --type Q4_K_M --no-cache     # bypass the cache
+  gmat export --model ./qwen -o same.gguf                     # imported from a GGUF: that file again
+  gmat export --model ./qwen --type Q4_K_M,F16 -o 'qwen-{type}.gguf'  # as llama-quantize from it
+  gmat export --model ./qwen-q8 --type Q4_0 --allow-requantize      # quantized -> quantized
 
 Quantized tensors are cached (by source content hash, type, transform and imatrix entry) in
 $GMAT_CACHE_DIR, else $XDG_CACHE_HOME/gmat, else ~/.cache/gmat, up to --cache-size (default 20G):
@@ -63,7 +70,12 @@ re-exports reuse every tensor whose inputs did not change.
 
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
-per-tensor types as llama-quantize. File types that need an importance matrix are refused.")]
+per-tensor types as llama-quantize. File types that need an importance matrix are refused.
+
+A store imported from a GGUF exports as llama-quantize run on that GGUF: its metadata as it is
+(general.file_type and general.quantization_version updated), tensors in llama-quantize's order;
+with no --type (or its own type) and no change, the imported file byte for byte. Quantized tensors
+are quantized again only with --allow-requantize.")]
     Export(Box<ExportArgs>),
     /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
     #[command(after_help = "\

@@ -36,6 +36,8 @@ pub struct ExportArgs {
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
     /// llama.cpp file type (F32, F16, BF16, Q8_0, ...); overrides the config's default_type.
+    /// Default: the stored float type; for a store imported from a GGUF, the GGUF's own type
+    /// (the imported file, unchanged).
     /// Several, comma-separated (Q4_K_M,Q6_K,Q8_0), write one GGUF each in one pass: the
     /// source is decoded once and tensors the profiles share are quantized once.
     #[arg(long = "type", short = 't', value_name = "TYPE[,TYPE...]")]
@@ -158,16 +160,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(p) => read_config(p)?,
         None => ExportConfig::default(),
     };
-    // config.json and the folder path the model was imported from (what the converter would
-    // have been given): the class's view of it is what every step reads
-    let file = ConfigFile {
-        json: store.config()?,
-        path: store.manifest.source.path.clone(),
-    };
-    let arch = arch::detect(&Hparams::new(&file.json)?)?;
-    let hparams = arch.hparams(&file)?;
-    let file_types = choose_file_types(args.file_type.as_deref(), &config, &store)?;
-    let metadata = metadata_input(&args, &config, &store)?;
     let kv_overrides = kv_overrides(&args, &config)?;
     let imatrix_path = args
         .imatrix
@@ -185,6 +177,49 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(path) => Imatrix::prepare(Path::new(path), &include, &exclude)?,
         None => None,
     };
+    let q = Quantization {
+        imatrix: imatrix_path.clone(),
+        include_weights: include,
+        exclude_weights: exclude,
+        ..Quantization::default()
+    };
+    if store.is_gguf() {
+        let plans = gguf_plans(&args, &store, &config, imatrix.as_ref(), &kv_overrides)?;
+        if let Some(path) = &args.generate_config {
+            if plans.len() > 1 {
+                bail!("--generate-config writes the config of one file type; give one --type");
+            }
+            if let Some(i) = &imatrix_path {
+                inputs.file(Path::new(i), "the imatrix");
+                inputs.check_output(path, "--generate-config")?;
+            }
+            let extra = ExportConfig {
+                override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
+                ..ExportConfig::default()
+            };
+            return generate(&plans[0], None, &store, q, extra, path);
+        }
+        return write_outputs(
+            &args,
+            &store,
+            &config,
+            &plans,
+            None,
+            &mut inputs,
+            imatrix_path.as_deref(),
+            started,
+        );
+    }
+    // config.json and the folder path the model was imported from (what the converter would
+    // have been given): the class's view of it is what every step reads
+    let file = ConfigFile {
+        json: store.config()?,
+        path: store.manifest.source.path.clone(),
+    };
+    let arch = arch::detect(&Hparams::new(&file.json)?)?;
+    let hparams = arch.hparams(&file)?;
+    let file_types = choose_file_types(args.file_type.as_deref(), &config, &store)?;
+    let metadata = metadata_input(&args, &config, &store)?;
     let mut plans = Vec::new();
     for file_type in &file_types {
         plans.push(plan::build(&PlanInput {
@@ -245,12 +280,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
             inputs.file(Path::new(i), "the imatrix");
             inputs.check_output(path, "--generate-config")?;
         }
-        let q = Quantization {
-            imatrix: imatrix_path,
-            include_weights: include,
-            exclude_weights: exclude,
-            ..Quantization::default()
-        };
         // the --metadata file as already read, not a second read that could differ
         let mut md = metadata.overrides.clone();
         if let Some(name) = &args.model_name {
@@ -267,6 +296,30 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
         return generate(&plans[0], mmproj.as_ref(), &store, q, extra, path);
     }
+    write_outputs(
+        &args,
+        &store,
+        &config,
+        &plans,
+        mmproj.as_ref(),
+        &mut inputs,
+        imatrix_path.as_deref(),
+        started,
+    )
+}
+
+/// Writes the GGUFs of `plans` (and the projector's), or prints them with `--dry-run`.
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    args: &ExportArgs,
+    store: &Store,
+    config: &ExportConfig,
+    plans: &[ExportPlan],
+    mmproj: Option<&ExportPlan>,
+    inputs: &mut crate::fsio::Inputs,
+    imatrix_path: Option<&str>,
+    started: Instant,
+) -> Result<()> {
     let stem = store
         .manifest
         .model
@@ -285,7 +338,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    let mmproj_out = mmproj.as_ref().map(|p| match &args.mmproj {
+    let mmproj_out = mmproj.map(|p| match &args.mmproj {
         Some(f) => f.clone(),
         None => outs[0].with_file_name(format!("mmproj-{stem}-{}.gguf", p.file_type.name)),
     });
@@ -296,36 +349,36 @@ pub fn run(args: ExportArgs) -> Result<()> {
             }
             print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         }
-        if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
+        if let (Some(p), Some(path)) = (mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
             print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
-    let limits = split_limits(&args, &config)?;
+    let limits = split_limits(args, config)?;
     let mut outputs: Vec<_> = plans
         .iter()
         .zip(outs)
         .map(|(plan, path)| pipeline::export::Output { plan, path, limits })
         .collect();
-    if let (Some(p), Some(path)) = (&mmproj, mmproj_out) {
+    if let (Some(p), Some(path)) = (mmproj, mmproj_out) {
         outputs.push(pipeline::export::Output {
             plan: p,
             path,
             limits: SplitLimits::default(),
         });
     }
-    if let Some(i) = &imatrix_path {
+    if let Some(i) = imatrix_path {
         inputs.file(Path::new(i), "the imatrix");
     }
-    let cache = open_cache(&args)?;
+    let cache = open_cache(args)?;
     let run = pipeline::export::RunOptions {
         quiet: args.quiet,
         allow_overflow: args.allow_overflow,
-        inputs: Some(&inputs),
+        inputs: Some(inputs),
         cache: cache.as_ref(),
     };
-    let stats = pipeline::export::run_all(&store, &outputs, &run)?;
+    let stats = pipeline::export::run_all(store, &outputs, &run)?;
     if !args.quiet {
         for (o, st) in outputs.iter().zip(&stats) {
             let mut reuse = Vec::new();
@@ -361,6 +414,102 @@ pub fn run(args: ExportArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The plans of a store imported from a GGUF (llama-quantize's, or the imported file itself;
+/// see [`plan::gguf_source`]): one per file type asked for, the GGUF's own when none is.
+fn gguf_plans(
+    args: &ExportArgs,
+    store: &Store,
+    config: &ExportConfig,
+    imatrix: Option<&Imatrix>,
+    kv_overrides: &[KvOverride],
+) -> Result<Vec<ExportPlan>> {
+    // The converter's options: the GGUF already holds what they set.
+    let converter_only = [
+        (args.metadata.is_some(), "--metadata"),
+        (args.model_name.is_some(), "--model-name"),
+        (!config.metadata.is_empty(), "the config's metadata"),
+        (args.pre_tokenizer.is_some(), "--pre-tokenizer"),
+        (args.mmproj.is_some(), "--mmproj"),
+        (args.mmproj_type.is_some(), "--mmproj-type"),
+    ];
+    if let Some((_, what)) = converter_only.iter().find(|(given, _)| *given) {
+        bail!(
+            "{what} is an option of the converter's (HF) exports; {} was imported from a GGUF, \
+             whose metadata is kept as it is: set keys with --override-kv KEY=TYPE:VALUE, as \
+             llama-quantize does",
+            store.root.display()
+        );
+    }
+    let metadata = store.gguf_metadata()?;
+    let q = &config.quantization;
+    if q.default_type.is_some() && !q.profiles.is_empty() {
+        bail!("quantization: give default_type or profiles, not both");
+    }
+    let names: Vec<(String, &str)> = match (&args.file_type, &q.default_type) {
+        (Some(t), _) => t
+            .split(',')
+            .map(|n| (n.trim().to_string(), "--type"))
+            .collect(),
+        (None, _) if !q.profiles.is_empty() => q
+            .profiles
+            .iter()
+            .map(|n| (n.clone(), "quantization.profiles"))
+            .collect(),
+        (None, Some(t)) => vec![(t.clone(), "quantization.default_type")],
+        (None, None) => Vec::new(),
+    };
+    let mut types: Vec<Option<FileType>> = Vec::new();
+    for (n, what) in &names {
+        let ft: FileType = n
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{what}: {e}"))?;
+        if types.contains(&Some(ft)) {
+            bail!("{what}: {} is given twice", ft.name);
+        }
+        types.push(Some(ft));
+    }
+    if types.is_empty() {
+        types.push(None);
+    }
+    let mut plans = Vec::new();
+    for ft in types {
+        let p = plan::gguf_source::build(&plan::gguf_source::GgufPlanInput {
+            manifest: &store.manifest,
+            metadata: &metadata,
+            config,
+            file_type: ft,
+            types: &args.types,
+            imatrix,
+            kv_overrides,
+        })?;
+        if !p.requantized.is_empty() {
+            let shown: Vec<String> = p
+                .requantized
+                .iter()
+                .take(3)
+                .map(|(n, a, b)| format!("{n} {a} -> {b}"))
+                .collect();
+            eprintln!(
+                "warning: requantizing {} tensor(s) that are already quantized ({}{}): this can \
+                 severely reduce quality compared to quantizing from 16bit or 32bit \
+                 (llama-quantize --allow-requantize)",
+                p.requantized.len(),
+                shown.join(", "),
+                if p.requantized.len() > 3 { ", ..." } else { "" }
+            );
+        }
+        if p.identical && !args.quiet && args.generate_config.is_none() {
+            eprintln!(
+                "note: file type {} with no change to any tensor or key: writing the imported \
+                 GGUF as it was",
+                p.plan.file_type
+            );
+        }
+        plans.push(p.plan);
+    }
+    Ok(plans)
 }
 
 /// Shard limits from the command line, else from the config.

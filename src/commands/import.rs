@@ -18,8 +18,9 @@ use crate::store::{Encoding, Holding, Store};
 /// Options of `gmat import` (the command line is this struct).
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// HF model folder (model.safetensors or shards + index), one .safetensors file, or a
-    /// Hugging Face Hub repo id (ORG/NAME), found in the HF cache (HF_HUB_CACHE, HF_HOME/hub,
+    /// HF model folder (model.safetensors or shards + index), one .safetensors file, a GGUF
+    /// file (of a split set NAME-0000K-of-0000N.gguf, any one of its files), or a Hugging Face
+    /// Hub repo id (ORG/NAME), found in the HF cache (HF_HUB_CACHE, HF_HOME/hub,
     /// ~/.cache/huggingface/hub) and downloaded into it when missing (token: HF_TOKEN or
     /// `huggingface-cli login`; HF_HUB_OFFLINE=1 forbids downloads). A local path that exists
     /// wins over a repo id.
@@ -116,29 +117,36 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let config = match &args.config {
         Some(p) => read_config::<ImportConfig>(p)?,
         None => ImportConfig {
-            source_format: "safetensors".into(),
+            source_format: model.format().into(),
             tensor_map: Vec::new(),
-            metadata: model_summary(&model.config),
+            metadata: summary_of(&model),
             block_format: None,
         },
     };
+    if config.source_format != model.format() {
+        bail!(
+            "the import config says source_format {:?} but {} is {}",
+            config.source_format,
+            model_path.display(),
+            model.format()
+        );
+    }
     let names: Vec<&str> = model.tensors().map(|r| r.tensor.name.as_str()).collect();
     let decisions = config.resolve(&names)?;
     let mut summary = if config.metadata.is_empty() {
-        model_summary(&model.config)
+        summary_of(&model)
     } else {
         config.metadata.clone()
     };
     if !summary.contains_key("name") {
-        summary.insert(
-            "name".into(),
-            serde_json::Value::String(
-                resolved
-                    .repo_name
-                    .clone()
-                    .unwrap_or_else(|| model_name(model_path)),
-            ),
-        );
+        let name = match &model.gguf_metadata {
+            Some(_) => gguf_model_name(model_path),
+            None => resolved
+                .repo_name
+                .clone()
+                .unwrap_or_else(|| model_name(model_path)),
+        };
+        summary.insert("name".into(), serde_json::Value::String(name));
     }
     let options = ImportOptions {
         encoding: args.encoding.into(),
@@ -192,6 +200,58 @@ pub fn run(args: ImportArgs) -> Result<()> {
     Ok(())
 }
 
+/// The manifest's model summary: config.json's main keys, or a GGUF's architecture and file
+/// type.
+fn summary_of(model: &HfModel) -> serde_json::Map<String, serde_json::Value> {
+    let Some(kv) = &model.gguf_metadata else {
+        return model_summary(&model.config);
+    };
+    let mut m = serde_json::Map::new();
+    for (key, out) in [
+        ("general.architecture", "architecture"),
+        ("general.file_type", "file_type"),
+    ] {
+        match kv.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+            Some(crate::gguf::Value::String(s)) => {
+                m.insert(out.into(), s.clone().into());
+            }
+            Some(v) => {
+                if let Some(n) = v.as_u64() {
+                    m.insert(out.into(), n.into());
+                }
+            }
+            None => {}
+        }
+    }
+    m
+}
+
+/// A GGUF's display name: its file name without `.gguf`, the split suffix and the file type
+/// (`Qwen3-0.6B-Q4_K_M-00001-of-00002.gguf` → `Qwen3-0.6B`), which export appends again.
+pub fn gguf_model_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut stem = name.strip_suffix(".gguf").unwrap_or(&name).to_string();
+    if crate::source::gguf_model::split_paths(path).is_some() {
+        if let Some(i) = stem.rfind("-of-").and_then(|i| stem[..i].rfind('-')) {
+            stem.truncate(i);
+        }
+    }
+    if let Some((head, tail)) = stem.rsplit_once(['-', '.']) {
+        let t = tail.to_ascii_uppercase();
+        if !head.is_empty() && (t.parse::<crate::plan::FileType>().is_ok() || t == "F32") {
+            stem = head.to_string();
+        }
+    }
+    if stem.is_empty() {
+        "model".into()
+    } else {
+        stem
+    }
+}
+
 /// The model's display name: its folder name (the parent's for a folder called `hf`).
 pub fn model_name(path: &Path) -> String {
     let dir = if path.is_file() {
@@ -227,9 +287,9 @@ fn generate(model: &HfModel, path: &Path) -> Result<()> {
         *ranks.entry(t.shape.len()).or_default() += 1;
     }
     let config = ImportConfig {
-        source_format: "safetensors".into(),
+        source_format: model.format().into(),
         tensor_map,
-        metadata: model_summary(&model.config),
+        metadata: summary_of(model),
         block_format: None,
     };
     let mut json = serde_json::to_value(&config)?;

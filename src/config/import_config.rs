@@ -45,6 +45,7 @@ fn safetensors() -> String {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportConfig {
+    /// The source's format: `safetensors` (a HF model) or `gguf` (a GGUF file).
     #[serde(default = "safetensors")]
     pub source_format: String,
     #[serde(default, deserialize_with = "tensor_map_rows")]
@@ -116,9 +117,9 @@ impl ImportConfig {
     /// (in `names` order). Tensors the config does not list are imported under their default
     /// UUID.
     pub fn resolve(&self, names: &[&str]) -> Result<Vec<ImportDecision>> {
-        if self.source_format != "safetensors" {
+        if !matches!(self.source_format.as_str(), "safetensors" | "gguf") {
             bail!(
-                "source_format {:?} is not supported (allowed: \"safetensors\")",
+                "source_format {:?} is not supported (allowed: \"safetensors\", \"gguf\")",
                 self.source_format
             );
         }

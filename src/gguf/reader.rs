@@ -1,5 +1,6 @@
 //! A strict GGUF reader: every length and offset is checked against the file before use.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +23,8 @@ pub struct GgufFile {
     pub tensors: Vec<TensorInfo>,
     /// Absolute offset of the data section.
     pub data_offset: u64,
+    /// The data alignment (`general.alignment`, else 32).
+    pub alignment: u64,
     map: Mmap,
 }
 
@@ -40,6 +43,7 @@ impl GgufFile {
             metadata: parsed.1,
             tensors: parsed.2,
             data_offset: parsed.3,
+            alignment: parsed.4,
             map,
         })
     }
@@ -142,7 +146,10 @@ impl<'a> Cursor<'a> {
     }
 }
 
-type Parsed = (u32, Vec<(String, Value)>, Vec<TensorInfo>, u64);
+type Parsed = (u32, Vec<(String, Value)>, Vec<TensorInfo>, u64, u64);
+
+/// `GGML_MAX_NAME` (ggml.h): tensor names are held in 64 bytes with the terminating zero.
+const MAX_NAME: usize = 64;
 
 /// Parses and checks a whole GGUF file held in `buf`.
 pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
@@ -156,30 +163,54 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
     }
     let n_tensors = c.count("tensor count")?;
     let n_kv = c.count("key/value count")?;
-    let mut metadata = Vec::with_capacity(n_kv as usize);
+    let mut metadata = Vec::with_capacity(n_kv.min(1 << 16) as usize);
     let mut alignment = DEFAULT_ALIGNMENT;
-    for _ in 0..n_kv {
-        let key = c.string()?;
-        let t = c.value_type()?;
+    let mut keys = HashSet::new();
+    for i in 0..n_kv {
+        let key = c.string().with_context(|| format!("key {i}"))?;
+        if key.is_empty() {
+            bail!("key {i} is empty");
+        }
+        if !keys.insert(key.clone()) {
+            bail!("duplicate key {key:?}");
+        }
+        let t = c.value_type().with_context(|| format!("key {key}"))?;
         let v = c.value(t, 0).with_context(|| format!("key {key}"))?;
         if key == "general.alignment" {
-            alignment = v
-                .as_u64()
-                .filter(|a| a.is_power_of_two())
-                .context("bad general.alignment")?;
+            // gguf.cpp: a u32, a power of two
+            alignment = match v {
+                Value::U32(a) if a.is_power_of_two() => a as u64,
+                _ => bail!("key general.alignment is {v:?}; it must be a u32 power of two"),
+            };
         }
         metadata.push((key, v));
     }
-    let mut tensors = Vec::with_capacity(n_tensors as usize);
-    for _ in 0..n_tensors {
-        let name = c.string()?;
-        let n_dims = c.u32()?;
+    let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
+    let mut names = HashSet::new();
+    for i in 0..n_tensors {
+        let name = c.string().with_context(|| format!("tensor {i}: name"))?;
+        if name.len() >= MAX_NAME {
+            bail!(
+                "tensor {i}: name {name:?} is {} bytes; ggml holds at most {}",
+                name.len(),
+                MAX_NAME - 1
+            );
+        }
+        if !names.insert(name.clone()) {
+            bail!("duplicate tensor name {name:?} (tensor {i})");
+        }
+        let n_dims = c.u32().with_context(|| format!("tensor {name}"))?;
         if n_dims == 0 || n_dims > 4 {
-            bail!("tensor {name}: {n_dims} dimensions");
+            bail!("tensor {name}: {n_dims} dimensions (GGUF holds 1 to 4)");
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            dims.push(c.u64()?);
+            let d = c.u64().with_context(|| format!("tensor {name}"))?;
+            // gguf.cpp reads int64 dimensions and refuses negative ones
+            if d > i64::MAX as u64 {
+                bail!("tensor {name}: dimension {d} is negative as ggml reads it");
+            }
+            dims.push(d);
         }
         let tid = c.u32()?;
         let ggml_type = GgmlType::from_id(tid)
@@ -193,19 +224,29 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
         });
     }
     let data_offset = align_up(c.pos as u64, alignment);
+    // gguf.cpp: tensor data follows the infos' order, each tensor padded to the alignment
+    let mut expected_offset = 0u64;
     for t in &tensors {
-        let n = t
-            .dims
+        t.dims
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= i64::MAX as u64)
             .with_context(|| format!("tensor {}: element count overflows", t.name))?;
-        let _ = n;
         let bytes = t.n_bytes().with_context(|| {
             format!(
                 "tensor {}: row of {} does not fit {}",
                 t.name, t.dims[0], t.ggml_type
             )
         })?;
+        if t.offset != expected_offset {
+            bail!(
+                "tensor {} has data offset {}, expected {} (ggml refuses tensors out of order or \
+                 misaligned)",
+                t.name,
+                t.offset,
+                expected_offset
+            );
+        }
         let end = data_offset
             .checked_add(t.offset)
             .and_then(|s| s.checked_add(bytes))
@@ -213,8 +254,13 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Parsed> {
         if end > buf.len() as u64 {
             bail!("tensor {}: data runs past the end of the file", t.name);
         }
+        expected_offset = bytes
+            .checked_add(alignment - 1)
+            .map(|b| b / alignment * alignment)
+            .and_then(|b| b.checked_add(expected_offset))
+            .with_context(|| format!("tensor {}: size overflows", t.name))?;
     }
-    Ok((version, metadata, tensors, data_offset))
+    Ok((version, metadata, tensors, data_offset, alignment))
 }
 
 #[cfg(test)]

@@ -214,7 +214,10 @@ struct Result_<'p> {
     /// The first planned tensor with these bytes (its type, intermediate and imatrix).
     tensor: &'p PlannedTensor,
     key: ResultKey,
-    codec: &'static dyn TypeCodec,
+    /// `None` for a type gmat cannot compute: then every piece is copied as it is stored.
+    codec: Option<&'static dyn TypeCodec>,
+    /// The stored bytes as they are (nothing to compute, nothing worth caching).
+    copied: bool,
     row_bytes: usize,
     /// (output, file, offset of the tensor's first byte).
     targets: Vec<(usize, Dest)>,
@@ -277,9 +280,16 @@ fn units<'p>(outputs: &[Output<'p>], places: &[Vec<Dest>]) -> Result<Vec<Unit<'p
             let r = match unit.results.iter().position(|r| r.key == rk) {
                 Some(r) => r,
                 None => {
-                    let codec = quant::codec(t.ggml_type).with_context(|| {
-                        format!("tensor {}: no codec for the planned type", t.name)
-                    })?;
+                    let codec = quant::codec(t.ggml_type);
+                    let copied = match &t.source {
+                        TensorSource::Stored(p) => {
+                            p.iter().all(|p| copies_as_stored(p, t.ggml_type))
+                        }
+                        TensorSource::Generated(_) => false,
+                    };
+                    if codec.is_none() && !copied {
+                        bail!("tensor {}: no codec for the planned type", t.name);
+                    }
                     let row_bytes = t.ggml_type.row_bytes(t.ncols()).with_context(|| {
                         format!("tensor {}: a row does not fit the type", t.name)
                     })? as usize;
@@ -287,6 +297,7 @@ fn units<'p>(outputs: &[Output<'p>], places: &[Vec<Dest>]) -> Result<Vec<Unit<'p
                         tensor: t,
                         key: rk,
                         codec,
+                        copied,
                         row_bytes,
                         targets: Vec::new(),
                     });
@@ -310,9 +321,10 @@ fn run_units(
 ) -> Result<()> {
     let cache = opts.cache;
     let cached = |r: &Result_| {
-        cache.is_some_and(|c| {
-            Cache::caches(r.tensor.ggml_type) && c.probably_has(&r.key, r.tensor.n_bytes)
-        })
+        !r.copied
+            && cache.is_some_and(|c| {
+                Cache::caches(r.tensor.ggml_type) && c.probably_has(&r.key, r.tensor.n_bytes)
+            })
     };
     // Whether a unit will (probably) need its source read: then it is worth preloading.
     let needs_source: Vec<bool> = units
@@ -421,7 +433,7 @@ fn compute<'s>(
     let t = unit.tensor;
     let mut tees = Vec::with_capacity(todo.len());
     for r in todo {
-        let tee = match cache.filter(|_| Cache::caches(r.tensor.ggml_type)) {
+        let tee = match cache.filter(|_| !r.copied && Cache::caches(r.tensor.ggml_type)) {
             Some(c) => match c.put(r.key, r.tensor.n_bytes) {
                 Ok(w) => {
                     *tee_ids += 1;
@@ -444,13 +456,10 @@ fn compute<'s>(
             for (r, &tee) in todo.iter().zip(&tees) {
                 let mut out = writer.buffer();
                 out.resize(r.tensor.n_bytes as usize, 0);
-                quant::quantize_rows(
-                    r.codec,
-                    values,
-                    ncols,
-                    r.tensor.imatrix.as_deref(),
-                    &mut out,
-                );
+                let codec = r
+                    .codec
+                    .with_context(|| format!("no codec for {}", r.tensor.ggml_type))?;
+                quant::quantize_rows(codec, values, ncols, r.tensor.imatrix.as_deref(), &mut out);
                 writer.write_to(out, r.dests(0), tee)?;
             }
         }
@@ -491,6 +500,17 @@ fn compute<'s>(
         writer.commit(id)?;
     }
     Ok(carried)
+}
+
+/// Whether output type `ty` of `piece` is the stored bytes as they are: the whole tensor, of
+/// that type, unchanged (a tensor of an imported GGUF kept in its type).
+fn copies_as_stored(piece: &SourcePiece, ty: GgmlType) -> bool {
+    let e = &piece.entry;
+    piece.op == ValueOp::None
+        && piece.scale.is_none()
+        && piece.mxfp4.is_none()
+        && e.dtype.ggml_type() == Some(ty)
+        && piece.view.is_whole(&[e.raw_bytes / e.dtype.size() as u64])
 }
 
 /// The converter's type to round a piece's values through first, for output `t`: only for
@@ -550,12 +570,38 @@ fn write_piece(
         Some(m) => Some(Mxfp4Repack::load(store, m)?),
         None => None,
     };
-    // MXFP4 kept as MXFP4 copies the repacked blocks; every other result needs the values.
+    // MXFP4 kept as MXFP4 copies the repacked blocks, a tensor kept in its stored type its
+    // bytes; every other result needs the values.
     let direct: Vec<bool> = results
         .iter()
         .map(|r| mxfp4.is_some() && r.tensor.ggml_type == GgmlType::MXFP4)
         .collect();
-    let need_values = direct.iter().any(|d| !d);
+    let as_stored: Vec<bool> = results
+        .iter()
+        .map(|r| copies_as_stored(g.piece, r.tensor.ggml_type))
+        .collect();
+    let need_values = direct.iter().zip(&as_stored).any(|(d, s)| !d && !s);
+    // ggml blocks are expanded a row at a time with ggml's to_float
+    let block_codec = match g.piece.entry.dtype {
+        crate::source::Dtype::Block(t) if need_values => Some(
+            quant::codec(t)
+                .with_context(|| format!("type {t} cannot be read by this gmat build"))?,
+        ),
+        _ => None,
+    };
+    let codecs: Vec<Option<&dyn TypeCodec>> = results
+        .iter()
+        .zip(direct.iter().zip(&as_stored))
+        .map(|(r, (d, s))| {
+            if *d || *s {
+                Ok(None)
+            } else {
+                r.codec
+                    .map(Some)
+                    .with_context(|| format!("no codec for {}", r.tensor.ggml_type))
+            }
+        })
+        .collect::<Result<_>>()?;
     let rounding: Vec<Option<GgmlType>> = results
         .iter()
         .map(|r| round_to(r.tensor, g.piece))
@@ -595,6 +641,7 @@ fn write_piece(
             }
         };
         let (direct, rounding, weights) = (&direct, &rounding, &weights);
+        let (as_stored, codecs) = (&as_stored, &codecs);
         let (scales, mxfp4) = (scales.as_ref(), mxfp4.as_ref());
         let done = reader.with_window(lo, hi, next_window, side, |bytes| {
             // Row i's destination in every result's buffer.
@@ -616,10 +663,14 @@ fn write_piece(
                     // the converter's intermediate type) cannot hold.
                     let mut check = false;
                     if need_values {
-                        match (&blocks, mxfp4) {
-                            (Some(b), Some(mx)) => {
+                        match (&blocks, mxfp4, block_codec) {
+                            (Some(b), Some(mx), _) => {
                                 vals.resize(ncols, 0.0);
                                 mx.codec.dequantize_row(b, vals);
+                            }
+                            (_, _, Some(c)) => {
+                                vals.resize(ncols, 0.0);
+                                c.dequantize_row(g.stored_row(r, bytes, lo), vals);
                             }
                             _ => g.row_values(r, bytes, lo, scales, vals),
                         }
@@ -632,6 +683,13 @@ fn write_piece(
                             dst.copy_from_slice(b);
                             continue;
                         }
+                        if as_stored[j] {
+                            dst.copy_from_slice(g.stored_row(r, bytes, lo));
+                            continue;
+                        }
+                        let Some(codec) = codecs[j] else {
+                            continue; // not reached: a result without a codec is copied
+                        };
                         let t = results[j].tensor;
                         let v: &[f32] = match rounding[j] {
                             None => vals,
@@ -647,10 +705,10 @@ fn write_piece(
                                 rounded
                             }
                         };
-                        results[j].codec.quantize_row(v, weights[j], dst);
+                        codec.quantize_row(v, weights[j], dst);
                         if check {
                             let mut back = vec![0f32; v.len()];
-                            results[j].codec.dequantize_row(dst, &mut back);
+                            codec.dequantize_row(dst, &mut back);
                             if back.iter().any(|v| !v.is_finite()) {
                                 let c = vals.iter().enumerate().fold(0, |m, (i, v)| {
                                     if v.abs() > vals[m].abs() {
@@ -708,10 +766,11 @@ impl<'p> PieceGeometry<'p> {
             ncols,
             nrows,
             esize: piece.entry.dtype.size(),
-            src_cols: if piece.mxfp4.is_some() {
-                ncols / 2
-            } else {
-                ncols
+            src_cols: match piece.entry.dtype {
+                _ if piece.mxfp4.is_some() => ncols / 2,
+                // ggml blocks are addressed in bytes: a row is its blocks
+                crate::source::Dtype::Block(t) => t.row_bytes(ncols as u64).unwrap_or(0) as usize,
+                _ => ncols,
             },
             chunk_rows: (CHUNK_VALUES / results.max(1) / ncols.max(1)).max(1),
         }
@@ -726,6 +785,14 @@ impl<'p> PieceGeometry<'p> {
 
     fn first_window(&self) -> (usize, usize) {
         self.source_range(0, self.chunk_rows.min(self.nrows))
+    }
+
+    /// Output row `r`'s stored bytes, from `bytes` (the source bytes from byte `lo` on), for a
+    /// piece that reads its tensor whole ([`copies_as_stored`], ggml blocks).
+    fn stored_row<'b>(&self, r: usize, bytes: &'b [u8], lo: usize) -> &'b [u8] {
+        let n = self.src_cols * self.esize;
+        let at = r * n - lo;
+        &bytes[at..at + n]
     }
 
     /// Appends output row `r`'s values, converted to f32 (and dequantized with `scales`),

@@ -25,7 +25,7 @@ use crate::store::manifest::{BaseStore, SourceInfo, FORMAT_VERSION};
 use crate::store::tensor_file::{self, ByteSource};
 use crate::store::{
     BaseTensor, Encoding, Holding, Manifest, Store, TensorEntry, TensorFile, TensorHeader,
-    MANIFEST, TENSOR_DIR,
+    GGUF_METADATA, GGUF_METADATA_HASH, MANIFEST, TENSOR_DIR,
 };
 
 /// How tensors are stored.
@@ -146,6 +146,21 @@ pub fn run(
     commit.finish()?;
     bar.finish_and_clear();
     let mut side_files = Vec::new();
+    let mut summary = summary;
+    if let Some(kv) = &model.gguf_metadata {
+        // The GGUF's key/value pairs, as a GGUF file of no tensors: every value keeps its type.
+        let bytes = crate::gguf::GgufHeader {
+            metadata: kv.clone(),
+            tensors: Vec::new(),
+        }
+        .to_bytes();
+        fsio::write_atomic(&root.join(GGUF_METADATA), &bytes)?;
+        summary.insert(
+            GGUF_METADATA_HASH.into(),
+            crate::content_hash::format(blake3::hash(&bytes)).into(),
+        );
+        side_files.push(GGUF_METADATA.to_string());
+    }
     for rel in &model.side_files {
         let src = model.dir.join(rel);
         let dst = root.join(rel);
@@ -160,7 +175,7 @@ pub fn run(
         format_version: FORMAT_VERSION,
         gmat_version: env!("CARGO_PKG_VERSION").into(),
         source: SourceInfo {
-            format: "safetensors".into(),
+            format: model.format().into(),
             path: source_path.display().to_string(),
             files: model
                 .files

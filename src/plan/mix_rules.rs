@@ -324,8 +324,10 @@ pub struct TypeOptions {
     /// Keep output.weight unquantized, as llama-quantize --leave-output-tensor.
     #[arg(long)]
     pub leave_output_tensor: bool,
-    /// Let tensors the converter already writes quantized (gpt-oss's MXFP4 experts) be
-    /// quantized to another type, as llama-quantize --allow-requantize.
+    /// Let tensors that are already quantized (gpt-oss's MXFP4 experts, the tensors of a store
+    /// imported from a quantized GGUF) be dequantized and quantized to another type, as
+    /// llama-quantize --allow-requantize (this can severely reduce quality compared to
+    /// quantizing from 16 or 32 bit).
     #[arg(long)]
     pub allow_requantize: bool,
 }

@@ -3,6 +3,7 @@
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
 pub mod file_type;
+pub mod gguf_source;
 pub mod kv_override;
 pub mod llama_load;
 pub mod mix_rules;
@@ -81,7 +82,12 @@ impl TensorSource {
     pub fn describe(&self) -> String {
         let piece = |p: &SourcePiece| {
             let mut d = p.entry.name.clone();
-            if !p.view.is_whole(&p.entry.shape) {
+            // ggml blocks are read as bytes
+            let whole = match p.entry.dtype {
+                Dtype::Block(_) => p.view.is_whole(&[p.entry.raw_bytes]),
+                _ => p.view.is_whole(&p.entry.shape),
+            };
+            if !whole {
                 let _ = write!(
                     d,
                     " (view +{} dims {:?} strides {:?})",
@@ -467,7 +473,11 @@ const SPECIAL_TOKEN_TYPES: &[&str] = &[
 
 /// The metadata key of the `special_token_keys` entry `typ: id`, refusing a type gguf has no key
 /// for and an id outside the vocabulary (`tokenizer.ggml.tokens`).
-fn special_token_key(typ: &str, id: u32, metadata: &[(String, Value)]) -> Result<String> {
+pub(super) fn special_token_key(
+    typ: &str,
+    id: u32,
+    metadata: &[(String, Value)],
+) -> Result<String> {
     if !SPECIAL_TOKEN_TYPES.contains(&typ) {
         bail!(
             "special_token_keys: {:?} is not a special token type (allowed: {})",
@@ -729,7 +739,7 @@ fn converted_tensors(
 pub const MAX_NAME_BYTES: usize = 64;
 
 /// Applies `tensor_map` (stored UUID or source name → GGUF name).
-fn apply_name_map(
+pub(super) fn apply_name_map(
     tensors: &mut [PlannedTensor],
     config: &ExportConfig,
     manifest: &Manifest,
@@ -774,7 +784,11 @@ fn resolve_stored<'a>(key: &str, manifest: &'a Manifest) -> Option<&'a TensorEnt
     }
 }
 
-fn plan_hash(ft: &FileType, metadata: &[(String, Value)], tensors: &[PlannedTensor]) -> String {
+pub(super) fn plan_hash(
+    ft: &FileType,
+    metadata: &[(String, Value)],
+    tensors: &[PlannedTensor],
+) -> String {
     let mut h = blake3::Hasher::new();
     h.update(ft.name.as_bytes());
     for (k, v) in metadata {

@@ -2,7 +2,7 @@
 //! (tools/gguf-split/gguf-split.cpp of the reference build): tensors stay in plan order; a new
 //! shard starts when the next tensor's padded data would push the current shard past the size
 //! limit, or every N tensors; all metadata goes in the first shard; every shard carries
-//! `split.no` (u16), `split.count` (u16) and `split.tensors.count` (i32).
+//! `split.no` (u16), `split.tensors.count` (i32) and `split.count` (u16), in that order.
 
 use std::path::{Path, PathBuf};
 
@@ -106,16 +106,18 @@ pub fn shards(plan: &ExportPlan, out: &Path, limits: SplitLimits) -> Result<Vec<
         if i == 0 {
             header.metadata = plan.metadata.clone();
         }
+        // gguf-split.cpp sets split.count to a placeholder, then to the shard count once
+        // known: gguf's set_val removes a key and appends it, so split.count comes last.
         header
             .metadata
             .push(("split.no".into(), Value::U16(i as u16)));
-        header
-            .metadata
-            .push(("split.count".into(), Value::U16(n as u16)));
         header.metadata.push((
             "split.tensors.count".into(),
             Value::I32(plan.tensors.len() as i32),
         ));
+        header
+            .metadata
+            .push(("split.count".into(), Value::U16(n as u16)));
         let tensors: Vec<usize> = (0..plan.tensors.len()).filter(|&t| which[t] == i).collect();
         for &t in &tensors {
             let pt = &plan.tensors[t];

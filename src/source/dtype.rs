@@ -3,13 +3,16 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::gguf::GgmlType;
 use crate::quant::rounding::{bf16_bits_to_f32, f16_bits_to_f32};
 
-/// A tensor element type as safetensors names it. gmat stores any of these losslessly; export
-/// converts them to f32 first, as `convert_hf_to_gguf.py` does (`data_torch.to(torch.float32)`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A tensor element type as safetensors names it, or a ggml block type of a tensor imported
+/// from a GGUF. gmat stores any of these losslessly; export converts them to f32 first, as
+/// `convert_hf_to_gguf.py` does (`data_torch.to(torch.float32)`), or, for ggml blocks, as
+/// llama-quantize does (ggml's `to_float`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
     F64,
     F32,
@@ -23,20 +26,36 @@ pub enum Dtype {
     U32,
     U16,
     U8,
-    #[serde(rename = "BOOL")]
     Bool,
     /// FP8 with 4 exponent bits, no infinities (`float8_e4m3fn`), as DeepSeek-V3 ships.
-    #[serde(rename = "F8_E4M3")]
     F8E4M3,
     /// FP8 with 5 exponent bits (`float8_e5m2`): the top byte of an IEEE half.
-    #[serde(rename = "F8_E5M2")]
     F8E5M2,
+    /// Blocks of a quantized ggml type (`Q4_K`, ...), as a GGUF holds them: the bytes of a row
+    /// are its blocks, so a tensor's size is counted in blocks, not elements
+    /// ([`Dtype::bytes_for`]). Spelled as ggml names the type.
+    Block(GgmlType),
+}
+
+impl Serialize for Dtype {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dtype {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Dtype {
-    /// Bytes per element.
+    /// Bytes per element; for ggml blocks 1, the unit their bytes are handled in (byte
+    /// planes, chunks): use [`Dtype::bytes_for`] for sizes.
     pub fn size(self) -> usize {
         match self {
+            Dtype::Block(_) => 1,
             Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
             Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
             Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
@@ -44,9 +63,60 @@ impl Dtype {
         }
     }
 
-    /// The safetensors spelling.
+    /// Bytes of a tensor of this type with `shape` (outermost first), or `None` when the size
+    /// overflows or, for ggml blocks, the innermost dimension is not a whole number of blocks.
+    pub fn bytes_for(self, shape: &[u64]) -> Option<u64> {
+        match self {
+            Dtype::Block(t) => {
+                let (&row, outer) = shape.split_last()?;
+                outer
+                    .iter()
+                    .try_fold(t.row_bytes(row)?, |a, &d| a.checked_mul(d))
+            }
+            _ => shape
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))?
+                .checked_mul(self.size() as u64),
+        }
+    }
+
+    /// The dtype a GGUF tensor of type `t` is stored as (`None` for types gmat cannot hold).
+    pub fn from_ggml(t: GgmlType) -> Option<Dtype> {
+        Some(match t {
+            GgmlType::F32 => Dtype::F32,
+            GgmlType::F16 => Dtype::F16,
+            GgmlType::BF16 => Dtype::BF16,
+            GgmlType::F64 => Dtype::F64,
+            GgmlType::I8 => Dtype::I8,
+            GgmlType::I16 => Dtype::I16,
+            GgmlType::I32 => Dtype::I32,
+            GgmlType::I64 => Dtype::I64,
+            t if t.is_quantized() => Dtype::Block(t),
+            _ => return None,
+        })
+    }
+
+    /// The ggml type of a tensor stored as this dtype, for the types a GGUF can hold as they
+    /// are.
+    pub fn ggml_type(self) -> Option<GgmlType> {
+        Some(match self {
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
+            Dtype::F64 => GgmlType::F64,
+            Dtype::I8 => GgmlType::I8,
+            Dtype::I16 => GgmlType::I16,
+            Dtype::I32 => GgmlType::I32,
+            Dtype::I64 => GgmlType::I64,
+            Dtype::Block(t) => t,
+            _ => return None,
+        })
+    }
+
+    /// The safetensors spelling (ggml's name for ggml blocks).
     pub fn name(self) -> &'static str {
         match self {
+            Dtype::Block(t) => t.name(),
             Dtype::F64 => "F64",
             Dtype::F32 => "F32",
             Dtype::F16 => "F16",
@@ -106,6 +176,15 @@ impl Dtype {
                 conv!(1, |c| table[c[0] as usize])
             }
             Dtype::F8E5M2 => conv!(1, |c| f16_bits_to_f32((c[0] as u16) << 8)),
+            Dtype::Block(t) => {
+                // whole blocks: ggml's to_float (`dequantize_row_*`) of each
+                let bs = t.block_size();
+                let whole = bytes.len() / t.type_size();
+                out.resize(start + whole * bs, 0.0);
+                if let Some(codec) = crate::quant::codec(t) {
+                    codec.dequantize_row(&bytes[..whole * t.type_size()], &mut out[start..]);
+                }
+            }
         }
     }
 }
@@ -157,12 +236,15 @@ impl FromStr for Dtype {
             "BOOL" => Dtype::Bool,
             "F8_E4M3" => Dtype::F8E4M3,
             "F8_E5M2" => Dtype::F8E5M2,
-            other => {
-                return Err(format!(
-                    "dtype {other} is not supported (gmat stores F64, F32, F16, BF16, F8_E4M3, \
-                     F8_E5M2 and integer tensors)"
-                ))
-            }
+            other => match other.parse::<GgmlType>() {
+                Ok(t) if t.is_quantized() => Dtype::Block(t),
+                _ => {
+                    return Err(format!(
+                        "dtype {other} is not supported (gmat stores F64, F32, F16, BF16, F8_E4M3, \
+                         F8_E5M2, integer tensors and quantized ggml blocks)"
+                    ))
+                }
+            },
         })
     }
 }

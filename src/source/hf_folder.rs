@@ -42,6 +42,8 @@ pub struct HfModel {
     pub files: Vec<SafetensorsFile>,
     /// Side files present in `dir`, as paths relative to it (`name` or `module/name`).
     pub side_files: Vec<String>,
+    /// A GGUF source's metadata (then `config` is null and there are no side files).
+    pub gguf_metadata: Option<Vec<(String, crate::gguf::Value)>>,
 }
 
 /// The [`SIDE_FILES`] present in `dir`, and the `config.json` of each sentence-transformers
@@ -93,8 +95,22 @@ pub struct SourceRef<'a> {
 }
 
 impl HfModel {
-    /// Opens a model folder, or a single `.safetensors` file whose folder holds config.json.
+    /// Opens a model folder, a single `.safetensors` file whose folder holds config.json, or a
+    /// GGUF file (all files of its split set when it names one).
     pub fn open(path: &Path) -> Result<HfModel> {
+        if super::gguf_model::is_gguf(path) {
+            let g = super::gguf_model::GgufModel::open(path)?;
+            return Ok(HfModel {
+                dir: path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from(".")),
+                config: serde_json::Value::Null,
+                files: g.files,
+                side_files: Vec::new(),
+                gguf_metadata: Some(g.metadata),
+            });
+        }
         let meta = std::fs::metadata(path)
             .with_context(|| format!("cannot read model path {}", path.display()))?;
         let (dir, part_paths) = if meta.is_dir() {
@@ -128,12 +144,22 @@ impl HfModel {
             dir,
             config,
             files,
+            gguf_metadata: None,
         };
         model.check_unique_names()?;
         if meta.is_dir() {
             model.check_index()?;
         }
         Ok(model)
+    }
+
+    /// The format of the weights: `safetensors` or `gguf` (the manifest's `source.format`).
+    pub fn format(&self) -> &'static str {
+        if self.gguf_metadata.is_some() {
+            "gguf"
+        } else {
+            "safetensors"
+        }
     }
 
     /// Every tensor, files in order and names sorted within each file.

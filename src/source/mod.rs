@@ -1,7 +1,8 @@
 //! Reading source models: HF folders of safetensors weights plus config and tokenizer files,
-//! found locally or through the Hugging Face cache (`hub`).
+//! GGUF files, found locally or through the Hugging Face cache (`hub`).
 
 pub mod dtype;
+pub mod gguf_model;
 pub mod hf_folder;
 pub mod hub;
 pub mod safetensors;

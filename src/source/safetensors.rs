@@ -22,7 +22,8 @@ pub struct SafetensorsTensor {
 /// An open safetensors file.
 pub struct SafetensorsFile {
     pub path: PathBuf,
-    /// Tensors sorted by name: the order `convert_hf_to_gguf.py` visits them in.
+    /// Tensors sorted by name: the order `convert_hf_to_gguf.py` visits them in (a GGUF's in
+    /// its own order).
     pub tensors: Vec<SafetensorsTensor>,
     map: Mmap,
 }
@@ -44,6 +45,16 @@ impl SafetensorsFile {
             tensors,
             map,
         })
+    }
+
+    /// A mapped weight file of another format whose tensors the caller has checked to lie
+    /// inside it (a GGUF's data section: [`super::gguf_model`]).
+    pub(crate) fn mapped(path: &Path, map: Mmap, tensors: Vec<SafetensorsTensor>) -> Self {
+        SafetensorsFile {
+            path: path.to_path_buf(),
+            tensors,
+            map,
+        }
     }
 
     /// Gives back the resident pages of a byte range of the file once consumed.

@@ -70,8 +70,7 @@ pub enum Holding {
 impl TensorEntry {
     fn validate(&self) -> Result<()> {
         hash::validate(&self.hash)?;
-        let n: Option<u64> = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        if n.and_then(|n| n.checked_mul(self.dtype.size() as u64)) != Some(self.raw_bytes) {
+        if self.dtype.bytes_for(&self.shape) != Some(self.raw_bytes) {
             bail!(
                 "raw_bytes {} does not match shape {:?} of {}",
                 self.raw_bytes,

@@ -23,6 +23,11 @@ pub use tensor_file::{BaseTensor, Encoding, TensorFile, TensorHeader};
 pub const MANIFEST: &str = "metadata.json";
 /// The folder of tensor files.
 pub const TENSOR_DIR: &str = "tensors";
+/// The side file of a store imported from a GGUF: the GGUF's key/value pairs, written as a
+/// GGUF file of no tensors (so every value keeps its type and order).
+pub const GGUF_METADATA: &str = "gguf_metadata.gguf";
+/// The manifest's `model` key holding the content hash of [`GGUF_METADATA`].
+pub const GGUF_METADATA_HASH: &str = "gguf_metadata_hash";
 
 /// How many stores a chain of `--base` references may cross (guards against cycles).
 const MAX_BASE_DEPTH: usize = 8;
@@ -218,6 +223,43 @@ impl Store {
             .any(|f| f == name)
             .then(|| self.root.join(name))
             .filter(|p| p.is_file())
+    }
+
+    /// Whether the store was imported from a GGUF file.
+    pub fn is_gguf(&self) -> bool {
+        self.manifest.source.format == "gguf"
+    }
+
+    /// The key/value pairs of the GGUF the store was imported from, checked against the
+    /// content hash the manifest recorded for them.
+    pub fn gguf_metadata(&self) -> Result<Vec<(String, crate::gguf::Value)>> {
+        let p = self.side_file(GGUF_METADATA).with_context(|| {
+            format!(
+                "{} was imported from a GGUF but has no {GGUF_METADATA}; import the GGUF again",
+                self.root.display()
+            )
+        })?;
+        let bytes = crate::fsio::read_limited(&p, crate::fsio::SMALL_FILE_LIMIT)?;
+        let want = self
+            .manifest
+            .model
+            .get(GGUF_METADATA_HASH)
+            .and_then(|v| v.as_str());
+        let have = crate::content_hash::format(blake3::hash(&bytes));
+        if want != Some(have.as_str()) {
+            bail!(
+                "{} does not match the content hash {MANIFEST} records for it ({}); the store \
+                 is damaged: import the GGUF again",
+                p.display(),
+                want.unwrap_or("none")
+            );
+        }
+        let (_, kv, tensors, ..) = crate::gguf::reader::parse(&bytes)
+            .with_context(|| format!("{} is not a valid GGUF header", p.display()))?;
+        if !tensors.is_empty() {
+            bail!("{} lists tensors; it holds metadata only", p.display());
+        }
+        Ok(kv)
     }
 
     /// The model's config.json.

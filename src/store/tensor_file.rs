@@ -105,8 +105,7 @@ impl TensorHeader {
     /// Checks that the fields agree with each other (not with any payload).
     pub fn validate(&self) -> Result<()> {
         hash::validate(&self.hash)?;
-        let n: Option<u64> = self.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        let expect = n.and_then(|n| n.checked_mul(self.dtype.size() as u64));
+        let expect = self.dtype.bytes_for(&self.shape);
         if expect != Some(self.raw_bytes) {
             bail!(
                 "header says {} bytes but shape {:?} of {} needs {:?}",
