@@ -1,6 +1,6 @@
 //! `gmat export`: GMAT store → GGUF, `--dry-run`, or `--generate-config`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use clap::Args;
 use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, ConfigFile, Hparams};
 use crate::cache::Cache;
+use crate::commands::export_target::{self, SearchInput, Targeted};
 use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
@@ -108,6 +109,20 @@ pub struct ExportArgs {
     /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
     #[arg(long)]
     pub allow_overflow: bool,
+    /// Instead of a file type's fixed mix, choose every quantizable tensor's type by measured
+    /// error so that the file is at most SIZE (3.2GB, 900MB decimal; 3GiB binary; or bytes).
+    /// With --type, that file type labels the result; --tensor-type, --output-tensor-type,
+    /// --token-embedding-type and per_tensor entries stay fixed.
+    #[arg(long, value_name = "SIZE", conflicts_with = "target_bpw")]
+    pub target_size: Option<String>,
+    /// Like --target-size, for a number of bits per weight of the tensor data (what llama.cpp
+    /// prints as BPW), e.g. 4.5.
+    #[arg(long, value_name = "BPW")]
+    pub target_bpw: Option<f64>,
+    /// Write every tensor's type, size and measured error (relative, importance-weighted when
+    /// an imatrix is given) to this JSON file, with the file's totals.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -188,21 +203,61 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Some(path) => Imatrix::prepare(Path::new(path), &include, &exclude)?,
         None => None,
     };
-    let mut plans = Vec::new();
-    for file_type in &file_types {
-        plans.push(plan::build(&PlanInput {
+    let build = |file_type: FileType, config: &ExportConfig| {
+        plan::build(&PlanInput {
             manifest: &store.manifest,
             dir: &store.root,
             hparams: &hparams,
             arch,
-            config: &config,
-            file_type: *file_type,
+            config,
+            file_type,
             types: &args.types,
             imatrix: imatrix.as_ref(),
             metadata: metadata.clone(),
             kv_overrides: &kv_overrides,
             pre_tokenizer: args.pre_tokenizer.clone(),
-        })?);
+        })
+    };
+    let target = export_target::target_from(
+        args.target_size.as_deref(),
+        args.target_bpw,
+        config.quantization.target.as_ref(),
+    )?;
+    let limits = split_limits(&args, &config)?;
+    let cache = open_cache(&args)?;
+    let search_input = SearchInput {
+        store: &store,
+        config: &config,
+        types: &args.types,
+        imatrix: imatrix.as_ref(),
+        file_type: None,
+        limits,
+        cache: cache.as_ref(),
+        quiet: args.quiet,
+    };
+    let mut targeted: Option<Targeted> = None;
+    let mut plans = Vec::new();
+    match &target {
+        Some(t) => {
+            let explicit = args.file_type.is_some()
+                || config.quantization.default_type.is_some()
+                || !config.quantization.profiles.is_empty();
+            if explicit && file_types.len() > 1 {
+                anyhow::bail!("a target (--target-size / --target-bpw) makes one file: give at most one --type");
+            }
+            let input = SearchInput {
+                file_type: explicit.then(|| file_types[0]),
+                ..search_input
+            };
+            let found = export_target::search(&input, t, &build)?;
+            plans.push(found.plan.clone());
+            targeted = Some(found);
+        }
+        None => {
+            for file_type in &file_types {
+                plans.push(build(*file_type, &config)?);
+            }
+        }
     }
     // The vision projector of a vision-language model: its own plan, from the converter's
     // --mmproj class.
@@ -268,7 +323,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
             override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
             ..ExportConfig::default()
         };
-        return generate(&plans[0], mmproj.as_ref(), &store, q, extra, path);
+        return generate(
+            &plans[0],
+            mmproj.as_ref(),
+            &store,
+            q,
+            extra,
+            targeted.as_ref(),
+            path,
+        );
     }
     let stem = store
         .manifest
@@ -299,13 +362,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
             }
             print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         }
+        if let Some(t) = &targeted {
+            println!("{}", t.summary());
+        }
+        if let Some(r) = &args.report {
+            export_target::write_report(r, &search_input, &plans[0], targeted.as_ref())?;
+        }
         if let (Some(p), Some(path)) = (&mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
             print!("{}", crate::escape::controls_keep_lines(&p.describe()));
         }
         return Ok(());
     }
-    let limits = split_limits(&args, &config)?;
     let mut outputs: Vec<_> = plans
         .iter()
         .zip(outs)
@@ -321,7 +389,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(i) = &imatrix_path {
         inputs.file(Path::new(i), "the imatrix");
     }
-    let cache = open_cache(&args)?;
     let run = pipeline::export::RunOptions {
         quiet: args.quiet,
         allow_overflow: args.allow_overflow,
@@ -329,7 +396,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
         cache: cache.as_ref(),
     };
     let stats = pipeline::export::run_all(&store, &outputs, &run)?;
+    if let Some(r) = &args.report {
+        export_target::write_report(r, &search_input, &plans[0], targeted.as_ref())?;
+    }
     if !args.quiet {
+        if let Some(t) = &targeted {
+            eprintln!("{}", t.summary());
+        }
         for (o, st) in outputs.iter().zip(&stats) {
             let mut reuse = Vec::new();
             if cache.is_some() {
@@ -513,10 +586,12 @@ fn generate(
     store: &Store,
     imatrix: Quantization,
     extra: ExportConfig,
+    targeted: Option<&Targeted>,
     path: &Path,
 ) -> Result<()> {
     // in plan order (the file's order): token_embd, blk.0.*, blk.1.*, ..., output
     let mut per_tensor = indexmap::IndexMap::new();
+    let mut errors_of: HashMap<String, serde_json::Value> = HashMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in &plan.tensors {
@@ -525,6 +600,15 @@ fn generate(
         e.1 += t.n_bytes;
         // keyed by GGUF tensor name: what a person reads in llama.cpp's logs and gguf dumps
         per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        if let Some(s) = targeted.and_then(|g| g.searched.iter().find(|s| s.name == t.name)) {
+            // what the search measured, as a comment key (configs ignore keys starting with _)
+            let errors: serde_json::Map<String, serde_json::Value> = s
+                .candidates
+                .iter()
+                .map(|c| (c.ty.name().to_string(), serde_json::json!(c.error)))
+                .collect();
+            errors_of.insert(t.name.clone(), serde_json::Value::Object(errors));
+        }
         if let TensorSource::Stored(pieces) = &t.source {
             for p in pieces {
                 tensor_map.push(ExportMapEntry {
@@ -550,6 +634,23 @@ fn generate(
         ..ExportConfig::default()
     };
     let mut json = serde_json::to_value(&config)?;
+    if let Some(pt) = json
+        .pointer_mut("/quantization/per_tensor")
+        .and_then(|v| v.as_object_mut())
+    {
+        // each searched tensor's measured errors right after its entry
+        let entries: Vec<(String, serde_json::Value)> = std::mem::take(pt).into_iter().collect();
+        for (k, v) in entries {
+            let err = errors_of.remove(&k);
+            pt.insert(k.clone(), v);
+            if let Some(e) = err {
+                pt.insert(format!("_error:{k}"), e);
+            }
+        }
+    }
+    if let (Some(obj), Some(t)) = (json.as_object_mut(), targeted) {
+        obj.insert("_target".into(), t.summary().into());
+    }
     if let Some(obj) = json.as_object_mut() {
         obj.insert(
             "_comment".into(),
