@@ -39,7 +39,7 @@ strip_refs() { sed -E 's/^[A-Za-z0-9]+[0-9]+:[0-9]+ //'; }
 [[ -s "$W/eval.txt" ]] || bible -f "Mat1:1-28:20" | strip_refs >"$W/eval.txt"
 
 REF="$W/ref-F32.gguf"
-[[ -f "$REF" ]] || "$REF_PY" "$REF_CONVERT" "$W/hf" --outtype f32 --outfile "$REF" >"$W/convert.log" 2>&1
+[[ -f "$REF" ]] || $REF_CONVERT "$W/hf" --outtype f32 --outfile "$REF" >"$W/convert.log" 2>&1
 [[ -f "$W/imatrix.gguf" ]] ||
   llama-imatrix -m "$REF" -f "$W/calib.txt" -c "$CTX" -o "$W/imatrix.gguf" >"$W/imatrix.log" 2>&1
 [[ -f "$W/base.kld" ]] ||

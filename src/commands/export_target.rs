@@ -294,9 +294,7 @@ pub fn search(
     let choices: Vec<Vec<Choice>> = searched.iter().map(|s| s.candidates.clone()).collect();
     let mut slack = 0u64;
     for _attempt in 0..4 {
-        let room = budget_bytes
-            .checked_sub(overhead + fixed_bytes + slack)
-            .unwrap_or(0);
+        let room = budget_bytes.saturating_sub(overhead + fixed_bytes + slack);
         let alloc = match budget::allocate(&choices, room) {
             Ok(a) => a,
             Err(u) => {

@@ -126,7 +126,7 @@ pub fn measure(
     match &t.source {
         TensorSource::Generated(values) => {
             for (row, vals) in values.chunks_exact(ncols.max(1)).enumerate() {
-                if row % stride == 0 {
+                if row.is_multiple_of(stride) {
                     for (tot, m) in totals.iter_mut().zip(row_errors(vals, row)) {
                         tot.add(m);
                     }
@@ -157,8 +157,9 @@ pub fn measure(
                 while r0 < rows {
                     let r1 = (r0 + g.chunk_rows).min(rows);
                     let first = p * rows;
-                    let sampled: Vec<usize> =
-                        (r0..r1).filter(|r| (first + r) % stride == 0).collect();
+                    let sampled: Vec<usize> = (r0..r1)
+                        .filter(|r| (first + r).is_multiple_of(stride))
+                        .collect();
                     let (lo, hi) = g.source_range(r0, r1);
                     let next =
                         (r1 < rows).then(|| g.source_range(r1, (r1 + g.chunk_rows).min(rows)));
