@@ -9,6 +9,8 @@
 #   make bench     benchmarks against the reference llama.cpp (needs ../shared/reference/setup.sh):
 #                  quantizer throughput per type (bench-quant), the store's size and speed per
 #                  encoding (bench-store) and end to end (bench/run.sh)
+#   make bench-quality  budget exports (--target-size) against llama-quantize's file types of the
+#                  same size: llama-perplexity --kl-divergence on SmolLM2-135M (bench/quality.sh)
 #   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
 #   make parity-configs  config.json ablation against the converter (bench/parity_configs.py;
 #                  ARGS="--subset" for the quicker run, ARGS="--models llama-tiny" for one model)
@@ -19,7 +21,7 @@ OUT := out/example
 
 REF_ENV := $${GMAT_REF:-$$HOME/.cache/gmat-ref}/env.sh
 
-.PHONY: build install example test fuzz lint bench bench-quant bench-store quant-diff parity parity-configs clean
+.PHONY: build install example test fuzz lint bench bench-quant bench-store bench-quality quant-diff parity parity-configs clean
 
 build:
 	$(CARGO) build --release --locked
@@ -57,6 +59,9 @@ bench: build bench-quant bench-store
 bench-store: build
 	$(CARGO) build --release --locked --example codec_bench
 	. $(REF_ENV) && $$REF_PY bench/store_bench.py
+
+bench-quality: build
+	bash bench/quality.sh
 
 bench-quant:
 	bash bench/quant_bench.sh

@@ -1,6 +1,6 @@
 //! `gmat export`: GMAT store → GGUF, `--dry-run`, or `--generate-config`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use clap::Args;
 use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, ConfigFile, Hparams};
 use crate::cache::Cache;
+use crate::commands::export_target::{self, SearchInput, Targeted};
 use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
 use crate::config::{read_config, ExportConfig};
@@ -110,6 +111,20 @@ pub struct ExportArgs {
     /// (what convert_hf_to_gguf.py does for F16) instead of refusing the tensor.
     #[arg(long)]
     pub allow_overflow: bool,
+    /// Instead of a file type's fixed mix, choose every quantizable tensor's type by measured
+    /// error so that the file is at most SIZE (3.2GB, 900MB decimal; 3GiB binary; or bytes).
+    /// With --type, that file type labels the result; --tensor-type, --output-tensor-type,
+    /// --token-embedding-type and per_tensor entries stay fixed.
+    #[arg(long, value_name = "SIZE", conflicts_with = "target_bpw")]
+    pub target_size: Option<String>,
+    /// Like --target-size, for a number of bits per weight of the tensor data (what llama.cpp
+    /// prints as BPW), e.g. 4.5.
+    #[arg(long, value_name = "BPW")]
+    pub target_bpw: Option<f64>,
+    /// Write every tensor's type, size and measured error (relative, importance-weighted when
+    /// an imatrix is given) to this JSON file, with the file's totals.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
     /// No progress bars or summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -184,6 +199,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
         ..Quantization::default()
     };
     if store.is_gguf() {
+        if args.target_size.is_some()
+            || args.target_bpw.is_some()
+            || config.quantization.target.is_some()
+            || args.report.is_some()
+        {
+            bail!("--target-size, --target-bpw and --report need a store imported from safetensors; this one was imported from a GGUF");
+        }
         let plans = gguf_plans(&args, &store, &config, imatrix.as_ref(), &kv_overrides)?;
         if let Some(path) = &args.generate_config {
             if plans.len() > 1 {
@@ -197,7 +219,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
                 ..ExportConfig::default()
             };
-            return generate(&plans[0], None, &store, q, extra, path);
+            return generate(&plans[0], None, &store, q, extra, None, path);
         }
         return write_outputs(
             &args,
@@ -207,6 +229,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             None,
             &mut inputs,
             imatrix_path.as_deref(),
+            None,
             started,
         );
     }
@@ -220,21 +243,61 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let hparams = arch.hparams(&file)?;
     let file_types = choose_file_types(args.file_type.as_deref(), &config, &store)?;
     let metadata = metadata_input(&args, &config, &store)?;
-    let mut plans = Vec::new();
-    for file_type in &file_types {
-        plans.push(plan::build(&PlanInput {
+    let build = |file_type: FileType, config: &ExportConfig| {
+        plan::build(&PlanInput {
             manifest: &store.manifest,
             dir: &store.root,
             hparams: &hparams,
             arch,
-            config: &config,
-            file_type: *file_type,
+            config,
+            file_type,
             types: &args.types,
             imatrix: imatrix.as_ref(),
             metadata: metadata.clone(),
             kv_overrides: &kv_overrides,
             pre_tokenizer: args.pre_tokenizer.clone(),
-        })?);
+        })
+    };
+    let target = export_target::target_from(
+        args.target_size.as_deref(),
+        args.target_bpw,
+        config.quantization.target.as_ref(),
+    )?;
+    let limits = split_limits(&args, &config)?;
+    let cache = open_cache(&args)?;
+    let search_input = SearchInput {
+        store: &store,
+        config: &config,
+        types: &args.types,
+        imatrix: imatrix.as_ref(),
+        file_type: None,
+        limits,
+        cache: cache.as_ref(),
+        quiet: args.quiet,
+    };
+    let mut targeted: Option<Targeted> = None;
+    let mut plans = Vec::new();
+    match &target {
+        Some(t) => {
+            let explicit = args.file_type.is_some()
+                || config.quantization.default_type.is_some()
+                || !config.quantization.profiles.is_empty();
+            if explicit && file_types.len() > 1 {
+                anyhow::bail!("a target (--target-size / --target-bpw) makes one file: give at most one --type");
+            }
+            let input = SearchInput {
+                file_type: explicit.then(|| file_types[0]),
+                ..search_input
+            };
+            let found = export_target::search(&input, t, &build)?;
+            plans.push(found.plan.clone());
+            targeted = Some(found);
+        }
+        None => {
+            for file_type in &file_types {
+                plans.push(build(*file_type, &config)?);
+            }
+        }
     }
     // The vision projector of a vision-language model: its own plan, from the converter's
     // --mmproj class.
@@ -294,7 +357,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
             override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
             ..ExportConfig::default()
         };
-        return generate(&plans[0], mmproj.as_ref(), &store, q, extra, path);
+        return generate(
+            &plans[0],
+            mmproj.as_ref(),
+            &store,
+            q,
+            extra,
+            targeted.as_ref(),
+            path,
+        );
     }
     write_outputs(
         &args,
@@ -304,6 +375,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         mmproj.as_ref(),
         &mut inputs,
         imatrix_path.as_deref(),
+        Some((&search_input, targeted.as_ref())),
         started,
     )
 }
@@ -318,6 +390,7 @@ fn write_outputs(
     mmproj: Option<&ExportPlan>,
     inputs: &mut crate::fsio::Inputs,
     imatrix_path: Option<&str>,
+    report: Option<(&SearchInput, Option<&Targeted>)>,
     started: Instant,
 ) -> Result<()> {
     let stem = store
@@ -349,6 +422,12 @@ fn write_outputs(
             }
             print!("{}", crate::escape::controls_keep_lines(&plan.describe()));
         }
+        if let Some(t) = report.and_then(|r| r.1) {
+            println!("{}", t.summary());
+        }
+        if let (Some(r), Some((input, targeted))) = (&args.report, report) {
+            export_target::write_report(r, input, &plans[0], targeted)?;
+        }
         if let (Some(p), Some(path)) = (mmproj, &mmproj_out) {
             println!("\nvision projector -> {}", path.display());
             print!("{}", crate::escape::controls_keep_lines(&p.describe()));
@@ -379,7 +458,13 @@ fn write_outputs(
         cache: cache.as_ref(),
     };
     let stats = pipeline::export::run_all(store, &outputs, &run)?;
+    if let (Some(r), Some((input, targeted))) = (&args.report, report) {
+        export_target::write_report(r, input, &plans[0], targeted)?;
+    }
     if !args.quiet {
+        if let Some(t) = report.and_then(|r| r.1) {
+            eprintln!("{}", t.summary());
+        }
         for (o, st) in outputs.iter().zip(&stats) {
             let mut reuse = Vec::new();
             if cache.is_some() {
@@ -659,10 +744,12 @@ fn generate(
     store: &Store,
     imatrix: Quantization,
     extra: ExportConfig,
+    targeted: Option<&Targeted>,
     path: &Path,
 ) -> Result<()> {
     // in plan order (the file's order): token_embd, blk.0.*, blk.1.*, ..., output
     let mut per_tensor = indexmap::IndexMap::new();
+    let mut errors_of: HashMap<String, serde_json::Value> = HashMap::new();
     let mut tensor_map = Vec::new();
     let mut by_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
     for t in &plan.tensors {
@@ -671,6 +758,15 @@ fn generate(
         e.1 += t.n_bytes;
         // keyed by GGUF tensor name: what a person reads in llama.cpp's logs and gguf dumps
         per_tensor.insert(t.name.clone(), t.ggml_type.name().to_string());
+        if let Some(s) = targeted.and_then(|g| g.searched.iter().find(|s| s.name == t.name)) {
+            // what the search measured, as a comment key (configs ignore keys starting with _)
+            let errors: serde_json::Map<String, serde_json::Value> = s
+                .candidates
+                .iter()
+                .map(|c| (c.ty.name().to_string(), serde_json::json!(c.error)))
+                .collect();
+            errors_of.insert(t.name.clone(), serde_json::Value::Object(errors));
+        }
         if let TensorSource::Stored(pieces) = &t.source {
             for p in pieces {
                 tensor_map.push(ExportMapEntry {
@@ -696,6 +792,23 @@ fn generate(
         ..ExportConfig::default()
     };
     let mut json = serde_json::to_value(&config)?;
+    if let Some(pt) = json
+        .pointer_mut("/quantization/per_tensor")
+        .and_then(|v| v.as_object_mut())
+    {
+        // each searched tensor's measured errors right after its entry
+        let entries: Vec<(String, serde_json::Value)> = std::mem::take(pt).into_iter().collect();
+        for (k, v) in entries {
+            let err = errors_of.remove(&k);
+            pt.insert(k.clone(), v);
+            if let Some(e) = err {
+                pt.insert(format!("_error:{k}"), e);
+            }
+        }
+    }
+    if let (Some(obj), Some(t)) = (json.as_object_mut(), targeted) {
+        obj.insert("_target".into(), t.summary().into());
+    }
     if let Some(obj) = json.as_object_mut() {
         obj.insert(
             "_comment".into(),

@@ -1,6 +1,7 @@
 //! One module per subcommand: each turns parsed arguments into calls on the library.
 
 pub mod export;
+pub mod export_target;
 pub mod import;
 pub mod inspect;
 pub mod meta;

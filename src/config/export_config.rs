@@ -56,6 +56,26 @@ pub struct Quantization {
     /// or `re:REGEX` matched against GGUF names (the first such key in file order wins).
     #[serde(default)]
     pub per_tensor: IndexMap<String, String>,
+    /// A budget instead of a file type: every quantizable tensor's type is chosen by measured
+    /// error so that the file fits (`--target-size` / `--target-bpw` override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetConfig>,
+}
+
+/// `quantization.target`: the budget of a targeted export.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The largest file: bytes, or a size such as "3.2GB" (decimal) or "3GiB" (binary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<serde_json::Value>,
+    /// Bits per weight of the tensor data (what llama.cpp prints as BPW), e.g. 4.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpw: Option<f64>,
+    /// The types to choose from (default: Q2_K..Q8_0 and the legacy fallbacks, plus the IQ
+    /// types with an importance matrix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
 }
 
 /// One `tensor_map` row: which stored tensor becomes which GGUF tensor.

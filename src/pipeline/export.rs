@@ -515,7 +515,7 @@ fn copies_as_stored(piece: &SourcePiece, ty: GgmlType) -> bool {
 
 /// The converter's type to round a piece's values through first, for output `t`: only for
 /// values it computes (dequantized, or changed by an op) and when the output type is another.
-fn round_to(t: &PlannedTensor, piece: &SourcePiece) -> Option<GgmlType> {
+pub(super) fn round_to(t: &PlannedTensor, piece: &SourcePiece) -> Option<GgmlType> {
     let computed = piece.scale.is_some() || piece.op != ValueOp::None;
     let narrow = matches!(t.intermediate, GgmlType::BF16 | GgmlType::F16);
     (computed && narrow && t.intermediate != t.ggml_type).then_some(t.intermediate)
@@ -523,7 +523,7 @@ fn round_to(t: &PlannedTensor, piece: &SourcePiece) -> Option<GgmlType> {
 
 /// Refuses values that are not finite, naming the source tensor and the place; returns the
 /// largest magnitude.
-fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<f32> {
+pub(super) fn check_finite(vals: &[f32], g: &PieceGeometry, r: usize) -> Result<f32> {
     // A branch-free scan first (vectorised); the position only on failure.
     let (finite, amax) = vals.iter().fold((true, 0f32), |(ok, m), v| {
         (ok & v.is_finite(), m.max(v.abs()))
@@ -747,20 +747,20 @@ fn write_piece(
 /// Which source bytes a window of output rows of one piece reads: output row `r` is the
 /// piece view's elements `r·ncols .. (r+1)·ncols`.
 #[derive(Clone)]
-struct PieceGeometry<'p> {
-    piece: &'p SourcePiece,
-    ncols: usize,
-    nrows: usize,
+pub(super) struct PieceGeometry<'p> {
+    pub(super) piece: &'p SourcePiece,
+    pub(super) ncols: usize,
+    pub(super) nrows: usize,
     esize: usize,
     /// Source elements per output row: `ncols`, or the code bytes of a row of MXFP4 blocks.
     src_cols: usize,
-    chunk_rows: usize,
+    pub(super) chunk_rows: usize,
 }
 
 impl<'p> PieceGeometry<'p> {
     /// `results`: how many outputs each window's rows are quantized into; the window shrinks
     /// with it so that the output buffers (one per result) stay within the same memory.
-    fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize, results: usize) -> Self {
+    pub(super) fn new(piece: &'p SourcePiece, ncols: usize, nrows: usize, results: usize) -> Self {
         PieceGeometry {
             piece,
             ncols,
@@ -777,7 +777,7 @@ impl<'p> PieceGeometry<'p> {
     }
 
     /// The source byte range output rows `r0..r1` read.
-    fn source_range(&self, r0: usize, r1: usize) -> (usize, usize) {
+    pub(super) fn source_range(&self, r0: usize, r1: usize) -> (usize, usize) {
         let n = self.src_cols as u64;
         let (lo, hi) = self.piece.view.source_span(r0 as u64 * n, r1 as u64 * n);
         (lo as usize * self.esize, hi as usize * self.esize)
@@ -797,7 +797,7 @@ impl<'p> PieceGeometry<'p> {
 
     /// Appends output row `r`'s values, converted to f32 (and dequantized with `scales`),
     /// from `bytes` (the source bytes starting at byte `lo`).
-    fn row_values(
+    pub(super) fn row_values(
         &self,
         r: usize,
         bytes: &[u8],
@@ -820,7 +820,7 @@ impl<'p> PieceGeometry<'p> {
 }
 
 /// A weight's block scales in memory (`dequant_simple`), for its source elements.
-struct BlockScales {
+pub(super) struct BlockScales {
     values: Vec<f32>,
     /// The weight's shape and, per axis, the block and the scale tensor's stride.
     shape: Vec<u64>,
@@ -829,7 +829,11 @@ struct BlockScales {
 }
 
 impl BlockScales {
-    fn load(store: &Store, sc: &ScaleSource, weight_shape: &[u64]) -> Result<BlockScales> {
+    pub(super) fn load(
+        store: &Store,
+        sc: &ScaleSource,
+        weight_shape: &[u64],
+    ) -> Result<BlockScales> {
         let bytes = store
             .reader(&sc.entry)?
             .read_all()
@@ -881,15 +885,15 @@ impl BlockScales {
 /// A checkpoint's MXFP4 codes repacked into ggml MXFP4 blocks (`repack_mxfp4`): per block of
 /// 32 values, the E8M0 scale byte, then 16 bytes whose byte j holds value j in the low nibble
 /// and value j + 16 in the high one (the source packs values 2i and 2i + 1 into byte i).
-struct Mxfp4Repack {
+pub(super) struct Mxfp4Repack {
     scales: Vec<u8>,
     view: crate::arch::transform::View,
     /// Dequantizes the blocks for outputs of other types.
-    codec: &'static dyn TypeCodec,
+    pub(super) codec: &'static dyn TypeCodec,
 }
 
 impl Mxfp4Repack {
-    fn load(store: &Store, m: &Mxfp4Source) -> Result<Mxfp4Repack> {
+    pub(super) fn load(store: &Store, m: &Mxfp4Source) -> Result<Mxfp4Repack> {
         let scales = store
             .reader(&m.entry)?
             .read_all()
@@ -902,7 +906,7 @@ impl Mxfp4Repack {
     }
 
     /// Output row `r`'s ggml MXFP4 blocks, from `bytes` (the code bytes from byte `lo` on).
-    fn repack(&self, g: &PieceGeometry, r: usize, bytes: &[u8], lo: usize) -> Vec<u8> {
+    pub(super) fn repack(&self, g: &PieceGeometry, r: usize, bytes: &[u8], lo: usize) -> Vec<u8> {
         let nb = g.ncols / 32;
         let mut codes = Vec::with_capacity(nb * 16);
         let n = g.src_cols as u64;
@@ -928,7 +932,7 @@ impl Mxfp4Repack {
 }
 
 /// Rounds values to the type the converter writes them in before llama-quantize reads them.
-fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
+pub(super) fn round_through(vals: &mut [f32], to: Option<GgmlType>) {
     use crate::quant::rounding::{
         bf16_bits_to_f32, f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits,
     };

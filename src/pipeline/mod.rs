@@ -2,5 +2,6 @@
 
 pub mod export;
 pub mod import;
+pub mod measure;
 pub mod progress;
 pub mod writer;

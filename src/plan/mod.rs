@@ -2,6 +2,7 @@
 //! every output tensor's name, type, shape, source, transform and byte offset, and every
 //! metadata key. Execution (`pipeline`) only follows it; `--dry-run` prints it.
 
+pub mod budget;
 pub mod file_type;
 pub mod gguf_source;
 pub mod kv_override;
@@ -172,6 +173,7 @@ pub struct PlanInput<'a> {
 }
 
 /// The complete plan.
+#[derive(Clone)]
 pub struct ExportPlan {
     pub file_type: FileType,
     pub metadata: Vec<(String, Value)>,
