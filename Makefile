@@ -73,7 +73,7 @@ parity: build
 	bash bench/parity.sh
 
 parity-configs: build
-	. $(REF_ENV) && nice -n 10 $$REF_PY bench/parity_configs.py convert gmat fixtures report $(ARGS)
+	. $(REF_ENV) && nice -n 10 $$REF_PY bench/parity_configs.py convert views gmat fixtures report $(ARGS)
 
 clean:
 	rm -rf out target

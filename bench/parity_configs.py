@@ -14,6 +14,12 @@ config.json of every kit model one key at a time and checks that gmat follows:
            per case), records the converter's view of config.json (ModelBase.load_hparams), a
            digest of its GGUF (every key/value, tokenizer lists hashed; every tensor's name, type,
            shape and data hash) and whether llama.cpp loads the file (llama-simple).
+           While converting the kit config it records which keys of that view the converter
+           reads (ReadTracker); a case whose view differs from the kit config's only in keys it
+           does not read (raw token-id and Gemma 3 sliding_window keys unchanged) is not
+           converted again: its result is the kit config's, marked `same_as_base`.
+  views    the converter's view alone (no conversion) for the cases not converted, so that the
+           fixtures check gmat's view of every case even when a run was cut short.
   gmat     imports and exports each case with gmat and judges it:
              converter writes a file llama.cpp loads   -> gmat's file must be identical
              converter refuses                         -> gmat must refuse
@@ -162,6 +168,17 @@ def in_subset(case):
     return any(k in SUBSET_KEYS for k in keys)
 
 
+def case_kind(case):
+    """remove (a key removed), null (a key set to null) or variant (the realistic edits)."""
+    if case["id"] == "base":
+        return "base"
+    if case["desc"].startswith("remove "):
+        return "remove"
+    if case["desc"].endswith(" = null"):
+        return "null"
+    return "variant"
+
+
 def apply_ops(cfg, ops):
     cfg = copy.deepcopy(cfg)
     for op in ops:
@@ -305,12 +322,26 @@ def stage_convert(args, models):
         cases = [{"id": "base", "desc": "config.json as the kit has it", "ops": []}] + make_cases(cfg)
         res["cases"] = {c["id"]: {**res["cases"].get(c["id"], {}), **c} for c in cases}
         todo = [c for c in cases if args.redo or "convert" not in res["cases"][c["id"]]
+                or (c["id"] == "base" and "reads" not in res["cases"]["base"]["convert"])
                 or (args.redo_llama and res["cases"][c["id"]]["convert"]["text"].get("llama", {}).get("rc", 0) != 0)]
         if args.subset:
             todo = [c for c in todo if in_subset(c)]
+        # the cases touching keys the converter reads first (a stopped run has the telling ones)
+        todo.sort(key=lambda c: not in_subset(c))
+        if args.kinds:
+            todo = [c for c in todo if case_kind(c) in args.kinds.split(",") + ["base"]]
+        if args.only:
+            todo = [c for c in todo if c["id"] == "base" or args.only in c["desc"]]
         if args.limit:
             todo = todo[: args.limit]
         print(f"{model}: {len(cases)} cases, {len(todo)} to convert", flush=True)
+        if todo:
+            # the tokenizer's modules imported once here, not in every forked conversion
+            try:
+                from transformers import AutoTokenizer
+                AutoTokenizer.from_pretrained(kit_model / "hf")
+            except Exception:  # noqa: BLE001
+                pass
         for i, case in enumerate(todo):
             t0 = time.time()
             edited = apply_ops(cfg, case["ops"])
@@ -319,6 +350,14 @@ def stage_convert(args, models):
             if has_mmproj(kit_model):
                 runs.append(("mmproj", "f16", True))
             result = {"path": rel}
+            same = same_as_base(res, case, cfg, edited, Path(rel), ModelBase, AutoConfig)
+            if same is not None:
+                res["cases"][case["id"]]["convert"] = same
+                shutil.rmtree(args.out / rel)
+                save_results(args.out, model, res)
+                print(f"  {case['id']} {case['desc'][:60]:<60} converter's view as the kit "
+                      f"config's: its file too ({time.time() - t0:.1f}s)", flush=True)
+                continue
             for label, ot, mmproj in runs:
                 gguf_path = Path(rel).parent / f"conv-{label}.gguf"
                 log = Path(rel).parent / f"conv-{label}.log"
@@ -330,6 +369,7 @@ def stage_convert(args, models):
                     os.dup2(fd, 2)
                     signal.alarm(CONVERT_TIMEOUT)
                     code = 1
+                    reads_box = []
                     try:
                         if label == "text":
                             try:
@@ -340,6 +380,12 @@ def stage_convert(args, models):
                             view = ModelBase.load_hparams(Path(rel), False)
                             with open(view_path, "w") as fh:
                                 json.dump({"fallback": fallback, "view": view}, fh, default=repr)
+                            # which keys of the view the conversion reads (written at exit)
+                            reads = set()
+                            orig = ModelBase.load_hparams
+                            ModelBase.load_hparams = staticmethod(
+                                lambda *a, **k: ReadTracker(orig(*a, **k), reads))
+                            reads_box.append(reads)
                         sys.argv = ["convert_hf_to_gguf.py", rel, "--outtype", ot,
                                     "--outfile", str(gguf_path)] + (["--mmproj"] if mmproj else [])
                         conv.main()
@@ -349,6 +395,9 @@ def stage_convert(args, models):
                     except BaseException:  # noqa: BLE001
                         traceback.print_exc()
                         code = 1
+                    if reads_box:
+                        with open(Path(rel).parent / "reads.json", "w") as fh:
+                            json.dump(sorted(reads_box[0]), fh)
                     sys.stdout.flush()
                     sys.stderr.flush()
                     os._exit(code)
@@ -359,13 +408,23 @@ def stage_convert(args, models):
                 if rc == 0 and gguf_path.exists():
                     r["digest"] = gguf_digest(str(gguf_path))
                     if label == "text":
-                        r["llama"] = llama_check(gguf_path)
+                        # a file equal to the kit config's (cosmetic keys aside) loads as that
+                        # one does: llama.cpp is run only on files that differ
+                        base = res["cases"].get("base", {}).get("convert", {}).get("text", {})
+                        if (case["id"] != "base" and "digest" in base and "llama" in base
+                                and not compare_digests(r["digest"], base["digest"])):
+                            r["llama"] = dict(base["llama"], same_as_base=True)
+                        else:
+                            r["llama"] = llama_check(gguf_path)
                 else:
                     r["error"] = last_error(text)
                 if label == "text" and view_path.exists():
                     v = json.load(open(view_path))
                     result["view"] = v["view"]
                     result["autoconfig_error"] = v["fallback"]
+                reads_path = Path(rel).parent / "reads.json"
+                if label == "text" and reads_path.exists():
+                    result["reads"] = json.load(open(reads_path))
                 result[label] = r
                 if gguf_path.exists():
                     if r.get("llama", {}).get("rc", 0) != 0:
@@ -380,9 +439,180 @@ def stage_convert(args, models):
                 st = "ok, llama.cpp REFUSES"
             print(f"  {case['id']} {case['desc'][:60]:<60} converter {st} ({time.time() - t0:.1f}s)",
                   flush=True)
-            if i % 10 == 9:
-                save_results(args.out, model, res)
+            save_results(args.out, model, res)  # after every case: a run may be stopped
         save_results(args.out, model, res)
+
+
+class ReadTracker(dict):
+    """A dict that records which keys the converter reads (dotted paths into `reads`; `p.*`
+    when it iterates or copies the whole dict at p). Nested dicts are tracked too."""
+
+    def __init__(self, d, reads, prefix=""):
+        super().__init__()
+        self._reads, self._prefix = reads, prefix
+        for k, v in d.items():
+            dict.__setitem__(self, k, ReadTracker(v, reads, f"{prefix}{k}.") if type(v) is dict else v)
+
+    def _r(self, k):
+        self._reads.add(f"{self._prefix}{k}")
+
+    def _all(self):
+        self._reads.add(f"{self._prefix}*")
+
+    def __getitem__(self, k):
+        self._r(k)
+        return dict.__getitem__(self, k)
+
+    def get(self, k, default=None):
+        self._r(k)
+        return dict.get(self, k, default)
+
+    def __contains__(self, k):
+        self._r(k)
+        return dict.__contains__(self, k)
+
+    def setdefault(self, k, default=None):
+        self._r(k)
+        return dict.setdefault(self, k, default)
+
+    def pop(self, k, *default):
+        self._r(k)
+        return dict.pop(self, k, *default)
+
+    def __iter__(self):
+        self._all()
+        return dict.__iter__(self)
+
+    def keys(self):
+        self._all()
+        return dict.keys(self)
+
+    def values(self):
+        self._all()
+        return dict.values(self)
+
+    def items(self):
+        self._all()
+        return dict.items(self)
+
+    def __len__(self):
+        self._all()
+        return dict.__len__(self)
+
+    def __eq__(self, other):
+        self._all()
+        return dict.__eq__(self, other)
+
+    __hash__ = None
+
+    def copy(self):
+        self._all()
+        return dict(dict.items(self))
+
+    def __reduce_ex__(self, proto):
+        self._all()
+        return (dict, (dict(dict.items(self)),))
+
+
+def diff_paths(a, b, prefix=""):
+    """Dotted paths where two views differ (into dicts present on both sides)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, KeyError), b.get(k, KeyError)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += diff_paths(x, y, f"{prefix}{k}.")
+        elif json.dumps(x, sort_keys=True, default=repr) != json.dumps(y, sort_keys=True, default=repr):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def path_read(p, reads):
+    """Whether the converter read the value at path p (or a whole dict holding it, or
+    something under it)."""
+    parts = p.split(".")
+    for i in range(len(parts)):
+        if ".".join(parts[:i] + ["*"]) in reads:
+            return True
+    return p in reads or any(r.startswith(p + ".") for r in reads)
+
+
+def converter_view(rel, ModelBase, AutoConfig):
+    """(ModelBase.load_hparams's view, why AutoConfig failed or None), as JSON."""
+    try:
+        AutoConfig.from_pretrained(rel, trust_remote_code=False).to_dict()
+        fallback = None
+    except Exception as e:  # noqa: BLE001
+        fallback = f"{type(e).__name__}: {e}"[:300]
+    view = ModelBase.load_hparams(rel, False)
+    return json.loads(json.dumps(view, default=repr)), fallback
+
+
+# config.json keys read raw besides the view: Gemma3Model's `sliding_window`
+# (conversion/gemma.py, set_gguf_parameters); and for every model gguf-py's SpecialVocab reads
+# the `<type>_token_id` keys (vocab.py, _try_load_from_config_json)
+RAW_READS = {"gemma3": ["sliding_window"], "gemma3_text": ["sliding_window"]}
+
+
+def same_as_base(res, case, cfg, edited, rel, ModelBase, AutoConfig):
+    """The converter's result for a case whose view of config.json (ModelBase.load_hparams,
+    `_name_or_path` aside) equals the kit config's, or None.
+
+    The converter's output is a function of that view, the tokenizer files and the tensors
+    (and, for a few classes, raw config.json keys: RAW_READS), so such a case writes the kit
+    config's file (general.name aside, which comes from the folder name, the same here): the
+    base case's result is recorded, marked `same_as_base`, without running it again."""
+    base = res["cases"].get("base", {}).get("convert")
+    if case["id"] == "base" or not base or "view" not in base or base["text"]["rc"] != 0:
+        return None
+    view, fallback = converter_view(rel, ModelBase, AutoConfig)
+    reads = set(base.get("reads") or [])
+    changed = [p for p in diff_paths(base["view"], view) if p != "_name_or_path"]
+    if changed and (not base.get("reads") or any(path_read(p, reads) for p in changed)):
+        return None
+    raw = RAW_READS.get(cfg.get("model_type"), []) + [k for k in set(cfg) | set(edited)
+                                                      if k.endswith("_token_id")]
+    for k in raw:
+        if json.dumps(edited.get(k)) != json.dumps(cfg.get(k)):
+            return None
+    if changed:
+        out_note = f"changes only keys the converter does not read: {', '.join(changed)}"
+    else:
+        out_note = "the same view"
+    out = {"path": str(rel), "view": view, "autoconfig_error": fallback, "same_as_base": out_note}
+    for label in ("text", "mmproj"):
+        if label in base:
+            out[label] = dict(base[label], same_as_base=True)
+    return out
+
+
+def stage_views(args, models):
+    """The converter's view alone (no conversion) for the cases not converted yet: the
+    fixtures then check gmat's view of every case, and its metadata where the converter ran."""
+    ref_src = Path(os.environ["GMAT_REF"]) / "llama.cpp-src"
+    sys.path.insert(0, str(ref_src))
+    sys.path.insert(0, str(ref_src / "gguf-py"))
+    os.chdir(args.out)
+    from conversion import ModelBase
+    from transformers import AutoConfig
+
+    for model in models:
+        kit_model = args.kit / model
+        res = load_results(args.out, model)
+        cfg = json.load(open(kit_model / "hf" / "config.json"))
+        cases = [{"id": "base", "desc": "config.json as the kit has it", "ops": []}] + make_cases(cfg)
+        res["cases"] = {c["id"]: {**res["cases"].get(c["id"], {}), **c} for c in cases}
+        n = 0
+        for case in cases:
+            c = res["cases"][case["id"]]
+            if "convert" in c or ("view_only" in c and not args.redo):
+                continue
+            rel = make_case_folder(args.out, kit_model, model, case, apply_ops(cfg, case["ops"]))
+            view, fallback = converter_view(Path(rel), ModelBase, AutoConfig)
+            c["view_only"] = {"path": rel, "view": view, "autoconfig_error": fallback}
+            shutil.rmtree(args.out / rel)
+            n += 1
+        save_results(args.out, model, res)
+        print(f"{model}: {n} views without conversion", flush=True)
 
 
 def llama_check(gguf_path):
@@ -410,7 +640,8 @@ def stage_gmat(args, models):
         res = load_results(args.out, model)
         cfg = json.load(open(kit_model / "hf" / "config.json"))
         todo = [c for c in res["cases"].values()
-                if "convert" in c and (args.redo or "gmat" not in c)]
+                if "convert" in c and (args.redo or "gmat" not in c)
+                and not (args.skip_same and c["convert"].get("same_as_base"))]
         if args.limit:
             todo = todo[: args.limit]
         print(f"{model}: {len(todo)} cases for gmat", flush=True)
@@ -480,15 +711,20 @@ def stage_fixtures(args, models):
         base_view = base["view"]
         out_cases = []
         for cid, c in sorted(res["cases"].items()):
-            if cid == "base" or "convert" not in c:
+            if cid == "base" or ("convert" not in c and "view_only" not in c):
                 continue
-            conv = c["convert"]
+            conv = c.get("convert") or c["view_only"]
             e = {"id": cid, "desc": c["desc"], "ops": c["ops"], "path": conv["path"]}
             e["view"] = dict_delta(base_view, conv.get("view"))
             if conv.get("autoconfig_error"):
                 e["autoconfig_error"] = conv["autoconfig_error"]
-            t = conv["text"]
-            if t["rc"] != 0:
+            if conv.get("same_as_base"):
+                # not converted again: its view (keys the converter reads) is the kit config's
+                e["same_as_base"] = conv["same_as_base"]
+            t = conv.get("text")
+            if t is None:
+                e["converter"] = "not run"
+            elif t["rc"] != 0:
                 e["converter"] = "refuses"
                 e["error"] = t.get("error", "")
             elif t.get("llama", {}).get("rc", 0) != 0:
@@ -631,7 +867,7 @@ def save_results(out, model, res):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stages", nargs="+", choices=["convert", "gmat", "fixtures", "report"])
+    ap.add_argument("stages", nargs="+", choices=["convert", "views", "gmat", "fixtures", "report"])
     ap.add_argument("--kit", type=Path, default=ROOT.parent / "shared" / "reference" / "models")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "parity-configs")
     ap.add_argument("--gmat", default=str(ROOT / "target" / "release" / "gmat"))
@@ -639,6 +875,12 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="at most this many cases per model")
     ap.add_argument("--subset", action="store_true",
                     help="only the cases touching keys the converter reads, and the variants")
+    ap.add_argument("--kinds", default="",
+                    help="only these kinds of cases: remove, null, variant (comma-separated)")
+    ap.add_argument("--only", default="", help="only the cases whose description has this text")
+    ap.add_argument("--skip-same", action="store_true",
+                    help="gmat stage: leave out the cases whose converter view equals the kit "
+                         "config's (gmat's view of them is checked by cargo test)")
     ap.add_argument("--redo", action="store_true", help="run cases that already have results")
     ap.add_argument("--redo-llama", action="store_true",
                     help="convert again the cases whose file llama.cpp refused")
@@ -651,7 +893,8 @@ def main():
         p.name for p in args.kit.iterdir() if (p / "hf" / "config.json").is_file())
     rc = 0
     for st in args.stages:
-        rc |= {"convert": stage_convert, "gmat": stage_gmat, "fixtures": stage_fixtures,
+        rc |= {"convert": stage_convert, "views": stage_views, "gmat": stage_gmat,
+               "fixtures": stage_fixtures,
                "report": stage_report}[st](args, models) or 0
     sys.exit(rc)
 
