@@ -204,6 +204,19 @@ pub fn search(
         .clone()
         .unwrap_or_else(|| budget::default_candidates(has_imatrix));
     let explicit = target.candidates.is_some();
+    let n_elements: u64 = provisional
+        .tensors
+        .iter()
+        .map(|t| t.dims.iter().product::<u64>())
+        .sum();
+    // The budget's mean bits per weight: default candidates far below it are not measured.
+    let target_bpw = match target.budget {
+        Budget::Bpw(x) => x,
+        Budget::FileBytes(b) => {
+            let headers = file_bytes(&provisional, input.limits)? - provisional.data_bytes();
+            b.saturating_sub(headers) as f64 * 8.0 / n_elements.max(1) as f64
+        }
+    };
 
     // Which tensors are searched, and over which types.
     let mut work: Vec<(usize, Vec<GgmlType>, Option<Vec<f32>>)> = Vec::new();
@@ -230,7 +243,7 @@ pub fn search(
             None => None,
         };
         let k_fits = ncols % 256 == 0;
-        let types: Vec<GgmlType> = candidates
+        let fitting: Vec<GgmlType> = candidates
             .iter()
             .copied()
             .filter(|&ty| measure::fits(ty, ncols))
@@ -239,6 +252,19 @@ pub fn search(
                 weights.is_some() || !crate::quant::codec(ty).is_some_and(|c| c.requires_imatrix())
             })
             .collect();
+        let mut types: Vec<GgmlType> = fitting
+            .iter()
+            .copied()
+            .filter(|&ty| {
+                explicit || budget::bits_per_weight(ty) >= target_bpw - budget::PRUNE_BITS
+            })
+            .collect();
+        if types.is_empty() {
+            // a budget above every type: the largest one
+            types.extend(fitting.iter().copied().max_by(|a, b| {
+                budget::bits_per_weight(*a).total_cmp(&budget::bits_per_weight(*b))
+            }));
+        }
         if types.is_empty() {
             // nothing offered fits its rows: it keeps the type the file type gives it
             fixed_bytes += t.n_bytes;
@@ -277,11 +303,6 @@ pub fn search(
     bar.finish_and_clear();
 
     // The budget for the searched tensors' data.
-    let n_elements: u64 = provisional
-        .tensors
-        .iter()
-        .map(|t| t.dims.iter().product::<u64>())
-        .sum();
     let (budget_bytes, overhead) = match target.budget {
         Budget::FileBytes(b) => {
             let whole = file_bytes(&provisional, input.limits)?;

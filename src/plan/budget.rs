@@ -55,6 +55,16 @@ pub fn default_candidates(has_imatrix: bool) -> Vec<GgmlType> {
     c
 }
 
+/// Default candidates more than this many bits per weight below the budget's mean are not
+/// measured: a tensor that far below the mean is never worth its error at budgets where
+/// llama.cpp's mixes are used (and the 2-bit IQ types are the slowest to measure).
+pub const PRUNE_BITS: f64 = 2.0;
+
+/// Bits per weight of a type (block bytes × 8 / block values).
+pub fn bits_per_weight(t: GgmlType) -> f64 {
+    t.type_size() as f64 * 8.0 / t.block_size() as f64
+}
+
 /// The legacy 32-value types are only offered where a K-quant cannot be used, as llama.cpp's
 /// fallbacks do: where both fit, a K-quant of the same size has the smaller error.
 pub fn is_fallback_only(t: GgmlType) -> bool {
