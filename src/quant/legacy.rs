@@ -148,11 +148,27 @@ fn levels_u8<V: F8>(f: [V; 4]) -> [u8; QK] {
     out
 }
 
-/// The bytes `MIN(hi, (int8_t)f)` of C for 32 floats: [`levels_u8`], then the `MIN` compares
-/// as a signed byte and the result is stored back into a `uint8_t`.
+/// The Q4 reference quantizers' `MIN(hi, (int8_t)f)` levels of 32 floats, packed into nibbles
+/// as ggml packs them, without masking the low level: `qs[j] = L[j] | (L[j + 16] << 4)` in
+/// `uint8_t`. In 32-bit lanes: the `(int8_t)` is the sign-extended low byte of the truncation,
+/// and the low byte of `l0 | (l1 << 4)` is that `uint8_t` expression.
 #[inline(always)]
-fn levels_min_i8<V: F8>(f: [V; 4], hi: u8) -> [u8; QK] {
-    levels_u8(f).map(|b| (b as i8).min(hi as i8) as u8)
+fn pack_q4_ref<V: F8>(f: [V; 4], hi: i32, qs: &mut [u8]) {
+    let hi = V::I::splat(hi);
+    let l: [V::I; 4] = build(|m| f[m].to_i32_trunc().sext8().min(hi));
+    qs[..8].copy_from_slice(&l[0].or(l[2].shl4()).low_bytes());
+    qs[8..16].copy_from_slice(&l[1].or(l[3].shl4()).low_bytes());
+}
+
+/// The bytes `MIN(hi, (int8_t)f)` of C for 32 floats, in order (the Q5 reference quantizers).
+#[inline(always)]
+fn levels_min_i8<V: F8>(f: [V; 4], hi: i32) -> [u8; QK] {
+    let hi = V::I::splat(hi);
+    let mut out = [0u8; QK];
+    for (o, f) in out.chunks_exact_mut(8).zip(f) {
+        o.copy_from_slice(&f.to_i32_trunc().sext8().min(hi).low_bytes());
+    }
+    out
 }
 
 /// `sigma2` of the weighted legacy quantizers: the mean square of the whole row.
@@ -313,8 +329,7 @@ impl TypeCodec for Q4_0 {
             None => {
                 simd8::dispatch!(V => {
                     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                        let l = levels_min_i8(symmetric_ref_levels::<V>(x, y, 8.0), 15);
-                        pack_nibbles(&l, &mut y[2..]);
+                        pack_q4_ref(symmetric_ref_levels::<V>(x, y, 8.0), 15, &mut y[2..]);
                     }
                 })
             }
@@ -354,8 +369,7 @@ impl TypeCodec for Q4_1 {
             None => {
                 simd8::dispatch!(V => {
                     for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                        let l = levels_min_i8(affine_ref_levels::<V>(x, y, 15.0), 15);
-                        pack_nibbles(&l, &mut y[4..]);
+                        pack_q4_ref(affine_ref_levels::<V>(x, y, 15.0), 15, &mut y[4..]);
                     }
                 })
             }

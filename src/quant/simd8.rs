@@ -121,6 +121,13 @@ pub trait I8: Copy + Add<Output = Self> + Sub<Output = Self> + BitAnd<Output = S
     fn clamp(self, lo: Self, hi: Self) -> Self;
     /// Exact for the small integers it is used on (round to nearest).
     fn to_f32(self) -> Self::F;
+    /// `self.min(o)` per lane.
+    fn min(self, o: Self) -> Self;
+    fn or(self, o: Self) -> Self;
+    /// `self << 4` per lane.
+    fn shl4(self) -> Self;
+    /// The low byte of each lane as a signed value (C's `(int8_t)` of an int).
+    fn sext8(self) -> Self;
 
     /// The low byte of each lane, in order.
     #[inline(always)]
@@ -369,6 +376,22 @@ pub mod portable {
         fn to_f32(self) -> Portable {
             Portable(self.0.map(|v| v as f32))
         }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            PortableI(lanes!(self.0, |i| self.0[i].min(o.0[i])))
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            PortableI(lanes!(self.0, |i| self.0[i] | o.0[i]))
+        }
+        #[inline(always)]
+        fn shl4(self) -> Self {
+            PortableI(self.0.map(|v| v << 4))
+        }
+        #[inline(always)]
+        fn sext8(self) -> Self {
+            PortableI(self.0.map(|v| v as i8 as i32))
+        }
     }
 }
 
@@ -554,6 +577,28 @@ pub mod sse2 {
         fn to_f32(self) -> Sse2 {
             pair!(Sse2, self, _mm_cvtepi32_ps)
         }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            Self::select(self.gt(o), o, self)
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            pair!(Sse2I, self, o, _mm_or_si128)
+        }
+        #[inline(always)]
+        fn shl4(self) -> Self {
+            unsafe {
+                Sse2I([
+                    _mm_slli_epi32::<4>(self.0[0]),
+                    _mm_slli_epi32::<4>(self.0[1]),
+                ])
+            }
+        }
+        #[inline(always)]
+        fn sext8(self) -> Self {
+            let f = |v: __m128i| unsafe { _mm_srai_epi32::<24>(_mm_slli_epi32::<24>(v)) };
+            Sse2I([f(self.0[0]), f(self.0[1])])
+        }
     }
 }
 
@@ -692,6 +737,30 @@ pub mod avx2 {
             // lanes of `mask` are all ones or all zeros, so the sign bit decides as and/or would
             unsafe { Avx2(_mm256_blendv_ps(b.0, a.0, mask.0)) }
         }
+        // Tree reductions: for NaN-free lanes the extreme value does not depend on the order
+        // (only which of two equal zeros wins, which callers do not rely on).
+        #[inline(always)]
+        fn hmax(self) -> f32 {
+            unsafe {
+                let m = _mm_max_ps(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps::<1>(self.0),
+                );
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)))
+            }
+        }
+        #[inline(always)]
+        fn hmin(self) -> f32 {
+            unsafe {
+                let m = _mm_min_ps(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps::<1>(self.0),
+                );
+                let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+                _mm_cvtss_f32(_mm_min_ss(m, _mm_shuffle_ps::<1>(m, m)))
+            }
+        }
     }
 
     impl Avx2I {
@@ -737,6 +806,22 @@ pub mod avx2 {
         #[inline(always)]
         fn to_f32(self) -> Avx2 {
             unsafe { Avx2(_mm256_cvtepi32_ps(self.0)) }
+        }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            unsafe { Avx2I(_mm256_min_epi32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            unsafe { Avx2I(_mm256_or_si256(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn shl4(self) -> Self {
+            unsafe { Avx2I(_mm256_slli_epi32::<4>(self.0)) }
+        }
+        #[inline(always)]
+        fn sext8(self) -> Self {
+            unsafe { Avx2I(_mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(self.0))) }
         }
         #[inline(always)]
         fn low_bytes(self) -> [u8; 8] {
@@ -1000,6 +1085,21 @@ mod tests {
         assert_eq!(bits(c.to_f32().to_array()), bits(cv.to_f32().to_array()));
         let m = I8::select(c.gt(lo), c, hi);
         assert_eq!(m.to_array(), I8::select(cv.gt(lov), cv, hiv).to_array());
+        let (t, tv) = (p.to_i32_trunc(), x.to_i32_trunc());
+        let u = t.sext8().min(hi).or(t.shl4());
+        let uv = tv.sext8().min(hiv).or(tv.shl4());
+        assert_eq!(u.to_array(), uv.to_array(), "{ctx}");
+        let nan_free = |v: [f32; 8]| v.iter().all(|f| !f.is_nan());
+        if nan_free(*a) {
+            assert_eq!(
+                p.hmax().to_bits() & 0x7fff_ffff,
+                x.hmax().to_bits() & 0x7fff_ffff
+            );
+            assert_eq!(
+                p.hmin().to_bits() & 0x7fff_ffff,
+                x.hmin().to_bits() & 0x7fff_ffff
+            );
+        }
     }
     use portable::PortableI;
 
