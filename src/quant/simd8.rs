@@ -114,8 +114,10 @@ pub trait I8: Copy + Add<Output = Self> + Sub<Output = Self> + BitAnd<Output = S
     fn splat(v: i32) -> Self;
     fn to_array(self) -> [i32; 8];
     /// Lane mask of `self > o`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // (SSE2's clamp and min)
     fn gt(self, o: Self) -> Self;
     /// `mask ? a : b` per lane.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn select(mask: Self, a: Self, b: Self) -> Self;
     /// `self.clamp(lo, hi)` per lane (`lo <= hi`).
     fn clamp(self, lo: Self, hi: Self) -> Self;
@@ -967,10 +969,9 @@ pub fn with_path<R>(p: Path, f: impl FnOnce() -> R) -> R {
 /// [`Path`]; the AVX2 instantiation is compiled for AVX2 (inside `avx2::with_avx2`).
 macro_rules! dispatch {
     ($v:ident => $e:expr) => {{
-        use $crate::quant::simd8::Path;
         match $crate::quant::simd8::active() {
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => {
+            $crate::quant::simd8::Path::Avx2 => {
                 #[allow(dead_code)]
                 type $v = $crate::quant::simd8::avx2::Avx2;
                 // Safety: `active` returns Avx2 only when the CPU has AVX2.
@@ -982,7 +983,7 @@ macro_rules! dispatch {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            Path::Sse2 => {
+            $crate::quant::simd8::Path::Sse2 => {
                 type $v = $crate::quant::simd8::sse2::Sse2;
                 $e
             }
