@@ -159,6 +159,18 @@ def main():
     types = [t.strip().upper() for t in args.types.split(",") if t.strip()]
 
     print(f"ggml: {o.path} (ggml_quantize_chunk via ctypes); gmat: {args.gmat}")
+    path = subprocess.run([args.gmat, "--simd-path"], capture_output=True, text=True)
+    path = path.stdout.strip() if path.returncode == 0 else "unknown (a build without --simd-path)"
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    simd_flags = sorted(f for f in flags if f.startswith(("sse", "avx", "fma", "f16c", "asimd", "neon")))
+    print(f"gmat SIMD path: {path} (GMAT_SIMD={os.environ.get('GMAT_SIMD', 'unset')}); "
+          f"CPU: {' '.join(simd_flags) or 'flags unknown'}")
     print(f"data: {COLS} columns of N(0, 0.02) f32; threads for 'allT': {args.threads}; "
           f"medians of {args.reps} reps; MB/s = 1e6 input bytes (f32) per second; "
           f"1T: {args.clock} time, allT: wall time")

@@ -3,6 +3,7 @@
 //!
 //!     quant_bench --data X.f32 --cols N --rows R --type Q4_K [--imatrix W.f32] [--threads T]
 //!                 [--passes P]
+//!     quant_bench --simd-path
 //!
 //! `X.f32` is a raw little-endian f32 matrix with `N` columns (at least `R` rows; the first `R`
 //! are quantized); `W.f32` holds `N` importance weights. Quantizes the rows `P` times (default 1;
@@ -54,6 +55,14 @@ fn main() {
             "--type" => ty = Some(val().parse::<GgmlType>().expect("--type")),
             "--threads" => threads = val().parse().expect("--threads"),
             "--passes" => passes = val().parse().expect("--passes"),
+            // the SIMD path the quantizers take here (GMAT_SIMD or the CPU's best), then exit
+            "--simd-path" => {
+                println!(
+                    "{}",
+                    gmat::quant::simd_path().unwrap_or_else(|e| panic!("{e}"))
+                );
+                return;
+            }
             _ => panic!("unknown argument {a}"),
         }
     }
@@ -110,10 +119,11 @@ fn main() {
     let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
     println!(
         "type={t} imatrix={} rows={rows} cols={cols} passes={passes} threads={threads} t1={t1:.6} c1={c1:.6} \
-         tall={tn:.6} mbps1={:.3} mbpscpu1={:.3} mbpsall={:.3} sha256={hex}",
+         tall={tn:.6} mbps1={:.3} mbpscpu1={:.3} mbpsall={:.3} sha256={hex} simd={}",
         imatrix.is_some() as u8,
         mb / t1,
         mb / c1,
-        mb / tn
+        mb / tn,
+        gmat::quant::simd_path().unwrap_or("?")
     );
 }

@@ -68,6 +68,9 @@ Quantized tensors are cached (by source content hash, type, transform and imatri
 $GMAT_CACHE_DIR, else $XDG_CACHE_HOME/gmat, else ~/.cache/gmat, up to --cache-size (default 20G):
 re-exports reuse every tensor whose inputs did not change.
 
+The quantizers use the widest vector unit the CPU has (AVX2, else SSE2); GMAT_SIMD=scalar|sse2|avx2
+forces one path (every path writes the same bytes).
+
 File types: F32 F16 BF16 and llama-quantize's (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K_S Q3_K_M Q3_K_L
 Q4_K_S Q4_K_M Q5_K_S Q5_K_M Q6_K IQ3_S IQ3_M IQ4_NL IQ4_XS TQ1_0 TQ2_0 ...), with the same
 per-tensor types as llama-quantize. File types that need an importance matrix are refused.

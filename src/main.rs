@@ -5,6 +5,11 @@ use gmat::commands;
 
 fn main() {
     let cli = Cli::parse();
+    // A GMAT_SIMD the CPU cannot run (or a typo) is refused before any work.
+    if let Err(e) = gmat::quant::simd_path() {
+        eprintln!("gmat: error: {}", gmat::escape::controls(&e));
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Import(a) => commands::import::run(a),
         Command::Export(a) => commands::export::run(*a),

@@ -1,5 +1,6 @@
 //! Test support: golden vectors made by the real ggml (see `tools/make_quant_golden.py`).
 
+use super::simd8::{with_path, Path};
 use super::{codec, GgmlType};
 use std::path::PathBuf;
 
@@ -65,8 +66,17 @@ pub fn load(t: GgmlType) -> Vec<Case> {
 }
 
 /// Checks gmat's codec for `t` against every golden case: quantized bytes, and to_float of
-/// ggml's bytes, bit for bit.
+/// ggml's bytes, bit for bit; the quantizer runs once on every SIMD path this CPU has
+/// (`simd8::Path`: scalar, SSE2, AVX2), each of which must give ggml's bytes.
 pub fn check(t: GgmlType) {
+    let paths = Path::available();
+    assert!(paths.contains(&Path::Scalar));
+    for p in paths {
+        with_path(p, || check_path(t, p));
+    }
+}
+
+fn check_path(t: GgmlType, p: Path) {
     let c = codec(t).unwrap_or_else(|| panic!("no codec for {t}"));
     for case in load(t) {
         let row_bytes = t.row_bytes(case.n_per_row as u64).unwrap() as usize;
@@ -86,8 +96,10 @@ pub fn check(t: GgmlType) {
                 .position(|(a, b)| a != b)
                 .unwrap_or(0);
             panic!(
-                "{t} case '{}': bytes differ from ggml, first at byte {first} (row {}, block {})",
+                "{t} case '{}' on SIMD path {}: bytes differ from ggml, first at byte {first} \
+                 (row {}, block {})",
                 case.name,
+                p.name(),
                 first / row_bytes,
                 (first % row_bytes) / t.type_size()
             );

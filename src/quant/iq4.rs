@@ -6,7 +6,7 @@
 //! (ggml/src/ggml-quants.c).
 
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
-use super::simd::{build, F32x4};
+use super::simd8::{self as simd, build, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 use crate::gguf::ggml_type::QK4_NL;
@@ -115,7 +115,7 @@ const STEPS: [f32; 15] = {
 };
 
 /// `best_index_int8(16, kvalues_iq4nl, x)`, branch-free (see [`THRESHOLDS`]).
-#[inline(always)]
+#[cfg(test)]
 fn best_index(x: f32) -> u8 {
     let mut n = 0u8;
     for &t in &THRESHOLDS {
@@ -151,8 +151,8 @@ const NCAND: usize = 2 * NTRY as usize + 2;
 /// `best_index_int8` picks). The levels of this pass are not kept: ggml overwrites them
 /// afterwards in every case.
 #[inline(always)]
-fn search_block<const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: f32) -> f32 {
-    const NV: usize = NCAND / F32x4::LANES;
+fn search_block<V: F8, const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: f32) -> f32 {
+    const NV: usize = NCAND / 8;
     let v0 = KVALUES_IQ4NL[0] as f32;
     // Lane 0: ggml's first guess `1/d`, d = -max/values[0]; lanes 1..16: `(itry + values[0])/max`
     // for itry = -7..=7, whose integer numerators are exact floats.
@@ -165,28 +165,28 @@ fn search_block<const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: 
         }
         n
     };
-    let maxv = F32x4::splat(max);
-    let mut id: [F32x4; NV] = build(|v| F32x4::load(&NUM[4 * v..]) / maxv);
+    let maxv = V::splat(max);
+    let mut id: [V; NV] = build(|v| V::load(&NUM[8 * v..]) / maxv);
     let mut first = id[0].to_array();
     first[0] = 1.0 / (-max / v0);
-    id[0] = F32x4::from_array(first);
-    let thresholds: [F32x4; 15] = build(|k| F32x4::splat(THRESHOLDS[k]));
-    let steps: [F32x4; 15] = build(|k| F32x4::splat(STEPS[k]));
-    let zero = F32x4::splat(0.0);
+    id[0] = V::from_array(first);
+    let thresholds: [V; 15] = build(|k| V::splat(THRESHOLDS[k]));
+    let steps: [V; 15] = build(|k| V::splat(STEPS[k]));
+    let zero = V::splat(0.0);
     let mut sumqx = [zero; NV];
     let mut sumq2 = [zero; NV];
     for (&xj, &w) in xb.iter().zip(weight) {
-        let (xv, wv) = (F32x4::splat(xj), F32x4::splat(w));
+        let (xv, wv) = (V::splat(xj), V::splat(w));
         for v in 0..NV {
             let al = id[v] * xv;
             // q = kvalues_iq4nl[best_index_int8(al)]; the running sum never is -0.0, so adding
             // 0.0 for a threshold not passed leaves it unchanged.
-            let mut q = F32x4::splat(v0);
+            let mut q = V::splat(v0);
             for k in 0..15 {
                 q = q + (al.ge(thresholds[k]) & steps[k]);
             }
             if CHECK_NAN {
-                q = F32x4::select(al.is_nan(), F32x4::splat(KVALUES_IQ4NL[15] as f32), q);
+                q = V::select(al.is_nan(), V::splat(KVALUES_IQ4NL[15] as f32), q);
             }
             let wq = wv * q;
             sumqx[v] = sumqx[v] + wq * xv;
@@ -196,8 +196,8 @@ fn search_block<const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: 
     let mut qx = [0.0f32; NCAND];
     let mut q2 = [0.0f32; NCAND];
     for v in 0..NV {
-        sumqx[v].store(&mut qx[4 * v..]);
-        sumq2[v].store(&mut q2[4 * v..]);
+        sumqx[v].store(&mut qx[8 * v..]);
+        sumq2[v].store(&mut q2[8 * v..]);
     }
     let mut d = if q2[0] > 0.0 { qx[0] / q2[0] } else { 0.0 };
     let mut best = d * qx[0];
@@ -210,18 +210,26 @@ fn search_block<const CHECK_NAN: bool>(xb: &[f32; 32], weight: &[f32; 32], max: 
     d
 }
 
-/// Levels of a block at inverse scale `id`.
+/// Levels of a block at inverse scale `id`: [`best_index`] of `id * v`, eight values at a time.
 #[inline(always)]
-fn block_levels(xb: &[f32], id: f32, l: &mut [u8]) {
-    for (q, &v) in l.iter_mut().zip(xb) {
-        *q = best_index(id * v);
+fn block_levels<V: F8>(xb: &[f32], id: f32, l: &mut [u8]) {
+    let (idv, one) = (V::splat(id), V::splat(1.0));
+    for (q, v) in l.chunks_exact_mut(8).zip(xb.chunks_exact(8)) {
+        let al = idv * V::load(v);
+        let mut n = V::splat(0.0);
+        for &t in &THRESHOLDS {
+            n = n + (al.ge(V::splat(t)) & one);
+        }
+        let n = V::select(al.is_nan(), V::splat(15.0), n);
+        q.copy_from_slice(&n.to_i32_trunc().low_bytes());
     }
 }
 
 /// Port of `quantize_row_iq4_nl_impl` with `block_size` 32 and `ntry` 7, for a super-block of
 /// `x.len()` values (32 for IQ4_NL, 256 for IQ4_XS). `quant_weights` covers the super-block;
 /// `q4` gets `x.len() / 2` packed nibbles.
-fn quantize_iq4_nl_impl(
+#[inline(always)]
+fn quantize_iq4_nl_impl<V: F8>(
     x: &[f32],
     quant_weights: Option<&[f32]>,
     q4: &mut [u8],
@@ -251,8 +259,10 @@ fn quantize_iq4_nl_impl(
         match quant_weights {
             Some(qw) => {
                 let qw = &qw[32 * ib..32 * ib + 32];
-                for j in 0..32 {
-                    weight[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+                let s2 = V::splat(sigma2);
+                for j in (0..32).step_by(8) {
+                    let xv = V::load(&xb[j..]);
+                    (V::load(&qw[j..]) * (s2 + xv * xv).sqrt()).store(&mut weight[j..]);
                 }
             }
             None => {
@@ -277,9 +287,9 @@ fn quantize_iq4_nl_impl(
         // With finite values every `id*x` is finite (|id| <= 134/1e-15); only a non-finite input
         // can make a NaN, which best_index_int8 maps to the top index.
         let d = if xb.iter().all(|v| v.is_finite()) {
-            search_block::<false>(xb, &weight, max)
+            search_block::<V, false>(xb, &weight, max)
         } else {
-            search_block::<true>(xb, &weight, max)
+            search_block::<V, true>(xb, &weight, max)
         };
         scales[ib] = d;
         let abs_d = d.abs();
@@ -297,7 +307,7 @@ fn quantize_iq4_nl_impl(
             let mut li = nearest_int(id * scales[ib]).clamp(-32, 31);
             let dl = d * li as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-            block_levels(
+            block_levels::<V>(
                 &x[32 * ib..32 * ib + 32],
                 idl,
                 &mut l[32 * ib..32 * ib + 32],
@@ -319,7 +329,7 @@ fn quantize_iq4_nl_impl(
         } else {
             0.0
         };
-        block_levels(x, id, &mut l[..super_block_size]);
+        block_levels::<V>(x, id, &mut l[..super_block_size]);
     }
 
     for (q, lb) in q4.chunks_exact_mut(16).zip(l.chunks_exact(32)) {
@@ -339,16 +349,18 @@ impl TypeCodec for Iq4Nl {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        for (ibl, (x, y)) in src
-            .chunks_exact(QK4_NL)
-            .zip(dst.chunks_exact_mut(IQ4NL_BLOCK_BYTES))
-            .enumerate()
-        {
-            let qw = imatrix.map(|w| &w[QK4_NL * ibl..QK4_NL * (ibl + 1)]);
-            let (dh, qs) = y.split_at_mut(2);
-            let header = quantize_iq4_nl_impl(x, qw, qs);
-            dh.copy_from_slice(&header.d.to_le_bytes());
-        }
+        simd::dispatch!(V => {
+            for (ibl, (x, y)) in src
+                .chunks_exact(QK4_NL)
+                .zip(dst.chunks_exact_mut(IQ4NL_BLOCK_BYTES))
+                .enumerate()
+            {
+                let qw = imatrix.map(|w| &w[QK4_NL * ibl..QK4_NL * (ibl + 1)]);
+                let (dh, qs) = y.split_at_mut(2);
+                let header = quantize_iq4_nl_impl::<V>(x, qw, qs);
+                dh.copy_from_slice(&header.d.to_le_bytes());
+            }
+        })
     }
 
     fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
@@ -375,17 +387,19 @@ impl TypeCodec for Iq4Xs {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        for (ibl, (x, y)) in src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(IQ4XS_BLOCK_BYTES))
-            .enumerate()
-        {
-            let qw = imatrix.map(|w| &w[QK_K * ibl..QK_K * (ibl + 1)]);
-            let header = quantize_iq4_nl_impl(x, qw, &mut y[8..]);
-            y[0..2].copy_from_slice(&header.d.to_le_bytes());
-            y[2..4].copy_from_slice(&header.scales_h.to_le_bytes());
-            y[4..8].copy_from_slice(&header.scales_l);
-        }
+        simd::dispatch!(V => {
+            for (ibl, (x, y)) in src
+                .chunks_exact(QK_K)
+                .zip(dst.chunks_exact_mut(IQ4XS_BLOCK_BYTES))
+                .enumerate()
+            {
+                let qw = imatrix.map(|w| &w[QK_K * ibl..QK_K * (ibl + 1)]);
+                let header = quantize_iq4_nl_impl::<V>(x, qw, &mut y[8..]);
+                y[0..2].copy_from_slice(&header.d.to_le_bytes());
+                y[2..4].copy_from_slice(&header.scales_h.to_le_bytes());
+                y[4..8].copy_from_slice(&header.scales_l);
+            }
+        })
     }
 
     fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {

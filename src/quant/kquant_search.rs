@@ -16,7 +16,7 @@
 //! against.
 
 use super::rounding::{f16_bits_to_f32, f32_to_f16_bits, nearest_int};
-use super::simd::{self, build, F32x4, I32x4};
+use super::simd8::{self as simd, build, F8, I8};
 
 /// ggml's `GROUP_MAX_EPS` (ggml-quants.c): a group whose largest magnitude is below this is
 /// treated as all zeros.
@@ -50,7 +50,14 @@ pub fn write_f16(b: &mut [u8], off: usize, v: f32) {
 /// (only the comparison that picks the best does), so here they are evaluated side by side, one
 /// per lane, each with ggml's operations and its sums accumulated in index order; then the
 /// choice runs over them in ggml's order, and the levels are recomputed once for the winner.
+#[cfg(test)]
 pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    simd::dispatch!(V => make_qx_quants_v::<V>(nmax, x, l, qw))
+}
+
+/// [`make_qx_quants`] on the vector implementation `V` (the caller dispatches).
+#[inline(always)]
+pub fn make_qx_quants_v<V: F8>(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
@@ -70,43 +77,35 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) ->
     // With finite values and amax >= GROUP_MAX_EPS every |iscale * x| is below nmax + 1, far
     // inside the range where the float rounding of [`simd::round_clamp_small`] is exact.
     if finite {
-        qx_search::<true>(nmax, x, l, qw, max)
+        qx_search::<V, true>(nmax, x, l, qw, max)
     } else {
-        qx_search::<false>(nmax, x, l, qw, max)
+        qx_search::<V, false>(nmax, x, l, qw, max)
     }
 }
 
 #[inline(always)]
-fn qx_search<const SMALL: bool>(
+fn qx_search<V: F8, const SMALL: bool>(
     nmax: i32,
     x: &[f32],
     l: &mut [i8],
     qw: Option<&[f32]>,
     max: f32,
 ) -> f32 {
-    /// Lane 0 is the first guess, lanes 1..=18 are `is` = -9..-1, 1..9; lane 19 pads.
-    const NC: usize = 20;
-    const NV: usize = NC / 4;
+    /// Lane 0 is the first guess, lanes 1..=18 are `is` = -9..-1, 1..9; lanes 19.. pad.
+    const NC: usize = 24;
+    const NV: usize = NC / 8;
     let n = x.len();
     // `is` per lane; the first guess `-nmax/max` is `is` = 0 (`nmax + 0.1*0` is `nmax` exactly)
     const IS: [f32; NC] = [
         0.0, -9.0, -8.0, -7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
-        7.0, 8.0, 9.0, 0.0,
+        7.0, 8.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0,
     ];
-    let (nmaxv, tenth, maxv) = (
-        F32x4::splat(nmax as f32),
-        F32x4::splat(0.1),
-        F32x4::splat(max),
-    );
+    let (nmaxv, tenth, maxv) = (V::splat(nmax as f32), V::splat(0.1), V::splat(max));
     // ggml: iscale = -(nmax + 0.1f*is)/max
-    let iscale: [F32x4; NV] = build(|v| (nmaxv + tenth * F32x4::load(&IS[4 * v..])).neg() / maxv);
-    let mut iscales = [0.0f32; NC];
-    for v in 0..NV {
-        iscale[v].store(&mut iscales[4 * v..]);
-    }
-    let (lo, hi) = (I32x4::splat(-nmax), I32x4::splat(nmax - 1));
-    let (lof, hif) = (F32x4::splat(-nmax as f32), F32x4::splat((nmax - 1) as f32));
-    let zero = F32x4::splat(0.0);
+    let iscale: [V; NV] = build(|v| (nmaxv + tenth * V::load(&IS[8 * v..])).neg() / maxv);
+    let (lo, hi) = (V::I::splat(-nmax), V::I::splat(nmax - 1));
+    let (lof, hif) = (V::splat(-nmax as f32), V::splat((nmax - 1) as f32));
+    let zero = V::splat(0.0);
     let mut sumlx = [zero; NV];
     let mut suml2 = [zero; NV];
     for (i, &xi) in x.iter().enumerate() {
@@ -114,7 +113,7 @@ fn qx_search<const SMALL: bool>(
             Some(w) => w[i],
             None => xi * xi,
         };
-        let (xv, wv, wx) = (F32x4::splat(xi), F32x4::splat(w), F32x4::splat(w * xi));
+        let (xv, wv, wx) = (V::splat(xi), V::splat(w), V::splat(w * xi));
         for v in 0..NV {
             let li = if SMALL {
                 simd::round_clamp_small(iscale[v] * xv, lof, hif)
@@ -125,16 +124,18 @@ fn qx_search<const SMALL: bool>(
             suml2[v] = suml2[v] + wv * li * li;
         }
     }
+    let mut iscales = [0.0f32; NC];
     let mut lx = [0.0f32; NC];
     let mut l2 = [0.0f32; NC];
     for v in 0..NV {
-        sumlx[v].store(&mut lx[4 * v..]);
-        suml2[v].store(&mut l2[4 * v..]);
+        iscale[v].store(&mut iscales[8 * v..]);
+        sumlx[v].store(&mut lx[8 * v..]);
+        suml2[v].store(&mut l2[8 * v..]);
     }
     let mut scale = if l2[0] != 0.0 { lx[0] / l2[0] } else { 0.0 };
     let mut best = scale * lx[0];
     let mut winner = 0;
-    for c in 1..NC - 1 {
+    for c in 1..19 {
         if l2[c] > 0.0 && lx[c] * lx[c] > best * l2[c] {
             scale = lx[c] / l2[c];
             best = scale * lx[c];
@@ -225,7 +226,7 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 
     1.0 / iscale
 }
 
-/// `make_q3_quants` with `do_rmse` for `4*NV` groups of `N` values at once, one group per
+/// `make_q3_quants` with `do_rmse` for `8*NV` groups of `N` values at once, one group per
 /// lane: returns the scales per lane and the levels (offset by `nmax`, as floats) in `l`.
 ///
 /// Within a group ggml's refinement is sequential (each accepted change moves the sums the
@@ -235,26 +236,26 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 
 /// finished lane on until every lane has finished (or the 5 sweeps are done) gives the same
 /// result as ggml's `break`.
 #[inline(always)]
-pub fn make_q3_quants_lanes<const NV: usize, const N: usize>(
+pub fn make_q3_quants_lanes<V: F8, const NV: usize, const N: usize>(
     nmax: i32,
-    x: &Lanes<NV, N>,
-    l: &mut Lanes<NV, N>,
-) -> [F32x4; NV] {
-    let zero = F32x4::splat(0.0);
+    x: &Lanes<V, NV, N>,
+    l: &mut Lanes<V, NV, N>,
+) -> [V; NV] {
+    let zero = V::splat(0.0);
     let mut max = [zero; NV];
     let mut amax = [zero; NV];
     for xi in x {
         for v in 0..NV {
             let ax = xi[v].abs();
             let upd = ax.gt(amax[v]);
-            amax[v] = F32x4::select(upd, ax, amax[v]);
-            max[v] = F32x4::select(upd, xi[v], max[v]);
+            amax[v] = V::select(upd, ax, amax[v]);
+            max[v] = V::select(upd, xi[v], max[v]);
         }
     }
-    let live: [F32x4; NV] = build(|v| amax[v].lt(F32x4::splat(GROUP_MAX_EPS)).not());
-    let (lo, hi) = (I32x4::splat(-nmax), I32x4::splat(nmax - 1));
-    let quant = |f: F32x4| simd::nearest_int(f).clamp(lo, hi).to_f32();
-    let iscale: [F32x4; NV] = build(|v| F32x4::splat(-nmax as f32) / max[v]);
+    let live: [V; NV] = build(|v| amax[v].lt(V::splat(GROUP_MAX_EPS)).not());
+    let (lo, hi) = (V::I::splat(-nmax), V::I::splat(nmax - 1));
+    let quant = |f: V| simd::nearest_int(f).clamp(lo, hi).to_f32();
+    let iscale: [V; NV] = build(|v| V::splat(-nmax as f32) / max[v]);
     let mut sumlx = [zero; NV];
     let mut suml2 = [zero; NV];
     for i in 0..N {
@@ -282,23 +283,23 @@ pub fn make_q3_quants_lanes<const NV: usize, const N: usize>(
                 let better = (slx_n * slx_n * suml2[v]).gt(sumlx[v] * sumlx[v] * sl2_n);
                 let upd = slx.gt(zero) & new_l.eq(li).not() & sl2_n.gt(zero) & better & live[v];
                 changed |= upd.bitmask();
-                l[i][v] = F32x4::select(upd, new_l, li);
-                sumlx[v] = F32x4::select(upd, slx_n, sumlx[v]);
-                suml2[v] = F32x4::select(upd, sl2_n, suml2[v]);
+                l[i][v] = V::select(upd, new_l, li);
+                sumlx[v] = V::select(upd, slx_n, sumlx[v]);
+                suml2[v] = V::select(upd, sl2_n, suml2[v]);
             }
         }
         if changed == 0 {
             break;
         }
     }
-    let off = F32x4::splat(nmax as f32);
+    let off = V::splat(nmax as f32);
     for li in l.iter_mut() {
         for v in 0..NV {
             li[v] = (li[v] + off) & live[v];
         }
     }
     build(|v| {
-        let s = F32x4::select(suml2[v].gt(zero), sumlx[v] / suml2[v], zero);
+        let s = V::select(suml2[v].gt(zero), sumlx[v] / suml2[v], zero);
         s & live[v]
     })
 }
@@ -455,40 +456,44 @@ fn min_search(
     (scale, -min)
 }
 
-/// Groups of values laid out for [`min_search_lanes`]: `t[i][v]` holds value `i` of the four
-/// groups `4v..4v+4` (one group per lane).
-pub type Lanes<const NV: usize, const N: usize> = [[F32x4; NV]; N];
+/// Groups of values laid out for [`min_search_lanes`]: `t[i][v]` holds value `i` of the eight
+/// groups `8v..8v+8` (one group per lane).
+pub type Lanes<V, const NV: usize, const N: usize> = [[V; NV]; N];
 
-/// Transposes `4*NV` groups of `N` values stored back to back (`x[g*N + i]`) into lanes.
+/// Transposes `8*NV` groups of `N` values stored back to back (`x[g*N + i]`) into lanes.
 #[inline(always)]
-pub fn to_lanes<const NV: usize, const N: usize>(x: &[f32]) -> Lanes<NV, N> {
-    let x = &x[..4 * NV * N];
-    build(|i| {
-        build(|v| {
-            F32x4::from_array([
-                x[(4 * v) * N + i],
-                x[(4 * v + 1) * N + i],
-                x[(4 * v + 2) * N + i],
-                x[(4 * v + 3) * N + i],
-            ])
-        })
-    })
+pub fn to_lanes<V: F8, const NV: usize, const N: usize>(x: &[f32]) -> Lanes<V, NV, N> {
+    let x = &x[..8 * NV * N];
+    build(|i| build(|v| V::from_array(build(|k| x[(8 * v + k) * N + i]))))
 }
 
 /// The inverse of [`to_lanes`] for levels: `out[g*N + i]` = level `i` of group `g`.
 #[inline(always)]
-pub fn levels_from_lanes<const NV: usize, const N: usize>(l: &Lanes<NV, N>, out: &mut [u8]) {
-    let out = &mut out[..4 * NV * N];
+pub fn levels_from_lanes<V: F8, const NV: usize, const N: usize>(
+    l: &Lanes<V, NV, N>,
+    out: &mut [u8],
+) {
+    let out = &mut out[..8 * NV * N];
     for (i, li) in l.iter().enumerate() {
         for (v, lv) in li.iter().enumerate() {
-            for (k, q) in lv.to_array().into_iter().enumerate() {
-                out[(4 * v + k) * N + i] = q as u8;
+            for (k, q) in lv.to_i32_trunc().low_bytes().into_iter().enumerate() {
+                out[(8 * v + k) * N + i] = q;
             }
         }
     }
 }
 
-/// `make_qkx2_quants` (`qkx3 == false`) or `make_qkx3_quants` (`qkx3 == true`) for `4*NV`
+/// The eight lanes of each vector of `v`, in order (`M` = 8 × `NV`).
+#[inline(always)]
+pub fn lanes_to_array<V: F8, const NV: usize, const M: usize>(v: &[V; NV]) -> [f32; M] {
+    let mut out = [0.0f32; M];
+    for (o, v) in out.chunks_exact_mut(8).zip(v) {
+        v.store(o);
+    }
+    out
+}
+
+/// `make_qkx2_quants` (`qkx3 == false`) or `make_qkx3_quants` (`qkx3 == true`) for `8*NV`
 /// groups of `N` values at once, one group per lane.
 ///
 /// ggml runs the groups one after another, and inside a group the candidate scales one after
@@ -498,24 +503,24 @@ pub fn levels_from_lanes<const NV: usize, const N: usize>(l: &Lanes<NV, N>, out:
 /// taken per lane with selects. Levels are returned as (exact, small integer) floats in `l`;
 /// the result is `(scale, the_min)` per lane.
 #[inline(always)]
-pub fn min_search_lanes<const NV: usize, const N: usize>(
+pub fn min_search_lanes<V: F8, const NV: usize, const N: usize>(
     nmax: i32,
-    x: &Lanes<NV, N>,
-    weights: &Lanes<NV, N>,
+    x: &Lanes<V, NV, N>,
+    weights: &Lanes<V, NV, N>,
     search: MinSearch,
     qkx3: bool,
-    l: &mut Lanes<NV, N>,
-) -> ([F32x4; NV], [F32x4; NV]) {
-    let zero = F32x4::splat(0.0);
+    l: &mut Lanes<V, NV, N>,
+) -> ([V; NV], [V; NV]) {
+    let zero = V::splat(0.0);
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
-    let mut sum_x: [F32x4; NV] = build(|v| sum_w[v] * x[0][v]);
+    let mut sum_x: [V; NV] = build(|v| sum_w[v] * x[0][v]);
     for i in 1..N {
         for v in 0..NV {
             let xi = x[i][v];
-            min[v] = F32x4::select(xi.lt(min[v]), xi, min[v]);
-            max[v] = F32x4::select(xi.gt(max[v]), xi, max[v]);
+            min[v] = V::select(xi.lt(min[v]), xi, min[v]);
+            max[v] = V::select(xi.gt(max[v]), xi, max[v]);
             let w = weights[i][v];
             sum_w[v] = sum_w[v] + w;
             sum_x[v] = sum_x[v] + w * xi;
@@ -525,7 +530,7 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
     // scale 0. `live` masks the others.
     let mut live = [zero; NV];
     for v in 0..NV {
-        min[v] = F32x4::select(min[v].gt(zero), zero, min[v]);
+        min[v] = V::select(min[v].gt(zero), zero, min[v]);
         let done = if qkx3 {
             min[v].ge(max[v]) // max <= min
         } else {
@@ -533,21 +538,21 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
         };
         live[v] = done.not();
     }
-    let err = |diff: F32x4| {
+    let err = |diff: V| {
         if search.use_mad {
             diff.abs()
         } else {
             diff * diff
         }
     };
-    let (lo, hi) = (I32x4::splat(0), I32x4::splat(nmax));
-    let quant = |iscale: F32x4, xi: F32x4, min: F32x4| {
+    let (lo, hi) = (V::I::splat(0), V::I::splat(nmax));
+    let quant = |iscale: V, xi: V, min: V| {
         simd::nearest_int(iscale * (xi - min))
             .clamp(lo, hi)
             .to_f32()
     };
 
-    let nmaxf = F32x4::splat(nmax as f32);
+    let nmaxf = V::splat(nmax as f32);
     let mut scale = [zero; NV];
     let mut best_error = [zero; NV];
     let mut range = [zero; NV];
@@ -556,7 +561,7 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
         for v in 0..NV {
             range[v] = max[v] - min[v];
             iscale[v] = nmaxf / range[v];
-            scale[v] = F32x4::splat(1.0) / iscale[v];
+            scale[v] = V::splat(1.0) / iscale[v];
         }
         for i in 0..N {
             for v in 0..NV {
@@ -571,7 +576,7 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
     if search.nstep >= 1 {
         let mut laux = [[zero; NV]; N];
         for is in 0..=search.nstep {
-            let num = F32x4::splat(search.rmin + search.rdelta * is as f32 + nmax as f32);
+            let num = V::splat(search.rmin + search.rdelta * is as f32 + nmax as f32);
             let mut iscale = [zero; NV];
             for v in 0..NV {
                 iscale[v] = num / range[v];
@@ -601,8 +606,8 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
                 let ts = (sum_w[v] * sum_xl[v] - sum_x[v] * sum_l[v]) / d;
                 let tm = (sum_l2[v] * sum_x[v] - sum_l[v] * sum_xl[v]) / d;
                 let pos = tm.gt(zero);
-                this_min[v] = F32x4::select(pos, zero, tm);
-                this_scale[v] = F32x4::select(pos, sum_xl[v] / sum_l2[v], ts);
+                this_min[v] = V::select(pos, zero, tm);
+                this_scale[v] = V::select(pos, sum_xl[v] / sum_l2[v], ts);
             }
             if any == 0 {
                 continue;
@@ -619,15 +624,15 @@ pub fn min_search_lanes<const NV: usize, const N: usize>(
             for v in 0..NV {
                 take[v] = ok[v] & cur_error[v].lt(best_error[v]);
                 anytake |= take[v].bitmask();
-                best_error[v] = F32x4::select(take[v], cur_error[v], best_error[v]);
-                scale[v] = F32x4::select(take[v], this_scale[v], scale[v]);
-                min[v] = F32x4::select(take[v], this_min[v], min[v]);
+                best_error[v] = V::select(take[v], cur_error[v], best_error[v]);
+                scale[v] = V::select(take[v], this_scale[v], scale[v]);
+                min[v] = V::select(take[v], this_min[v], min[v]);
                 range[v] = max[v] - min[v];
             }
             if anytake != 0 {
                 for i in 0..N {
                     for v in 0..NV {
-                        l[i][v] = F32x4::select(take[v], laux[i][v], l[i][v]);
+                        l[i][v] = V::select(take[v], laux[i][v], l[i][v]);
                     }
                 }
             }
@@ -791,6 +796,7 @@ pub fn sum_in_order(x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::simd8::Path;
 
     /// xorshift64*: deterministic test data without a dependency.
     struct Rng(u64);
@@ -859,21 +865,29 @@ mod tests {
         }
     }
 
-    fn check_min_search<const NV: usize, const N: usize>(
+    /// Runs `f` once on every SIMD path this CPU has, naming the path on failure.
+    fn on_every_path(f: impl Fn(Path)) {
+        for p in Path::available() {
+            simd::with_path(p, || f(p));
+        }
+    }
+
+    fn check_min_search<V: F8, const NV: usize, const N: usize>(
         r: &mut Rng,
         nmax: i32,
         search: MinSearch,
+        p: Path,
     ) {
         for qkx3 in [false, true] {
             for _ in 0..200 {
-                let x: Vec<f32> = (0..4 * NV).flat_map(|_| group(r, N)).collect();
+                let x: Vec<f32> = (0..8 * NV).flat_map(|_| group(r, N)).collect();
                 let w: Vec<f32> = x.chunks(N).flat_map(|g| weights(r, g)).collect();
-                let (xt, wt) = (to_lanes::<NV, N>(&x), to_lanes::<NV, N>(&w));
-                let mut lt = [[F32x4::splat(0.0); NV]; N];
+                let (xt, wt) = (to_lanes::<V, NV, N>(&x), to_lanes::<V, NV, N>(&w));
+                let mut lt = [[V::splat(0.0); NV]; N];
                 let (sc, mn) = min_search_lanes(nmax, &xt, &wt, search, qkx3, &mut lt);
-                let mut l = vec![0u8; 4 * NV * N];
+                let mut l = vec![0u8; 8 * NV * N];
                 levels_from_lanes(&lt, &mut l);
-                for g in 0..4 * NV {
+                for g in 0..8 * NV {
                     let xs = &x[g * N..(g + 1) * N];
                     let ws = &w[g * N..(g + 1) * N];
                     let mut lr = [0u8; MAX_GROUP];
@@ -882,11 +896,11 @@ mod tests {
                     } else {
                         make_qkx2_quants(nmax, xs, ws, &mut lr, search)
                     };
-                    let (sl, ml) = (sc[g / 4].to_array()[g % 4], mn[g / 4].to_array()[g % 4]);
+                    let (sl, ml) = (sc[g / 8].to_array()[g % 8], mn[g / 8].to_array()[g % 8]);
                     assert_eq!(
                         (sl.to_bits(), ml.to_bits(), &l[g * N..(g + 1) * N]),
                         (s.to_bits(), m.to_bits(), &lr[..N]),
-                        "qkx3={qkx3} nmax={nmax} x={xs:?} w={ws:?}"
+                        "path={p:?} qkx3={qkx3} nmax={nmax} x={xs:?} w={ws:?}"
                     );
                 }
             }
@@ -920,21 +934,25 @@ mod tests {
             nstep: 36,
             use_mad: false,
         };
-        check_min_search::<2, 32>(&mut r, 15, q4k);
-        check_min_search::<2, 32>(&mut r, 31, q5k);
-        check_min_search::<2, 32>(&mut r, 15, imx);
-        check_min_search::<2, 32>(&mut r, 31, imx);
-        check_min_search::<4, 16>(&mut r, 3, q2k);
-        check_min_search::<4, 16>(&mut r, 3, imx);
+        let r = std::cell::RefCell::new(&mut r);
+        on_every_path(|p| {
+            let r = &mut *r.borrow_mut();
+            simd::dispatch!(V => {
+                check_min_search::<V, 1, 32>(r, 15, q4k, p);
+                check_min_search::<V, 1, 32>(r, 31, q5k, p);
+                check_min_search::<V, 1, 32>(r, 15, imx, p);
+                check_min_search::<V, 1, 32>(r, 31, imx, p);
+                check_min_search::<V, 2, 16>(r, 3, q2k, p);
+                check_min_search::<V, 2, 16>(r, 3, imx, p);
+            })
+        });
     }
 
-    #[test]
-    fn make_q3_quants_lanes_equals_scalar_port() {
-        let mut r = Rng(0x0dd_ba11_cafe_f00d);
+    fn check_q3_lanes<V: F8>(r: &mut Rng, p: Path) {
         for _ in 0..1000 {
-            let x: Vec<f32> = (0..16).flat_map(|_| group(&mut r, 16)).collect();
-            let xt = to_lanes::<4, 16>(&x);
-            let mut lt = [[F32x4::splat(0.0); 4]; 16];
+            let x: Vec<f32> = (0..16).flat_map(|_| group(r, 16)).collect();
+            let xt = to_lanes::<V, 2, 16>(&x);
+            let mut lt = [[V::splat(0.0); 2]; 16];
             let sc = make_q3_quants_lanes(4, &xt, &mut lt);
             let mut l = [0u8; 256];
             levels_from_lanes(&lt, &mut l);
@@ -944,11 +962,11 @@ mod tests {
                 let lr = lr.map(|v| v as u8);
                 assert_eq!(
                     (
-                        sc[g / 4].to_array()[g % 4].to_bits(),
+                        sc[g / 8].to_array()[g % 8].to_bits(),
                         &l[16 * g..16 * g + 16]
                     ),
                     (s.to_bits(), &lr[..]),
-                    "x={:?}",
+                    "path={p:?} x={:?}",
                     &x[16 * g..16 * g + 16]
                 );
             }
@@ -956,32 +974,44 @@ mod tests {
     }
 
     #[test]
+    fn make_q3_quants_lanes_equals_scalar_port() {
+        let mut r = Rng(0x0dd_ba11_cafe_f00d);
+        let r = std::cell::RefCell::new(&mut r);
+        on_every_path(|p| simd::dispatch!(V => check_q3_lanes::<V>(&mut r.borrow_mut(), p)));
+    }
+
+    #[test]
     fn make_qx_quants_equals_scalar_port() {
-        let mut r = Rng(0x1234_5678_9abc_def1);
-        for &(nmax, n) in &[(32, 16), (4, 16), (8, 32), (16, 32)] {
-            for _ in 0..2000 {
-                let x = group(&mut r, n);
-                let w = weights(&mut r, &x);
-                for qw in [None, Some(&w[..])] {
-                    let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
-                    let sa = make_qx_quants(nmax, &x, &mut a, qw);
-                    let sb = make_qx_quants_ref(nmax, &x, &mut b, qw);
-                    assert_eq!(
-                        (sa.to_bits(), &a),
-                        (sb.to_bits(), &b),
-                        "nmax={nmax} x={x:?}"
-                    );
+        on_every_path(|p| {
+            let mut r = Rng(0x1234_5678_9abc_def1);
+            for &(nmax, n) in &[(32, 16), (4, 16), (8, 32), (16, 32)] {
+                for _ in 0..2000 {
+                    let x = group(&mut r, n);
+                    let w = weights(&mut r, &x);
+                    for qw in [None, Some(&w[..])] {
+                        let (mut a, mut b) = (vec![0i8; n], vec![0i8; n]);
+                        let sa = make_qx_quants(nmax, &x, &mut a, qw);
+                        let sb = make_qx_quants_ref(nmax, &x, &mut b, qw);
+                        assert_eq!(
+                            (sa.to_bits(), &a),
+                            (sb.to_bits(), &b),
+                            "path={p:?} nmax={nmax} x={x:?}"
+                        );
+                    }
                 }
             }
-        }
-        // non-finite values take the exact integer path
-        let mut x = group(&mut r, 16);
-        x[5] = f32::INFINITY;
-        x[9] = f32::NAN;
-        let (mut a, mut b) = (vec![0i8; 16], vec![0i8; 16]);
-        let sa = make_qx_quants(32, &x, &mut a, None);
-        let sb = make_qx_quants_ref(32, &x, &mut b, None);
-        assert_eq!((sa.to_bits(), &a), (sb.to_bits(), &b));
+            // non-finite values take the exact integer path. The scale is then NaN, and which
+            // of several NaNs a sum propagates (their sign bit) is the compiler's choice of
+            // operand order (Rust and LLVM leave it unspecified), so only NaN-ness is compared.
+            let mut x = group(&mut r, 16);
+            x[5] = f32::INFINITY;
+            x[9] = f32::NAN;
+            let (mut a, mut b) = (vec![0i8; 16], vec![0i8; 16]);
+            let sa = make_qx_quants(32, &x, &mut a, None);
+            let sb = make_qx_quants_ref(32, &x, &mut b, None);
+            let bits = |v: f32| if v.is_nan() { u32::MAX } else { v.to_bits() };
+            assert_eq!((bits(sa), &a), (bits(sb), &b), "path={p:?}");
+        });
     }
 
     /// The scalar port of `make_qx_quants` (one candidate after another, as ggml): the

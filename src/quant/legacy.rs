@@ -13,10 +13,10 @@
 use std::slice::ChunksExactMut;
 
 use super::kquant_search::{
-    levels_from_lanes, make_qx_quants, min_search_lanes, read_f16, sum_sq, to_lanes, write_f16,
-    Lanes, MinSearch,
+    lanes_to_array, levels_from_lanes, make_qx_quants_v, min_search_lanes, read_f16, sum_sq,
+    to_lanes, write_f16, Lanes, MinSearch,
 };
-use super::simd::{build, F32x4, I32x4, U8x16};
+use super::simd8::{self, build, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 use crate::gguf::ggml_type::QK_LEGACY as QK;
@@ -30,11 +30,11 @@ const QKX3_SEARCH: MinSearch = MinSearch {
     use_mad: false,
 };
 
-/// A block of 32 as eight vectors, `v[m]` = values `4m..4m+4`.
+/// A block of 32 as four vectors, `v[m]` = values `8m..8m+8`.
 #[inline(always)]
-fn block_vectors(x: &[f32]) -> [F32x4; 8] {
+fn block_vectors<V: F8>(x: &[f32]) -> [V; 4] {
     let x = &x[..QK];
-    build(|m| F32x4::load(&x[4 * m..]))
+    build(|m| V::load(&x[8 * m..]))
 }
 
 /// The value of largest magnitude (the first one on ties), as the `_0` quantizers find it:
@@ -46,22 +46,22 @@ fn block_vectors(x: &[f32]) -> [F32x4; 8] {
 /// test) and then across lanes, which for NaN-free maxima is order-independent; the first
 /// value with that magnitude is then located with a mask over the block.
 #[inline(always)]
-fn signed_absmax(x: &[f32], v: &[F32x4; 8]) -> f32 {
-    let a: [F32x4; 8] = build(|m| v[m].abs());
-    // two NaN-free accumulators (a NaN lane only ever enters as the first operand of maxps,
-    // which then keeps the accumulator)
-    let (mut m0, mut m1) = (F32x4::splat(0.0), F32x4::splat(0.0));
-    for k in 0..4 {
+fn signed_absmax<V: F8>(x: &[f32], v: &[V; 4]) -> f32 {
+    let a: [V; 4] = build(|m| v[m].abs());
+    // NaN-free accumulators (a NaN lane only ever enters as the first operand of maxps, which
+    // then keeps the accumulator)
+    let (mut m0, mut m1) = (V::splat(0.0), V::splat(0.0));
+    for k in 0..2 {
         m0 = a[k].max(m0);
-        m1 = a[k + 4].max(m1);
+        m1 = a[k + 2].max(m1);
     }
     let top = m0.max(m1).hmax();
-    if top.first() == 0.0 {
+    if top == 0.0 {
         return 0.0; // nothing passed `amax < |v|`: ggml's max stays 0
     }
     let mut at_top = 0u32;
     for (m, am) in a.iter().enumerate() {
-        at_top |= am.eq(top).bitmask() << (4 * m);
+        at_top |= am.eq(V::splat(top)).bitmask() << (8 * m);
     }
     x[at_top.trailing_zeros() as usize]
 }
@@ -87,18 +87,18 @@ fn signed_absmax_scalar(x: &[f32]) -> f32 {
 /// bits except +0/-0, so only a zero extreme (ggml keeps the first zero it meets) can depend on
 /// the order between lanes; when the lanes' zeros disagree the block is scanned again in order.
 #[inline(always)]
-fn min_max(x: &[f32], v: &[F32x4; 8]) -> (f32, f32) {
-    let mut mn = F32x4::splat(f32::MAX);
-    let mut mx = F32x4::splat(-f32::MAX);
+fn min_max<V: F8>(x: &[f32], v: &[V; 4]) -> (f32, f32) {
+    let mut mn = V::splat(f32::MAX);
+    let mut mx = V::splat(-f32::MAX);
     for &vm in v {
         mn = vm.min(mn);
         mx = vm.max(mx);
     }
     // Lanes are never NaN (a NaN never passes `v < min` / `v > max`).
-    let (min, max) = (mn.hmin().first(), mx.hmax().first());
+    let (min, max) = (mn.hmin(), mx.hmax());
     if min == 0.0 || max == 0.0 {
-        let zero = F32x4::splat(0.0);
-        let mixed = |lanes: F32x4| {
+        let zero = V::splat(0.0);
+        let mixed = |lanes: V| {
             let z = lanes.eq(zero).bitmask();
             let neg = lanes.bitmask() & z;
             neg != 0 && neg != z
@@ -107,7 +107,7 @@ fn min_max(x: &[f32], v: &[F32x4; 8]) -> (f32, f32) {
             return min_max_scalar(x);
         }
         // all zero lanes agree: take the zero's sign from them
-        let sign_of = |lanes: F32x4, e: f32| {
+        let sign_of = |lanes: V, e: f32| {
             if e == 0.0 && lanes.eq(zero).bitmask() & lanes.bitmask() != 0 {
                 -0.0
             } else if e == 0.0 {
@@ -137,33 +137,37 @@ fn min_max_scalar(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
-/// The bytes `MIN(hi, (int8_t)f)` of C for 32 floats (`f[m]` = values `4m..4m+4`), in order:
-/// the `(int8_t)` of a float is `cvttss2si` and the low byte; the `MIN` compares it as a
-/// signed byte and the result is stored back into a `uint8_t`.
+/// The bytes `(uint8_t)(int8_t)f` of C for 32 floats (`f[m]` = values `8m..8m+8`), in order:
+/// the `(int8_t)` of a float is `cvttss2si` and the low byte.
 #[inline(always)]
-fn levels_min_i8(f: [F32x4; 8], hi: u8) -> [U8x16; 2] {
-    let t: [I32x4; 8] = build(|m| f[m].to_i32_trunc());
-    let hi = U8x16::splat(hi);
-    [
-        U8x16::from_low_bytes([t[0], t[1], t[2], t[3]]).min_i8(hi),
-        U8x16::from_low_bytes([t[4], t[5], t[6], t[7]]).min_i8(hi),
-    ]
-}
-
-/// Packs 32 level bytes (`l[0]` = levels 0..16, `l[1]` = 16..32) into nibbles without masking
-/// the low level, as ggml's Q4 quantizers: `qs[j] = L[j] | (L[j + 16] << 4)` in `uint8_t`.
-#[inline(always)]
-fn pack_nibbles_v(l: [U8x16; 2], qs: &mut [u8]) {
-    qs[..16].copy_from_slice(&l[0].or(l[1].shl4()).to_array());
-}
-
-/// The 32 level bytes in order.
-#[inline(always)]
-fn bytes32(l: [U8x16; 2]) -> [u8; QK] {
-    let (a, b) = (l[0].to_array(), l[1].to_array());
+fn levels_u8<V: F8>(f: [V; 4]) -> [u8; QK] {
     let mut out = [0u8; QK];
-    out[..16].copy_from_slice(&a);
-    out[16..].copy_from_slice(&b);
+    for (o, f) in out.chunks_exact_mut(8).zip(f) {
+        o.copy_from_slice(&f.to_i32_trunc().low_bytes());
+    }
+    out
+}
+
+/// The Q4 reference quantizers' `MIN(hi, (int8_t)f)` levels of 32 floats, packed into nibbles
+/// as ggml packs them, without masking the low level: `qs[j] = L[j] | (L[j + 16] << 4)` in
+/// `uint8_t`. In 32-bit lanes: the `(int8_t)` is the sign-extended low byte of the truncation,
+/// and the low byte of `l0 | (l1 << 4)` is that `uint8_t` expression.
+#[inline(always)]
+fn pack_q4_ref<V: F8>(f: [V; 4], hi: i32, qs: &mut [u8]) {
+    let hi = V::I::splat(hi);
+    let l: [V::I; 4] = build(|m| f[m].to_i32_trunc().sext8().min(hi));
+    qs[..8].copy_from_slice(&l[0].or(l[2].shl4()).low_bytes());
+    qs[8..16].copy_from_slice(&l[1].or(l[3].shl4()).low_bytes());
+}
+
+/// The bytes `MIN(hi, (int8_t)f)` of C for 32 floats, in order (the Q5 reference quantizers).
+#[inline(always)]
+fn levels_min_i8<V: F8>(f: [V; 4], hi: i32) -> [u8; QK] {
+    let hi = V::I::splat(hi);
+    let mut out = [0u8; QK];
+    for (o, f) in out.chunks_exact_mut(8).zip(f) {
+        o.copy_from_slice(&f.to_i32_trunc().sext8().min(hi).low_bytes());
+    }
     out
 }
 
@@ -186,12 +190,12 @@ fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
 /// levels `x * (1/d) + (half + 0.5)`. What follows (clamping to the bit width, packing) is the
 /// part where Q4_0 and Q5_0 differ, so the caller does it.
 #[inline(always)]
-fn symmetric_ref_levels(x: &[f32], y: &mut [u8], half: f32) -> [F32x4; 8] {
-    let v = block_vectors(x);
+fn symmetric_ref_levels<V: F8>(x: &[f32], y: &mut [u8], half: f32) -> [V; 4] {
+    let v = block_vectors::<V>(x);
     let d = signed_absmax(x, &v) / -half;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(y, 0, d);
-    let (id, add) = (F32x4::splat(id), F32x4::splat(half + 0.5));
+    let (id, add) = (V::splat(id), V::splat(half + 0.5));
     build(|m| v[m] * id + add)
 }
 
@@ -200,14 +204,14 @@ fn symmetric_ref_levels(x: &[f32], y: &mut [u8], half: f32) -> [F32x4; 8] {
 /// (1/d) + 0.5`. The caller converts them to bytes, which Q4_1 (clamped to 15) and Q5_1 (a
 /// plain `(uint8_t)` cast) do differently, and packs them.
 #[inline(always)]
-fn affine_ref_levels(x: &[f32], y: &mut [u8], nmax: f32) -> [F32x4; 8] {
-    let v = block_vectors(x);
+fn affine_ref_levels<V: F8>(x: &[f32], y: &mut [u8], nmax: f32) -> [V; 4] {
+    let v = block_vectors::<V>(x);
     let (min, max) = min_max(x, &v);
     let d = (max - min) / nmax;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(y, 0, d);
     write_f16(y, 2, min);
-    let (min, id, half) = (F32x4::splat(min), F32x4::splat(id), F32x4::splat(0.5));
+    let (min, id, half) = (V::splat(min), V::splat(id), V::splat(0.5));
     build(|m| (v[m] - min) * id + half)
 }
 
@@ -216,7 +220,8 @@ fn affine_ref_levels(x: &[f32], y: &mut [u8], nmax: f32) -> [F32x4; 8] {
 /// weight)` with ggml's weights `qw[j] * sqrt(sigma2 + x[j]^2)`, writes `d` as the header of the
 /// block's bytes in `out` and hands that block and the levels to `pack`, the one step
 /// where Q4_0 and Q5_0 differ.
-fn qx_blocks(
+#[inline(always)]
+fn qx_blocks<V: F8>(
     src: &[f32],
     qw: &[f32],
     nmax: i32,
@@ -228,7 +233,7 @@ fn qx_blocks(
     for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK)) {
         let w = block_weights(x, qw, sigma2);
         let mut li = [0i8; QK];
-        let d = make_qx_quants(nmax, x, &mut li, Some(&w));
+        let d = make_qx_quants_v::<V>(nmax, x, &mut li, Some(&w));
         write_f16(y, 0, d);
         pack(y, &li.map(|v| v as u8));
     }
@@ -243,7 +248,8 @@ fn qx_blocks(
 /// The blocks are independent, so eight at a time run side by side, one per lane
 /// ([`min_search_lanes`]); a last group of fewer than eight is padded with zero blocks, whose
 /// lanes finish at once and are dropped.
-fn qkx3_blocks(
+#[inline(always)]
+fn qkx3_blocks<V: F8>(
     src: &[f32],
     qw: &[f32],
     nmax: i32,
@@ -251,7 +257,7 @@ fn qkx3_blocks(
     mut pack: impl FnMut(&mut [u8], &[u8; QK]),
 ) {
     const G: usize = 8;
-    let sigma2 = F32x4::splat(row_sigma2(src));
+    let sigma2 = V::splat(row_sigma2(src));
     let nb = src.len() / QK;
     let mut b0 = 0;
     while b0 < nb {
@@ -259,26 +265,17 @@ fn qkx3_blocks(
         let (mut xp, mut qp) = ([0.0f32; G * QK], [0.0f32; G * QK]);
         xp[..n * QK].copy_from_slice(&src[b0 * QK..(b0 + n) * QK]);
         qp[..n * QK].copy_from_slice(&qw[b0 * QK..(b0 + n) * QK]);
-        let xt: Lanes<2, QK> = to_lanes(&xp);
-        let qt: Lanes<2, QK> = to_lanes(&qp);
-        let weights: Lanes<2, QK> =
-            build(|i| build(|v| qt[i][v] * (sigma2 + xt[i][v] * xt[i][v]).sqrt()));
-        let mut lt = [[F32x4::splat(0.0); 2]; QK];
+        let xt: Lanes<V, 1, QK> = to_lanes(&xp);
+        let qt: Lanes<V, 1, QK> = to_lanes(&qp);
+        let weights: Lanes<V, 1, QK> =
+            build(|i| [qt[i][0] * (sigma2 + xt[i][0] * xt[i][0]).sqrt()]);
+        let mut lt = [[V::splat(0.0); 1]; QK];
         let (d, m) = min_search_lanes(nmax, &xt, &weights, QKX3_SEARCH, true, &mut lt);
         let mut l = [0u8; G * QK];
         levels_from_lanes(&lt, &mut l);
-        let (d0, d1, m0, m1) = (
-            d[0].to_array(),
-            d[1].to_array(),
-            m[0].to_array(),
-            m[1].to_array(),
-        );
+        let (d, m): ([f32; G], [f32; G]) = (lanes_to_array(&d), lanes_to_array(&m));
         for k in 0..n {
-            let (d, m) = if k < 4 {
-                (d0[k], m0[k])
-            } else {
-                (d1[k - 4], m1[k - 4])
-            };
+            let (d, m) = (d[k], m[k]);
             let y = out.next().expect("one output block per input block");
             write_f16(y, 0, d);
             write_f16(y, 2, -m);
@@ -330,14 +327,20 @@ impl TypeCodec for Q4_0 {
         const BYTES: usize = 18;
         match imatrix {
             None => {
-                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                    let l = levels_min_i8(symmetric_ref_levels(x, y, 8.0), 15);
-                    pack_nibbles_v(l, &mut y[2..]);
-                }
+                simd8::dispatch!(V => {
+                    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                        pack_q4_ref(symmetric_ref_levels::<V>(x, y, 8.0), 15, &mut y[2..]);
+                    }
+                })
             }
-            Some(qw) => qx_blocks(src, qw, 8, dst.chunks_exact_mut(BYTES), |y, l| {
-                pack_nibbles(l, &mut y[2..])
-            }),
+            Some(qw) => simd8::dispatch!(V => qx_blocks::<V>(
+                src,
+                qw,
+                8,
+                dst.chunks_exact_mut(BYTES),
+                #[inline(always)]
+                |y, l| pack_nibbles(l, &mut y[2..])
+            )),
         }
     }
 
@@ -364,14 +367,20 @@ impl TypeCodec for Q4_1 {
         const BYTES: usize = 20;
         match imatrix {
             None => {
-                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                    let l = levels_min_i8(affine_ref_levels(x, y, 15.0), 15);
-                    pack_nibbles_v(l, &mut y[4..]);
-                }
+                simd8::dispatch!(V => {
+                    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                        pack_q4_ref(affine_ref_levels::<V>(x, y, 15.0), 15, &mut y[4..]);
+                    }
+                })
             }
-            Some(qw) => qkx3_blocks(src, qw, 15, dst.chunks_exact_mut(BYTES), |y, l| {
-                pack_nibbles(l, &mut y[4..])
-            }),
+            Some(qw) => simd8::dispatch!(V => qkx3_blocks::<V>(
+                src,
+                qw,
+                15,
+                dst.chunks_exact_mut(BYTES),
+                #[inline(always)]
+                |y, l| pack_nibbles(l, &mut y[4..])
+            )),
         }
     }
 
@@ -403,12 +412,16 @@ impl TypeCodec for Q5_0 {
         };
         match imatrix {
             None => {
-                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                    let l = bytes32(levels_min_i8(symmetric_ref_levels(x, y, 16.0), 31));
-                    pack(y, &l);
-                }
+                simd8::dispatch!(V => {
+                    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                        let l = levels_min_i8(symmetric_ref_levels::<V>(x, y, 16.0), 31);
+                        pack(y, &l);
+                    }
+                })
             }
-            Some(qw) => qx_blocks(src, qw, 16, dst.chunks_exact_mut(BYTES), pack),
+            Some(qw) => {
+                simd8::dispatch!(V => qx_blocks::<V>(src, qw, 16, dst.chunks_exact_mut(BYTES), pack))
+            }
         }
     }
 
@@ -439,18 +452,17 @@ impl TypeCodec for Q5_1 {
         };
         match imatrix {
             None => {
-                for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
-                    let f = affine_ref_levels(x, y, 31.0);
-                    // quantize_row_q5_1_ref converts with a plain `(uint8_t)`, no clamp to 31.
-                    let t: [I32x4; 8] = build(|m| f[m].to_i32_trunc());
-                    let l = bytes32([
-                        U8x16::from_low_bytes([t[0], t[1], t[2], t[3]]),
-                        U8x16::from_low_bytes([t[4], t[5], t[6], t[7]]),
-                    ]);
-                    pack(y, &l);
-                }
+                simd8::dispatch!(V => {
+                    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(BYTES)) {
+                        // quantize_row_q5_1_ref converts with a plain `(uint8_t)`, no clamp to 31.
+                        let l = levels_u8(affine_ref_levels::<V>(x, y, 31.0));
+                        pack(y, &l);
+                    }
+                })
             }
-            Some(qw) => qkx3_blocks(src, qw, 31, dst.chunks_exact_mut(BYTES), pack),
+            Some(qw) => {
+                simd8::dispatch!(V => qkx3_blocks::<V>(src, qw, 31, dst.chunks_exact_mut(BYTES), pack))
+            }
         }
     }
 
@@ -491,22 +503,27 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for _ in 0..20000 {
-            let x: [f32; QK] =
-                std::array::from_fn(|_| specials[(next() % specials.len() as u64) as usize]);
-            let v = block_vectors(&x);
+        fn check<V: F8>(x: &[f32; QK]) {
+            let v = block_vectors::<V>(x);
             assert_eq!(
-                signed_absmax(&x, &v).to_bits(),
-                signed_absmax_scalar(&x).to_bits(),
+                signed_absmax(x, &v).to_bits(),
+                signed_absmax_scalar(x).to_bits(),
                 "{x:?}"
             );
-            let (a, b) = min_max(&x, &v);
-            let (c, d) = min_max_scalar(&x);
+            let (a, b) = min_max(x, &v);
+            let (c, d) = min_max_scalar(x);
             assert_eq!(
                 (a.to_bits(), b.to_bits()),
                 (c.to_bits(), d.to_bits()),
                 "{x:?}"
             );
+        }
+        for _ in 0..20000 {
+            let x: [f32; QK] =
+                std::array::from_fn(|_| specials[(next() % specials.len() as u64) as usize]);
+            for p in simd8::Path::available() {
+                simd8::with_path(p, || simd8::dispatch!(V => check::<V>(&x)));
+            }
         }
     }
 }

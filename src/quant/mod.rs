@@ -32,10 +32,18 @@ mod q6_k;
 mod q8_0;
 pub mod rounding;
 mod simd;
+pub(crate) mod simd8;
 mod super_block;
 mod tq;
 
 pub use crate::gguf::GgmlType;
+
+/// The SIMD path the dispatched quantizers run (`scalar`, `sse2` or `avx2`): the one `GMAT_SIMD`
+/// names, else the fastest this CPU supports; an error names a `GMAT_SIMD` value that is not a
+/// path or that this CPU cannot run. Every path gives the same bytes.
+pub fn simd_path() -> Result<&'static str, String> {
+    simd8::init_from_env().map(simd8::Path::name)
+}
 
 /// Converts rows of f32 to one ggml type and back.
 ///

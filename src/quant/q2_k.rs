@@ -9,11 +9,11 @@
 //! `qs: [u8; 64]` (see [`pack_2bit`]), `d: f16`, `dmin: f16`.
 
 use super::kquant_search::{
-    levels_from_lanes, make_qp_quants, min_search_lanes, pack_2bit, read_f16, sum_sq, to_lanes,
-    write_f16, Lanes, MinSearch,
+    lanes_to_array, levels_from_lanes, make_qp_quants, min_search_lanes, pack_2bit, read_f16,
+    sum_sq, to_lanes, write_f16, Lanes, MinSearch,
 };
 use super::rounding::nearest_int;
-use super::simd::{self, build, F32x4, I32x4};
+use super::simd8::{self as simd, build, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 use crate::gguf::ggml_type::QK_K;
@@ -24,7 +24,8 @@ const D: usize = 80;
 const DMIN: usize = 82;
 
 /// Port of `quantize_row_q2_K_ref` for one super-block.
-fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
+#[inline(always)]
+fn quantize_block_ref<V: F8>(x: &[f32], y: &mut [u8]) {
     // Sub-block scales and mins are quantized against their maximum with 4 bits.
     const Q4SCALE: f32 = 15.0;
     const SEARCH: MinSearch = MinSearch {
@@ -34,14 +35,14 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
         use_mad: true,
     };
     // The sixteen sub-block searches run side by side, one per lane (`min_search_lanes`).
-    let xt: Lanes<4, 16> = to_lanes(x);
-    let weights: Lanes<4, 16> = build(|i| build(|v| xt[i][v].abs()));
-    let mut lt = [[F32x4::splat(0.0); 4]; 16];
+    let xt: Lanes<V, 2, 16> = to_lanes(x);
+    let weights: Lanes<V, 2, 16> = build(|i| build(|v| xt[i][v].abs()));
+    let mut lt = [[V::splat(0.0); 2]; 16];
     let (sc, mn) = min_search_lanes(3, &xt, &weights, SEARCH, false, &mut lt);
     let mut l = [0u8; QK_K];
     levels_from_lanes(&lt, &mut l);
-    let scales = lanes16(&sc);
-    let mins = lanes16(&mn);
+    let scales: [f32; 16] = lanes_to_array(&sc);
+    let mins: [f32; 16] = lanes_to_array(&mn);
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..16 {
@@ -73,38 +74,39 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
         write_f16(y, DMIN, 0.0);
     }
     y[SCALES..SCALES + 16].copy_from_slice(&sc);
-    requantize(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
+    requantize::<V>(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
     pack_2bit(&l, &mut y[QS..QS + 64]);
 }
 
 /// Port of `quantize_row_q2_K_impl` for one super-block with its importance weights `qw`.
-fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
+#[inline(always)]
+fn quantize_block_impl<V: F8>(x: &[f32], qw: &[f32], y: &mut [u8]) {
     const SEARCH: MinSearch = MinSearch {
         rmin: -0.9,
         rdelta: 0.05,
         nstep: 36,
         use_mad: false,
     };
-    let sigma2 = F32x4::splat(sum_sq(x) / QK_K as f32);
-    let xt: Lanes<4, 16> = to_lanes(x);
-    let qt: Lanes<4, 16> = to_lanes(qw);
-    let zero = F32x4::splat(0.0);
-    let mut weight = [[zero; 4]; 16];
-    let mut sum_w = [zero; 4];
+    let sigma2 = V::splat(sum_sq(x) / QK_K as f32);
+    let xt: Lanes<V, 2, 16> = to_lanes(x);
+    let qt: Lanes<V, 2, 16> = to_lanes(qw);
+    let zero = V::splat(0.0);
+    let mut weight = [[zero; 2]; 16];
+    let mut sum_w = [zero; 2];
     for i in 0..16 {
-        for v in 0..4 {
+        for v in 0..2 {
             let xi = xt[i][v];
             weight[i][v] = qt[i][v] * (sigma2 + xi * xi).sqrt();
             sum_w[v] = sum_w[v] + weight[i][v];
         }
     }
-    let mut lt = [[zero; 4]; 16];
+    let mut lt = [[zero; 2]; 16];
     let (sc, mn) = min_search_lanes(3, &xt, &weight, SEARCH, true, &mut lt);
     let mut l = [0u8; QK_K];
     levels_from_lanes(&lt, &mut l);
-    let scales = lanes16(&sc);
-    let mins = lanes16(&mn);
-    let sw = lanes16(&sum_w);
+    let scales: [f32; 16] = lanes_to_array(&sc);
+    let mins: [f32; 16] = lanes_to_array(&mn);
+    let sw: [f32; 16] = lanes_to_array(&sum_w);
 
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
@@ -115,34 +117,26 @@ fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
     for j in 0..16 {
         y[SCALES + j] = ls[j] | (lm[j] << 4);
     }
-    requantize(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
+    requantize::<V>(x, y, &mut l, read_f16(y, D), read_f16(y, DMIN));
     pack_2bit(&l, &mut y[QS..QS + 64]);
-}
-
-/// The sixteen lanes of four vectors, in order.
-#[inline(always)]
-fn lanes16(v: &[F32x4; 4]) -> [f32; 16] {
-    let mut out = [0.0f32; 16];
-    for (o, v) in out.chunks_exact_mut(4).zip(v) {
-        v.store(o);
-    }
-    out
 }
 
 /// Re-derives the 2-bit levels from the stored (rounded) scales and mins; sub-blocks whose
 /// scale is zero keep the levels of the search.
-fn requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], dm: f32, mm: f32) {
-    let (lo, hi) = (I32x4::splat(0), I32x4::splat(3));
+#[inline(always)]
+fn requantize<V: F8>(x: &[f32], y: &[u8], l: &mut [u8; QK_K], dm: f32, mm: f32) {
+    let (lo, hi) = (V::I::splat(0), V::I::splat(3));
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let sc = y[SCALES + j];
         let d = dm * (sc & 0xF) as f32;
         if d == 0.0 {
             continue;
         }
-        let (m, d) = (F32x4::splat(mm * (sc >> 4) as f32), F32x4::splat(d));
-        let q: [I32x4; 4] =
-            build(|k| simd::nearest_int((F32x4::load(&xs[4 * k..]) + m) / d).clamp(lo, hi));
-        ls.copy_from_slice(&I32x4::low_bytes(q));
+        let (m, d) = (V::splat(mm * (sc >> 4) as f32), V::splat(d));
+        for (q, v) in ls.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            let li = simd::nearest_int((V::load(v) + m) / d).clamp(lo, hi);
+            q.copy_from_slice(&li.low_bytes());
+        }
     }
 }
 
@@ -155,15 +149,24 @@ impl TypeCodec for Q2K {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        let blocks = src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(BLOCK_BYTES));
-        match imatrix {
-            None => blocks.for_each(|(x, y)| quantize_block_ref(x, y)),
-            Some(qw) => blocks
-                .zip(qw.chunks_exact(QK_K))
-                .for_each(|((x, y), qw)| quantize_block_impl(x, qw, y)),
-        }
+        simd::dispatch!(V => {
+            let blocks = src
+                .chunks_exact(QK_K)
+                .zip(dst.chunks_exact_mut(BLOCK_BYTES));
+            // plain loops, not closures: everything here must inline into the dispatched code
+            match imatrix {
+                None => {
+                    for (x, y) in blocks {
+                        quantize_block_ref::<V>(x, y);
+                    }
+                }
+                Some(qw) => {
+                    for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK_K)) {
+                        quantize_block_impl::<V>(x, qw, y);
+                    }
+                }
+            }
+        })
     }
 
     fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {

@@ -11,11 +11,11 @@
 //! and its top 2 bits in byte `8 + j % 4` at bit `2*(j/4)`.
 
 use super::kquant_search::{
-    levels_from_lanes, make_q3_quants_lanes, make_qx_quants, pack_2bit, read_f16, sum_in_order,
-    sum_sq, to_lanes, write_f16, Lanes,
+    lanes_to_array, levels_from_lanes, make_q3_quants_lanes, make_qx_quants_v, pack_2bit, read_f16,
+    sum_in_order, sum_sq, to_lanes, write_f16, Lanes,
 };
 use super::rounding::nearest_int;
-use super::simd::{self, build, F32x4, I32x4};
+use super::simd8::{self as simd, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 use crate::gguf::ggml_type::QK_K;
@@ -44,19 +44,21 @@ fn get_scale(s: &[u8], j: usize) -> i32 {
 
 /// Re-derives the levels (0..=7) from the stored scales, then writes `hmask` and `qs`.
 /// Sub-blocks whose scale is zero keep the levels of the search.
-fn finish_block(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
+#[inline(always)]
+fn finish_block<V: F8>(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
     let d_all = read_f16(y, D);
-    let (lo, hi, four) = (I32x4::splat(-4), I32x4::splat(3), I32x4::splat(4));
+    let (lo, hi, four) = (V::I::splat(-4), V::I::splat(3), V::I::splat(4));
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let d = d_all * get_scale(&y[SCALES..SCALES + 12], j) as f32;
         if d == 0.0 {
             continue;
         }
-        let d = F32x4::splat(d);
-        let q: [I32x4; 4] =
-            build(|k| simd::nearest_int(F32x4::load(&xs[4 * k..]) / d).clamp(lo, hi) + four);
-        for (o, b) in ls.iter_mut().zip(I32x4::low_bytes(q)) {
-            *o = b as i8;
+        let d = V::splat(d);
+        for (q, v) in ls.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            let li = simd::nearest_int(V::load(v) / d).clamp(lo, hi) + four;
+            for (o, b) in q.iter_mut().zip(li.low_bytes()) {
+                *o = b as i8;
+            }
         }
     }
 
@@ -76,18 +78,16 @@ fn finish_block(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
 }
 
 /// Port of `quantize_row_q3_K_ref` for one super-block.
-fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
+#[inline(always)]
+fn quantize_block_ref<V: F8>(x: &[f32], y: &mut [u8]) {
     // The sixteen sub-block fits run side by side, one per lane.
-    let xt: Lanes<4, 16> = to_lanes(x);
-    let mut lt = [[F32x4::splat(0.0); 4]; 16];
+    let xt: Lanes<V, 2, 16> = to_lanes(x);
+    let mut lt = [[V::splat(0.0); 2]; 16];
     let sc = make_q3_quants_lanes(4, &xt, &mut lt);
     let mut lu = [0u8; QK_K];
     levels_from_lanes(&lt, &mut lu);
     let mut l = lu.map(|v| v as i8);
-    let mut scales = [0.0f32; 16];
-    for (s, v) in scales.chunks_exact_mut(4).zip(&sc) {
-        v.store(s);
-    }
+    let scales: [f32; 16] = lanes_to_array(&sc);
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for &s in &scales {
@@ -110,11 +110,12 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     } else {
         write_f16(y, D, 0.0);
     }
-    finish_block(x, y, &mut l);
+    finish_block::<V>(x, y, &mut l);
 }
 
 /// Port of `quantize_row_q3_K_impl` for one super-block with its importance weights `qw`.
-fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
+#[inline(always)]
+fn quantize_block_impl<V: F8>(x: &[f32], qw: &[f32], y: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
@@ -123,18 +124,18 @@ fn quantize_block_impl(x: &[f32], qw: &[f32], y: &mut [u8]) {
         let q = &qw[16 * j..16 * j + 16];
         let weight: [f32; 16] = std::array::from_fn(|i| q[i] * (sigma2 + xs[i] * xs[i]).sqrt());
         sw[j] = sum_in_order(&weight);
-        scales[j] = make_qx_quants(4, xs, ls, Some(&weight));
+        scales[j] = make_qx_quants_v::<V>(4, xs, ls, Some(&weight));
     }
 
     let mut lsc = [0i8; 16];
-    let d_block = make_qx_quants(32, &scales, &mut lsc, Some(&sw));
+    let d_block = make_qx_quants_v::<V>(32, &scales, &mut lsc, Some(&sw));
     let s = &mut y[SCALES..SCALES + 12];
     s.fill(0);
     for (j, &v) in lsc.iter().enumerate() {
         set_scale(s, j, v as u8);
     }
     write_f16(y, D, d_block);
-    finish_block(x, y, &mut l);
+    finish_block::<V>(x, y, &mut l);
 }
 
 /// Q3_K codec.
@@ -146,15 +147,24 @@ impl TypeCodec for Q3K {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        let blocks = src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(BLOCK_BYTES));
-        match imatrix {
-            None => blocks.for_each(|(x, y)| quantize_block_ref(x, y)),
-            Some(qw) => blocks
-                .zip(qw.chunks_exact(QK_K))
-                .for_each(|((x, y), qw)| quantize_block_impl(x, qw, y)),
-        }
+        simd::dispatch!(V => {
+            let blocks = src
+                .chunks_exact(QK_K)
+                .zip(dst.chunks_exact_mut(BLOCK_BYTES));
+            // plain loops, not closures: everything here must inline into the dispatched code
+            match imatrix {
+                None => {
+                    for (x, y) in blocks {
+                        quantize_block_ref::<V>(x, y);
+                    }
+                }
+                Some(qw) => {
+                    for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK_K)) {
+                        quantize_block_impl::<V>(x, qw, y);
+                    }
+                }
+            }
+        })
     }
 
     fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {

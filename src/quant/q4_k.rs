@@ -12,11 +12,11 @@
 //! nibbles of bytes `32k..32k+32`).
 
 use super::kquant_search::{
-    get_scale_min_k4, levels_from_lanes, make_qp_quants, min_search_lanes, read_f16,
-    set_scale_min_k4, sum_sq, to_lanes, write_f16, Lanes, MinSearch,
+    get_scale_min_k4, lanes_to_array, levels_from_lanes, make_qp_quants, min_search_lanes,
+    read_f16, set_scale_min_k4, sum_sq, to_lanes, write_f16, Lanes, MinSearch,
 };
 use super::rounding::nearest_int;
-use super::simd::{self, build, F32x4, I32x4};
+use super::simd8::{self as simd, build, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 pub(super) use crate::gguf::ggml_type::QK_K;
@@ -34,23 +34,27 @@ const QS: usize = 16;
 ///
 /// The eight sub-block searches are independent; they run side by side, one per lane (see
 /// [`min_search_lanes`]).
-pub(super) fn scales_mins_ref(x: &[f32], y: &mut [u8], nmax: i32, search: MinSearch) -> [u8; QK_K] {
-    let xt: Lanes<2, 32> = to_lanes(x);
-    let zero = F32x4::splat(0.0);
-    let mut sum_x2 = [zero; 2];
+#[inline(always)]
+pub(super) fn scales_mins_ref<V: F8>(
+    x: &[f32],
+    y: &mut [u8],
+    nmax: i32,
+    search: MinSearch,
+) -> [u8; QK_K] {
+    let xt: Lanes<V, 1, 32> = to_lanes(x);
+    let zero = V::splat(0.0);
+    let mut sum_x2 = zero;
     for xi in &xt {
-        for v in 0..2 {
-            sum_x2[v] = sum_x2[v] + xi[v] * xi[v];
-        }
+        sum_x2 = sum_x2 + xi[0] * xi[0];
     }
-    let av_x: [F32x4; 2] = build(|v| (sum_x2[v] / F32x4::splat(32.0)).sqrt());
-    let weights: Lanes<2, 32> = build(|i| build(|v| av_x[v] + xt[i][v].abs()));
-    let mut lt = [[zero; 2]; 32];
+    let av_x = (sum_x2 / V::splat(32.0)).sqrt();
+    let weights: Lanes<V, 1, 32> = build(|i| [av_x + xt[i][0].abs()]);
+    let mut lt = [[zero; 1]; 32];
     let (sc, mn) = min_search_lanes(nmax, &xt, &weights, search, false, &mut lt);
     let mut l = [0u8; QK_K];
     levels_from_lanes(&lt, &mut l);
-    let scales = lanes_to_array(&sc);
-    let mins = lanes_to_array(&mn);
+    let scales: [f32; 8] = lanes_to_array(&sc);
+    let mins: [f32; 8] = lanes_to_array(&mn);
 
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
@@ -78,22 +82,16 @@ pub(super) fn scales_mins_ref(x: &[f32], y: &mut [u8], nmax: i32, search: MinSea
     }
     write_f16(y, D, max_scale / 63.0);
     write_f16(y, DMIN, max_min / 63.0);
-    requantize(x, y, &mut l, nmax);
+    requantize::<V>(x, y, &mut l, nmax);
     l
-}
-
-/// The eight lanes of two vectors, in order.
-#[inline(always)]
-fn lanes_to_array(v: &[F32x4; 2]) -> [f32; 8] {
-    let (a, b) = (v[0].to_array(), v[1].to_array());
-    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
 }
 
 /// The scale/min half of `quantize_row_q{4,5}_K_impl` for one super-block with importance
 /// weights `qw`: `make_qkx3_quants` per sub-block (the eight side by side, one per lane), then
 /// `make_qp_quants` for the scales and the mins. `clamp63` is Q5_K's extra `MIN(63, ...)` on
 /// the quantized scales (Q4_K stores them as they come).
-pub(super) fn scales_mins_impl(
+#[inline(always)]
+pub(super) fn scales_mins_impl<V: F8>(
     x: &[f32],
     qw: &[f32],
     y: &mut [u8],
@@ -106,26 +104,24 @@ pub(super) fn scales_mins_impl(
         nstep: 36,
         use_mad: false,
     };
-    let sigma2 = F32x4::splat(2.0 * sum_sq(x) / QK_K as f32);
-    let xt: Lanes<2, 32> = to_lanes(x);
-    let qt: Lanes<2, 32> = to_lanes(qw);
-    let zero = F32x4::splat(0.0);
-    let mut weights = [[zero; 2]; 32];
-    let mut sum_w = [zero; 2];
+    let sigma2 = V::splat(2.0 * sum_sq(x) / QK_K as f32);
+    let xt: Lanes<V, 1, 32> = to_lanes(x);
+    let qt: Lanes<V, 1, 32> = to_lanes(qw);
+    let zero = V::splat(0.0);
+    let mut weights = [[zero; 1]; 32];
+    let mut sum_w = [zero; 1];
     for i in 0..32 {
-        for v in 0..2 {
-            let xi = xt[i][v];
-            weights[i][v] = qt[i][v] * (sigma2 + xi * xi).sqrt();
-            sum_w[v] = sum_w[v] + weights[i][v];
-        }
+        let xi = xt[i][0];
+        weights[i][0] = qt[i][0] * (sigma2 + xi * xi).sqrt();
+        sum_w[0] = sum_w[0] + weights[i][0];
     }
-    let mut lt = [[zero; 2]; 32];
+    let mut lt = [[zero; 1]; 32];
     let (sc, mn) = min_search_lanes(nmax, &xt, &weights, SEARCH, true, &mut lt);
     let mut l = [0u8; QK_K];
     levels_from_lanes(&lt, &mut l);
-    let scales = lanes_to_array(&sc);
-    let mins = lanes_to_array(&mn);
-    let sw = lanes_to_array(&sum_w);
+    let scales: [f32; 8] = lanes_to_array(&sc);
+    let mins: [f32; 8] = lanes_to_array(&mn);
+    let sw: [f32; 8] = lanes_to_array(&sum_w);
 
     let mut lsc = [0u8; 8];
     let mut lmn = [0u8; 8];
@@ -141,29 +137,28 @@ pub(super) fn scales_mins_impl(
     }
     write_f16(y, D, d_block);
     write_f16(y, DMIN, m_block);
-    requantize(x, y, &mut l, nmax);
+    requantize::<V>(x, y, &mut l, nmax);
     l
 }
 
 /// Re-derives the levels (0..=nmax) from the stored scales and mins; sub-blocks whose scale is
 /// zero keep the levels of the search.
-fn requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], nmax: i32) {
+#[inline(always)]
+fn requantize<V: F8>(x: &[f32], y: &[u8], l: &mut [u8; QK_K], nmax: i32) {
     let d_all = read_f16(y, D);
     let dmin = read_f16(y, DMIN);
-    let (lo, hi) = (I32x4::splat(0), I32x4::splat(nmax));
+    let (lo, hi) = (V::I::splat(0), V::I::splat(nmax));
     for (j, (xs, ls)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
         let (sc, m) = get_scale_min_k4(j, &y[SCALES..SCALES + 12]);
         let d = d_all * sc as f32;
         if d == 0.0 {
             continue;
         }
-        let dm = F32x4::splat(dmin * m as f32);
-        let d = F32x4::splat(d);
-        for (q, v) in ls.chunks_exact_mut(4).zip(xs.chunks_exact(4)) {
-            let li = simd::nearest_int((F32x4::load(v) + dm) / d).clamp(lo, hi);
-            for (q, li) in q.iter_mut().zip(li.to_array()) {
-                *q = li as u8;
-            }
+        let dm = V::splat(dmin * m as f32);
+        let d = V::splat(d);
+        for (q, v) in ls.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            let li = simd::nearest_int((V::load(v) + dm) / d).clamp(lo, hi);
+            q.copy_from_slice(&li.low_bytes());
         }
     }
 }
@@ -186,6 +181,17 @@ impl TypeCodec for Q4K {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+        simd::dispatch!(V => quantize_row_v::<V>(src, imatrix, dst))
+    }
+
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        dequantize_row(src, dst)
+    }
+}
+
+#[inline(always)]
+fn quantize_row_v<V: F8>(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    {
         // make_qkx2_quants tuning of quantize_row_q4_K_ref.
         const SEARCH: MinSearch = MinSearch {
             rmin: -1.0,
@@ -199,20 +205,22 @@ impl TypeCodec for Q4K {
         match imatrix {
             None => {
                 for (x, y) in blocks {
-                    let l = scales_mins_ref(x, y, 15, SEARCH);
+                    let l = scales_mins_ref::<V>(x, y, 15, SEARCH);
                     pack_qs(&l, &mut y[QS..]);
                 }
             }
             Some(qw) => {
                 for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK_K)) {
-                    let l = scales_mins_impl(x, qw, y, 15, false);
+                    let l = scales_mins_impl::<V>(x, qw, y, 15, false);
                     pack_qs(&l, &mut y[QS..]);
                 }
             }
         }
     }
+}
 
-    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+    {
         for (y, out) in src
             .chunks_exact(BLOCK_BYTES)
             .zip(dst.chunks_exact_mut(QK_K))

@@ -11,6 +11,7 @@
 
 use super::kquant_search::{get_scale_min_k4, read_f16, MinSearch};
 use super::q4_k::{scales_mins_impl, scales_mins_ref, D, DMIN, QK_K, SCALES};
+use super::simd8::{self as simd, F8};
 use super::{GgmlType, TypeCodec};
 
 const BLOCK_BYTES: usize = 176;
@@ -47,6 +48,17 @@ impl TypeCodec for Q5K {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+        simd::dispatch!(V => quantize_row_v::<V>(src, imatrix, dst))
+    }
+
+    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+        dequantize_row(src, dst)
+    }
+}
+
+#[inline(always)]
+fn quantize_row_v<V: F8>(src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
+    {
         // make_qkx2_quants tuning of quantize_row_q5_K_ref.
         const SEARCH: MinSearch = MinSearch {
             rmin: -0.5,
@@ -60,20 +72,22 @@ impl TypeCodec for Q5K {
         match imatrix {
             None => {
                 for (x, y) in blocks {
-                    let l = scales_mins_ref(x, y, 31, SEARCH);
+                    let l = scales_mins_ref::<V>(x, y, 31, SEARCH);
                     pack(&l, y);
                 }
             }
             Some(qw) => {
                 for ((x, y), qw) in blocks.zip(qw.chunks_exact(QK_K)) {
-                    let l = scales_mins_impl(x, qw, y, 31, true);
+                    let l = scales_mins_impl::<V>(x, qw, y, 31, true);
                     pack(&l, y);
                 }
             }
         }
     }
+}
 
-    fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {
+fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+    {
         for (y, out) in src
             .chunks_exact(BLOCK_BYTES)
             .zip(dst.chunks_exact_mut(QK_K))

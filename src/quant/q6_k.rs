@@ -11,8 +11,9 @@
 //! its low 4 bits in nibble `k / 2` of `ql[i + 32*(k % 2)]` and its top 2 bits at bit `2k` of
 //! `qh[i]`.
 
-use super::kquant_search::{make_qx_quants, read_f16, write_f16, GROUP_MAX_EPS};
+use super::kquant_search::{make_qx_quants_v, read_f16, write_f16, GROUP_MAX_EPS};
 use super::rounding::nearest_int;
+use super::simd8::{self as simd, F8, I8};
 use super::{GgmlType, TypeCodec};
 
 use crate::gguf::ggml_type::QK_K;
@@ -23,14 +24,15 @@ const SCALES: usize = 192;
 const D: usize = 208;
 
 /// One super-block; `qw` are its importance weights (`None`: the `_ref` quantizer).
-fn quantize_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
+#[inline(always)]
+fn quantize_block<V: F8>(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0.0f32; 16];
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
     for (ib, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let w = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(32, xs, ls, w);
+        let scale = make_qx_quants_v::<V>(32, xs, ls, w);
         scales[ib] = scale;
         let abs_scale = scale.abs();
         if abs_scale > max_abs_scale {
@@ -53,13 +55,18 @@ fn quantize_block(x: &[f32], qw: Option<&[f32]>, y: &mut [u8]) {
     }
 
     let d_all = read_f16(y, D);
+    let (lo, hi, off) = (V::I::splat(-32), V::I::splat(31), V::I::splat(32));
     for (j, (xs, ls)) in x.chunks_exact(16).zip(l.chunks_exact_mut(16)).enumerate() {
         let d = d_all * (y[SCALES + j] as i8) as f32;
         if d == 0.0 {
             continue;
         }
-        for (q, &v) in ls.iter_mut().zip(xs) {
-            *q = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
+        let d = V::splat(d);
+        for (q, v) in ls.chunks_exact_mut(8).zip(xs.chunks_exact(8)) {
+            let li = simd::nearest_int(V::load(v) / d).clamp(lo, hi) + off;
+            for (q, b) in q.iter_mut().zip(li.low_bytes()) {
+                *q = b as i8;
+            }
         }
     }
 
@@ -84,14 +91,16 @@ impl TypeCodec for Q6K {
     }
 
     fn quantize_row(&self, src: &[f32], imatrix: Option<&[f32]>, dst: &mut [u8]) {
-        for (b, (x, y)) in src
-            .chunks_exact(QK_K)
-            .zip(dst.chunks_exact_mut(BLOCK_BYTES))
-            .enumerate()
-        {
-            let qw = imatrix.map(|w| &w[QK_K * b..QK_K * (b + 1)]);
-            quantize_block(x, qw, y);
-        }
+        simd::dispatch!(V => {
+            for (b, (x, y)) in src
+                .chunks_exact(QK_K)
+                .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+                .enumerate()
+            {
+                let qw = imatrix.map(|w| &w[QK_K * b..QK_K * (b + 1)]);
+                quantize_block::<V>(x, qw, y);
+            }
+        })
     }
 
     fn dequantize_row(&self, src: &[u8], dst: &mut [f32]) {

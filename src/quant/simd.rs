@@ -1,4 +1,6 @@
-//! Four-lane f32/i32 vectors for the quantizer searches.
+//! Four-lane f32/i32 vectors for the quantizers that are not dispatched per CPU (the low-bit
+//! IQ/TQ/FP4 types and the legacy `_ref` paths; the hot quantizers use the eight-lane,
+//! runtime-dispatched [`super::simd8`]).
 //!
 //! Every operation is the IEEE single-precision operation of the scalar code, applied to each
 //! lane independently (SSE2 `addps` is four `addss`), so a lane computes bit for bit what the
@@ -57,10 +59,6 @@ mod imp {
         pub fn div(self, o: Self) -> Self {
             unsafe { F32x4(_mm_div_ps(self.0, o.0)) }
         }
-        #[inline(always)]
-        pub fn sqrt(self) -> Self {
-            unsafe { F32x4(_mm_sqrt_ps(self.0)) }
-        }
         /// Lane mask (all ones / all zeros) of `self >= o`; false for NaN.
         #[inline(always)]
         pub fn ge(self, o: Self) -> Self {
@@ -75,11 +73,6 @@ mod imp {
         #[inline(always)]
         pub fn lt(self, o: Self) -> Self {
             unsafe { F32x4(_mm_cmplt_ps(self.0, o.0)) }
-        }
-        /// Lane mask of `self == o`; false for NaN.
-        #[inline(always)]
-        pub fn eq(self, o: Self) -> Self {
-            unsafe { F32x4(_mm_cmpeq_ps(self.0, o.0)) }
         }
         /// Lane mask of `self` being NaN.
         #[inline(always)]
@@ -98,15 +91,6 @@ mod imp {
         #[inline(always)]
         pub fn andnot(self, o: Self) -> Self {
             unsafe { F32x4(_mm_andnot_ps(self.0, o.0)) }
-        }
-        #[inline(always)]
-        pub fn xor(self, o: Self) -> Self {
-            unsafe { F32x4(_mm_xor_ps(self.0, o.0)) }
-        }
-        /// `self < o ? self : o` per lane (`minps`; only used on lanes known not to be NaN).
-        #[inline(always)]
-        pub fn min(self, o: Self) -> Self {
-            unsafe { F32x4(_mm_min_ps(self.0, o.0)) }
         }
         /// `self > o ? self : o` per lane (`maxps`; only used on lanes known not to be NaN).
         #[inline(always)]
@@ -161,39 +145,10 @@ mod imp {
             }
         }
         #[inline(always)]
-        pub fn splat(v: u8) -> Self {
-            unsafe { U8x16(_mm_set1_epi8(v as i8)) }
-        }
-        #[inline(always)]
         pub fn to_array(self) -> [u8; 16] {
             let mut out = [0u8; 16];
             unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, self.0) };
             out
-        }
-        /// C's `MIN(hi, (int8_t)b)` stored back into a byte, per byte (`hi` >= 0).
-        #[inline(always)]
-        pub fn min_i8(self, hi: Self) -> Self {
-            unsafe {
-                let gt = _mm_cmpgt_epi8(self.0, hi.0);
-                U8x16(_mm_or_si128(
-                    _mm_and_si128(gt, hi.0),
-                    _mm_andnot_si128(gt, self.0),
-                ))
-            }
-        }
-        /// `b << 4` per byte (high bits dropped).
-        #[inline(always)]
-        pub fn shl4(self) -> Self {
-            unsafe {
-                U8x16(_mm_and_si128(
-                    _mm_slli_epi16::<4>(self.0),
-                    _mm_set1_epi8(0xf0u8 as i8),
-                ))
-            }
-        }
-        #[inline(always)]
-        pub fn or(self, o: Self) -> Self {
-            unsafe { U8x16(_mm_or_si128(self.0, o.0)) }
         }
     }
 
@@ -307,10 +262,6 @@ mod imp {
             F32x4(lanes!(self.0, |i| self.0[i] / o.0[i]))
         }
         #[inline(always)]
-        pub fn sqrt(self) -> Self {
-            F32x4(lanes!(self.0, |i| self.0[i].sqrt()))
-        }
-        #[inline(always)]
         pub fn ge(self, o: Self) -> Self {
             F32x4(lanes!(self.0, |i| m(self.0[i] >= o.0[i])))
         }
@@ -321,10 +272,6 @@ mod imp {
         #[inline(always)]
         pub fn lt(self, o: Self) -> Self {
             F32x4(lanes!(self.0, |i| m(self.0[i] < o.0[i])))
-        }
-        #[inline(always)]
-        pub fn eq(self, o: Self) -> Self {
-            F32x4(lanes!(self.0, |i| m(self.0[i] == o.0[i])))
         }
         #[inline(always)]
         pub fn is_nan(self) -> Self {
@@ -347,20 +294,6 @@ mod imp {
             F32x4(lanes!(self.0, |i| f32::from_bits(
                 !self.0[i].to_bits() & o.0[i].to_bits()
             )))
-        }
-        #[inline(always)]
-        pub fn xor(self, o: Self) -> Self {
-            F32x4(lanes!(self.0, |i| f32::from_bits(
-                self.0[i].to_bits() ^ o.0[i].to_bits()
-            )))
-        }
-        #[inline(always)]
-        pub fn min(self, o: Self) -> Self {
-            F32x4(lanes!(self.0, |i| if self.0[i] < o.0[i] {
-                self.0[i]
-            } else {
-                o.0[i]
-            }))
         }
         #[inline(always)]
         pub fn max(self, o: Self) -> Self {
@@ -407,30 +340,8 @@ mod imp {
             U8x16(std::array::from_fn(|i| v[i / 4].0[i % 4] as u8))
         }
         #[inline(always)]
-        pub fn splat(v: u8) -> Self {
-            U8x16([v; 16])
-        }
-        #[inline(always)]
         pub fn to_array(self) -> [u8; 16] {
             self.0
-        }
-        #[inline(always)]
-        pub fn min_i8(self, hi: Self) -> Self {
-            U8x16(std::array::from_fn(|i| {
-                if self.0[i] as i8 > hi.0[i] as i8 {
-                    hi.0[i]
-                } else {
-                    self.0[i]
-                }
-            }))
-        }
-        #[inline(always)]
-        pub fn shl4(self) -> Self {
-            U8x16(self.0.map(|b| b << 4))
-        }
-        #[inline(always)]
-        pub fn or(self, o: Self) -> Self {
-            U8x16(std::array::from_fn(|i| self.0[i] | o.0[i]))
         }
     }
 
@@ -482,18 +393,10 @@ mod imp {
 pub use imp::{F32x4, I32x4, U8x16};
 
 impl F32x4 {
-    pub const LANES: usize = 4;
-
     /// The first four values of `s`.
     #[inline(always)]
     pub fn load(s: &[f32]) -> Self {
         F32x4::from_array([s[0], s[1], s[2], s[3]])
-    }
-
-    /// Writes the lanes to the first four values of `s`.
-    #[inline(always)]
-    pub fn store(self, s: &mut [f32]) {
-        s[..4].copy_from_slice(&self.to_array());
     }
 
     /// `mask ? a : b` per lane (`mask` lanes all ones or all zeros).
@@ -502,36 +405,11 @@ impl F32x4 {
         mask.and(a).or(mask.andnot(b))
     }
 
-    /// `-self` (flips the sign bit, as C's unary minus: `-(+0.0)` is `-0.0`).
-    #[inline(always)]
-    pub fn neg(self) -> Self {
-        self.xor(F32x4::splat(-0.0))
-    }
-
-    /// A mask with every lane set.
-    #[inline(always)]
-    pub fn all_set() -> Self {
-        F32x4::splat(f32::from_bits(u32::MAX))
-    }
-
-    /// `!mask`.
-    #[inline(always)]
-    pub fn not(self) -> Self {
-        self.andnot(F32x4::all_set())
-    }
-
     /// The largest lane in every lane (lanes not NaN; which of two equal zeros is unspecified).
     #[inline(always)]
     pub fn hmax(self) -> Self {
         let t = self.max(self.swap_halves());
         t.max(t.swap_pairs())
-    }
-
-    /// The smallest lane in every lane (lanes not NaN; which of two equal zeros is unspecified).
-    #[inline(always)]
-    pub fn hmin(self) -> Self {
-        let t = self.min(self.swap_halves());
-        t.min(t.swap_pairs())
     }
 
     /// `|self|` (clears the sign bit, as `fabsf`).
@@ -556,19 +434,6 @@ impl I32x4 {
     }
 }
 
-/// `nearest_int(f).clamp(lo, hi)` as a float, for lanes with `|f| < 2^22` (not NaN).
-///
-/// In that range ggml's magic-number `nearest_int` is round-to-nearest-even, which
-/// `(f + 1.5*2^23) - 1.5*2^23` computes exactly in f32 (the sum lies in [2^23, 2^24), where
-/// the spacing is 1, and the difference is an exact integer, never -0.0); the clamp of an
-/// integer-valued float is then exact too. Cheaper than [`nearest_int`] plus an integer clamp
-/// (SSE2 has no 32-bit integer min/max).
-#[inline(always)]
-pub fn round_clamp_small(f: F32x4, lo: F32x4, hi: F32x4) -> F32x4 {
-    let magic = F32x4::splat(12582912.0);
-    ((f + magic) - magic).max(lo).min(hi)
-}
-
 /// `(int)roundf(r)` of C per lane as the reference build executes it: `roundf` rounds half
 /// away from zero, and the conversion is `cvttss2si` (`i32::MIN` for NaN and out of range).
 ///
@@ -584,15 +449,6 @@ pub fn round_to_i32(r: F32x4) -> I32x4 {
     let down = F32x4::splat(-0.5).ge(frac) & small;
     // masks are -1 per set lane
     t - up.to_bits() + down.to_bits()
-}
-
-/// ggml's `nearest_int` per lane (see [`super::rounding::nearest_int`]).
-#[inline(always)]
-pub fn nearest_int(f: F32x4) -> I32x4 {
-    f.add(F32x4::splat(12582912.0))
-        .to_bits()
-        .and(I32x4::splat(0x007f_ffff))
-        .sub(I32x4::splat(0x0040_0000))
 }
 
 /// `[f(0), f(1), ..., f(N-1)]`, calling `f` in index order. A plain loop that always inlines:
@@ -655,11 +511,6 @@ mod tests {
             0b0100
         );
         assert_eq!(s(a.abs()), av.map(|v: f32| v.abs().to_bits()));
-        let x = F32x4::from_array([2.5, -3.5, 1e30, f32::INFINITY]);
-        assert_eq!(
-            nearest_int(x).to_array(),
-            [2.5f32, -3.5, 1e30, f32::INFINITY].map(rounding::nearest_int)
-        );
         let c = I32x4::splat(7).clamp(I32x4::splat(0), I32x4::splat(3));
         assert_eq!(c.to_array(), [3; 4]);
         let big = [
@@ -706,10 +557,5 @@ mod tests {
                 assert_eq!(*t, rounding::c_float_to_int(v.round()), "{v}");
             }
         }
-        let u =
-            U8x16::from_low_bytes([i, I32x4::splat(0x1234), I32x4::splat(-2), I32x4::splat(256)]);
-        let m = u.min_i8(U8x16::splat(15)).to_array();
-        assert_eq!(m[..5], [0xff, 0xff, 0x80, 15, 15]);
-        assert_eq!(u.shl4().to_array()[..5], [0xf0, 0xf0, 0, 0xf0, 0x40]);
     }
 }
