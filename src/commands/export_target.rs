@@ -128,7 +128,7 @@ impl Targeted {
             ),
             Budget::Bpw(b) => format!(
                 "target {b} bits per weight: {:.4} bits per weight, {} of tensor data",
-                bpw(&self.plan),
+                self.plan.bits_per_weight(),
                 human_bytes(self.used_bytes)
             ),
         };
@@ -139,19 +139,6 @@ impl Targeted {
             self.total_error
         )
     }
-}
-
-/// Bits per weight of a plan's tensor data.
-pub fn bpw(plan: &ExportPlan) -> f64 {
-    let n: u64 = plan
-        .tensors
-        .iter()
-        .map(|t| t.dims.iter().product::<u64>())
-        .sum();
-    if n == 0 {
-        return 0.0;
-    }
-    plan.data_bytes() as f64 * 8.0 / n as f64
 }
 
 /// Bytes of all files of `plan` (headers, padding and data; every shard).
@@ -204,11 +191,7 @@ pub fn search(
         .clone()
         .unwrap_or_else(|| budget::default_candidates(has_imatrix));
     let explicit = target.candidates.is_some();
-    let n_elements: u64 = provisional
-        .tensors
-        .iter()
-        .map(|t| t.dims.iter().product::<u64>())
-        .sum();
+    let n_elements = provisional.n_elements();
     // The budget's mean bits per weight: default candidates far below it are not measured.
     let target_bpw = match target.budget {
         Budget::Bpw(x) => x,
@@ -571,7 +554,7 @@ pub fn write_report(
         "file_type": plan.file_type.name,
         "tensor_data_bytes": plan.data_bytes(),
         "file_bytes": file_bytes(plan, input.limits)?,
-        "bits_per_weight": bpw(plan),
+        "bits_per_weight": plan.bits_per_weight(),
         "total_error": total_error,
         "error": "relative importance-weighted squared error of each tensor: sum w_j (x_j - q_j)^2 / sum w_j x_j^2 over sampled rows (w = imatrix, else 1)",
         "tensors": rows,

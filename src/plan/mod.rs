@@ -201,13 +201,26 @@ impl ExportPlan {
         self.tensors.iter().map(|t| t.n_bytes).sum()
     }
 
+    /// Number of values of all tensors.
+    pub fn n_elements(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.dims.iter().product::<u64>())
+            .sum()
+    }
+
+    /// Bits per weight of the tensor data (what llama.cpp prints as BPW).
+    pub fn bits_per_weight(&self) -> f64 {
+        match self.n_elements() {
+            0 => 0.0,
+            n => self.data_bytes() as f64 * 8.0 / n as f64,
+        }
+    }
+
     /// Human-readable table for `--dry-run`.
     pub fn describe(&self) -> String {
         let mut s = String::new();
-        let mut n_elements = 0u64;
         for t in &self.tensors {
-            let n: u64 = t.dims.iter().product();
-            n_elements += n;
             let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 s,
@@ -219,19 +232,13 @@ impl ExportPlan {
                 t.source.describe()
             );
         }
-        let bytes = self.data_bytes();
-        let bpw = if n_elements > 0 {
-            bytes as f64 * 8.0 / n_elements as f64
-        } else {
-            0.0
-        };
         let _ = writeln!(
             s,
             "{} tensors, {} elements, {:.2} MiB of tensor data, {:.2} bits per weight, file type {}",
             self.tensors.len(),
-            n_elements,
-            bytes as f64 / (1 << 20) as f64,
-            bpw,
+            self.n_elements(),
+            self.data_bytes() as f64 / (1 << 20) as f64,
+            self.bits_per_weight(),
             self.file_type
         );
         s
