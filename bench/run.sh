@@ -27,6 +27,10 @@
 #   export of a fine-tune sharing half its tensors with the base (bench/make_finetune.py,
 #   imported with --base) after the base was exported, vs the same export with --no-cache;
 #   Q4_K_M,Q5_K_M,Q6_K,Q8_0 in one pass vs four separate exports (both --no-cache).
+# and budget profiles (issue 19), each against the plain Q4_K_M export (--no-cache):
+#   a first targeted export (--target-size 90% of the Q4_K_M file, a cold cache of its own, so
+#   every candidate type of every tensor is measured), then a second target (80%) on the same
+#   model, which reuses the measurements.
 # BENCH_REUSE_ONLY=1 skips everything but these cases (and the import they need).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -98,6 +102,15 @@ for t in Q5_K_M Q6_K Q8_0; do cmp -s "$W/sep-$t.gguf" "$W/profiles/"*"-$t.gguf" 
 cmp -s "$W/full-q4_k_m.gguf" "$W/profiles/"*"-Q4_K_M.gguf" && same=$((same + 1))
 echo "one pass vs separate exports: $same of 4 files identical"
 
+# --- budget profiles: targeted exports, measurements in a cache of their own (cold at first) ---
+q4size=$(stat -c %s "$W/full-q4_k_m.gguf")
+rm -rf "$W/cache-target"
+GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, first" "$GMAT" export -q --model "$W/store" \
+  --target-size $((q4size * 9 / 10)) --report "$W/target1.json" -o "$W/target1.gguf"
+GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, second" "$GMAT" export -q --model "$W/store" \
+  --target-size $((q4size * 8 / 10)) --report "$W/target2.json" -o "$W/target2.gguf"
+echo "targeted files: $(stat -c %s "$W/target1.gguf") <= $((q4size * 9 / 10)), $(stat -c %s "$W/target2.gguf") <= $((q4size * 8 / 10)) bytes"
+
 echo
 get() { awk -F'\t' -v n="$1" -v c="$2" '$1==n {print $c}' "$RES"; }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && echo "scale=2; $1 / $2" | bc || echo "n/a"; }
@@ -119,6 +132,11 @@ echo "reuse (gmat time / gmat baseline time; targets in issue 15):"
 echo "  re-export after one type change / full Q4_K_M export: $(ratio "$one" "$full") (target <= 0.10)"
 echo "  fine-tune sharing half with an exported base / full: $(ratio "$ftc" "$ftf") (target <= 0.60)"
 echo "  4 profiles in one pass / 4 separate exports ($sep s): $(ratio "$pass" "$sep") (target <= 0.80)"
+t1=$(get "gmat export --target-size, first" 2); t2=$(get "gmat export --target-size, second" 2)
+echo "budget profiles (gmat time / full Q4_K_M export; targets in issue 19):"
+echo "  first targeted export / Q4_K_M export: $(ratio "$t1" "$full") (target <= 2.5)"
+echo "  second target on the same model / Q4_K_M export: $(ratio "$t2" "$full") (target <= 1.2)"
+echo "  peak RSS (MiB): first target $(( $(get "gmat export --target-size, first" 4) / 1024 )), second $(( $(get "gmat export --target-size, second" 4) / 1024 ))"
 echo "  peak RSS (MiB): full Q4_K_M $(( $(get "gmat export Q4_K_M --no-cache" 4) / 1024 )), re-export $(( $(get "gmat re-export, one type changed" 4) / 1024 )), fine-tune cached $(( $(get "gmat export fine-tune, base cached" 4) / 1024 )), 4 profiles one pass $(( $(get "gmat export 4 profiles one pass" 4) / 1024 ))"
 if [ -f "$W/gmat-q4_k_m.gguf" ] && command -v llama-simple > /dev/null; then
   # The weights are random, so the text is noise: this checks that llama.cpp loads and runs it.

@@ -56,7 +56,7 @@ fn kit_models_match_the_converter() {
         ("bert-tiny", "F32"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let hf = kit.join(name).join("hf");
+        let hf = kit_model_folder(&kit, name, dir.path());
         gmat_ok(&["import", "-q", "--model", s(&hf), "-o", s(dir.path())]);
         let out = dir.path().join("out.gguf");
         gmat_ok(&[
@@ -273,7 +273,7 @@ fn kit_vision_projector_matches_the_converter() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let hf = kit.join("kimivl-tiny/hf");
+    let hf = kit_model_folder(&kit, "kimivl-tiny", dir.path());
     gmat_ok(&["import", "-q", "--model", s(&hf), "-o", s(dir.path())]);
     let out = dir.path().join("kimi.gguf");
     let dry = gmat_ok(&[

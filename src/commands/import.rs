@@ -252,20 +252,23 @@ pub fn gguf_model_name(path: &Path) -> String {
     }
 }
 
-/// The model's display name: its folder name (the parent's for a folder called `hf`).
+/// The model's display name: its folder's name as given on the command line, as
+/// `convert_hf_to_gguf.py` takes `dir_model.name` (a symlink keeps its own name, and a folder
+/// called `hf` is "hf"). A path without a name of its own (`.`, `..`) is resolved first.
 pub fn model_name(path: &Path) -> String {
-    let dir = if path.is_file() {
-        path.parent().unwrap_or(path)
-    } else {
-        path
+    let dir = match path.parent() {
+        Some(p) if path.is_file() && p.as_os_str().is_empty() => Path::new("."),
+        Some(p) if path.is_file() => p,
+        _ => path,
     };
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    match name(&dir) {
-        Some(n) if n == "hf" => dir.parent().and_then(name).unwrap_or(n),
-        Some(n) => n,
-        None => "model".into(),
-    }
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+    };
+    name(dir)
+        .or_else(|| std::fs::canonicalize(dir).ok().as_deref().and_then(name))
+        .unwrap_or_else(|| "model".into())
 }
 
 fn generate(model: &HfModel, path: &Path) -> Result<()> {
@@ -314,4 +317,27 @@ fn generate(model: &HfModel, path: &Path) -> Result<()> {
     let r: Vec<String> = ranks.iter().map(|(k, v)| format!("{k}-D: {v}")).collect();
     println!("ranks:          {}", r.join(", "));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_name;
+
+    #[test]
+    fn model_name_is_the_folder_name_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let hf = dir.path().join("SmolLM2").join("hf");
+        std::fs::create_dir_all(&hf).unwrap();
+        std::fs::write(hf.join("model.safetensors"), b"").unwrap();
+        // the converter's `dir_model.name`: "hf", not the parent's name
+        assert_eq!(model_name(&hf), "hf");
+        assert_eq!(model_name(&hf.join("model.safetensors")), "hf");
+        assert_eq!(model_name(&hf.join("..")), "SmolLM2");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("my-model");
+            std::os::unix::fs::symlink(&hf, &link).unwrap();
+            assert_eq!(model_name(&link), "my-model");
+        }
+    }
 }

@@ -457,3 +457,16 @@ pub fn digest_diffs(
     }
     diffs
 }
+
+/// The kit model's `hf/` folder as the converter saw it: through a symlink named after the model
+/// (`DIR/NAME -> kit/NAME/hf`), the way the kit's expected files were made, so that
+/// `general.name` (from the folder's name) is the expected file's.
+#[cfg(unix)]
+#[allow(dead_code)] // not every test binary uses it
+pub fn kit_model_folder(kit: &Path, name: &str, dir: &Path) -> PathBuf {
+    let link = dir.join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(kit.join(name).join("hf"), &link).unwrap();
+    }
+    link
+}
