@@ -334,3 +334,66 @@ fn target_options_are_checked() {
     assert!(err.contains("Q9_K"), "{err}");
     assert!(!out.exists());
 }
+
+/// A store imported from a float GGUF is searched the same way, over llama-quantize's plans of
+/// that GGUF: budgets are kept and the generated config reproduces the file.
+#[test]
+fn a_store_imported_from_a_float_gguf_is_targeted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf_store = wide_store(dir.path());
+    let f32_gguf = dir.path().join("wide-F32.gguf");
+    gmat_ok(&[
+        "export",
+        "-q",
+        "-m",
+        s(&hf_store),
+        "--type",
+        "F32",
+        "-o",
+        s(&f32_gguf),
+    ]);
+    let g = dir.path().join("from-gguf");
+    gmat_ok(&["import", "-q", "--model", s(&f32_gguf), "-o", s(&g)]);
+    let store = g.join("model.gmat");
+    budgets_are_kept(&store, &g);
+
+    let a = g.join("a.gguf");
+    let b = g.join("b.gguf");
+    let cfg = g.join("budget.json");
+    gmat_ok(&[
+        "export",
+        "-q",
+        "-m",
+        s(&store),
+        "--target-bpw",
+        "5.0",
+        "-o",
+        s(&a),
+    ]);
+    gmat_ok(&[
+        "export",
+        "-q",
+        "-m",
+        s(&store),
+        "--target-bpw",
+        "5.0",
+        "--generate-config",
+        s(&cfg),
+    ]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"_error:blk.0.ffn_down.weight\""), "{text}");
+    gmat_ok(&[
+        "export",
+        "-q",
+        "-m",
+        s(&store),
+        "--config",
+        s(&cfg),
+        "-o",
+        s(&b),
+    ]);
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "exporting the generated config must give the same bytes"
+    );
+}

@@ -199,14 +199,41 @@ pub fn run(args: ExportArgs) -> Result<()> {
         ..Quantization::default()
     };
     if store.is_gguf() {
-        if args.target_size.is_some()
-            || args.target_bpw.is_some()
-            || config.quantization.target.is_some()
-            || args.report.is_some()
-        {
-            bail!("--target-size, --target-bpw and --report need a store imported from safetensors; this one was imported from a GGUF");
-        }
-        let plans = gguf_plans(&args, &store, &config, imatrix.as_ref(), &kv_overrides)?;
+        let target = export_target::target_from(
+            args.target_size.as_deref(),
+            args.target_bpw,
+            config.quantization.target.as_ref(),
+        )?;
+        let limits = split_limits(&args, &config)?;
+        let cache = open_cache(&args)?;
+        let search_input = SearchInput {
+            store: &store,
+            config: &config,
+            types: &args.types,
+            imatrix: imatrix.as_ref(),
+            file_type: None,
+            limits,
+            cache: cache.as_ref(),
+            quiet: args.quiet,
+        };
+        let (plans, targeted) = match &target {
+            Some(t) => {
+                let found = gguf_target(
+                    &args,
+                    &store,
+                    &config,
+                    imatrix.as_ref(),
+                    &kv_overrides,
+                    t,
+                    &search_input,
+                )?;
+                (vec![found.plan.clone()], Some(found))
+            }
+            None => (
+                gguf_plans(&args, &store, &config, imatrix.as_ref(), &kv_overrides)?,
+                None,
+            ),
+        };
         if let Some(path) = &args.generate_config {
             if plans.len() > 1 {
                 bail!("--generate-config writes the config of one file type; give one --type");
@@ -219,7 +246,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
                 override_kv: kv_overrides.iter().map(|o| o.spec.clone()).collect(),
                 ..ExportConfig::default()
             };
-            return generate(&plans[0], None, &store, q, extra, None, path);
+            return generate(&plans[0], None, &store, q, extra, targeted.as_ref(), path);
         }
         return write_outputs(
             &args,
@@ -229,7 +256,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             None,
             &mut inputs,
             imatrix_path.as_deref(),
-            None,
+            Some((&search_input, targeted.as_ref())),
             started,
         );
     }
@@ -595,6 +622,64 @@ fn gguf_plans(
         plans.push(p.plan);
     }
     Ok(plans)
+}
+
+/// The targeted plan of a store imported from a GGUF: the budget search over llama-quantize's
+/// plans of that GGUF (the file type's mix, per-tensor entries for the searched tensors).
+#[allow(clippy::too_many_arguments)]
+fn gguf_target(
+    args: &ExportArgs,
+    store: &Store,
+    config: &ExportConfig,
+    imatrix: Option<&Imatrix>,
+    kv_overrides: &[KvOverride],
+    target: &export_target::Target,
+    search_input: &SearchInput,
+) -> Result<Targeted> {
+    let q = &config.quantization;
+    let named = args
+        .file_type
+        .clone()
+        .or_else(|| q.default_type.clone())
+        .or_else(|| (q.profiles.len() == 1).then(|| q.profiles[0].clone()));
+    if named.as_deref().is_some_and(|n| n.contains(',')) || q.profiles.len() > 1 {
+        bail!("a target (--target-size / --target-bpw) makes one file: give at most one --type");
+    }
+    let file_type = named
+        .map(|n| n.trim().parse::<FileType>())
+        .transpose()
+        .map_err(|e: String| anyhow::anyhow!("--type: {e}"))?;
+    // Tensors the GGUF holds quantized are not searched: they keep their type (unless the
+    // user's own entry says otherwise), as requantizing them would lose what was lost once.
+    let mut config = config.clone();
+    for e in &store.manifest.tensors {
+        if let (Dtype::Block(_), Some(ty)) = (e.dtype, e.dtype.ggml_type()) {
+            config
+                .quantization
+                .per_tensor
+                .entry(e.name.clone())
+                .or_insert_with(|| ty.name().to_string());
+        }
+    }
+    let metadata = store.gguf_metadata()?;
+    let build = |ft: FileType, config: &ExportConfig| {
+        let p = plan::gguf_source::build(&plan::gguf_source::GgufPlanInput {
+            manifest: &store.manifest,
+            metadata: &metadata,
+            config,
+            file_type: Some(ft),
+            types: &args.types,
+            imatrix,
+            kv_overrides,
+        })?;
+        Ok(p.plan)
+    };
+    let input = SearchInput {
+        file_type,
+        config: &config,
+        ..*search_input
+    };
+    export_target::search(&input, target, &build)
 }
 
 /// Shard limits from the command line, else from the config.
