@@ -203,6 +203,8 @@ pub fn search(
 
     // Which tensors are searched, and over which types.
     let mut work: Vec<(usize, Vec<GgmlType>, Option<Vec<f32>>)> = Vec::new();
+    // every candidate that fits each searched tensor (pruned ones included), by plan index
+    let mut fitting_of: HashMap<usize, Vec<GgmlType>> = HashMap::new();
     let mut fixed_bytes = 0u64;
     let mut forced: Vec<(String, GgmlType)> = Vec::new();
     for (i, t) in provisional.tensors.iter().enumerate() {
@@ -254,6 +256,7 @@ pub fn search(
             forced.push((t.name.clone(), t.ggml_type));
             continue;
         }
+        fitting_of.insert(i, fitting);
         work.push((i, types, weights));
     }
 
@@ -267,7 +270,50 @@ pub fn search(
     for (i, types, weights) in &work {
         let t = &provisional.tensors[*i];
         bar.set_message(crate::escape::controls(&t.name).into_owned());
-        let measured = measure_cached(input, t, types, weights.as_deref())?;
+        let nrows = t.nrows() as usize;
+        let mut types = types.clone();
+        let mut measured = measure_cached(
+            input,
+            t,
+            &types,
+            weights.as_deref(),
+            measure::sample_stride(nrows),
+        )?;
+        // Types below the window are screened on a coarse sample, and measured when they beat
+        // the window's smallest type: what a tensor stored on a low-bit grid (weights that came
+        // from a quantized file) loses nothing in.
+        let below: Vec<GgmlType> = below_window(&fitting_of[i], &types);
+        if !below.is_empty() {
+            let smallest = types
+                .iter()
+                .zip(&measured)
+                .min_by_key(|(ty, _)| ty.row_bytes(t.ncols()).unwrap_or(u64::MAX))
+                .map(|(_, m)| m.relative())
+                .unwrap_or(0.0);
+            let screens = measure_cached(
+                input,
+                t,
+                &below,
+                weights.as_deref(),
+                measure::screen_stride(nrows),
+            )?;
+            let promising: Vec<GgmlType> = below
+                .iter()
+                .zip(&screens)
+                .filter(|(_, m)| m.relative() < smallest * SCREEN_MARGIN)
+                .map(|(&ty, _)| ty)
+                .collect();
+            if !promising.is_empty() {
+                measured.extend(measure_cached(
+                    input,
+                    t,
+                    &promising,
+                    weights.as_deref(),
+                    measure::sample_stride(nrows),
+                )?);
+                types.extend(promising);
+            }
+        }
         searched.push(TensorChoice {
             name: t.name.clone(),
             candidates: types
@@ -416,6 +462,19 @@ fn candidate_names(c: &[GgmlType]) -> String {
     c.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
+/// A screened type is measured when its screened error is below this many times the error of
+/// the smallest type in the window (the screen's sample is eight times coarser).
+const SCREEN_MARGIN: f64 = 1.25;
+
+/// The fitting types not in the measured window (in candidate order).
+fn below_window(fitting: &[GgmlType], window: &[GgmlType]) -> Vec<GgmlType> {
+    fitting
+        .iter()
+        .copied()
+        .filter(|ty| !window.contains(ty))
+        .collect()
+}
+
 /// Version of the measurement (sampling and error definition): part of its cache key.
 const MEASURE_VERSION: &str = "gmat measured error v1";
 
@@ -425,9 +484,10 @@ fn measure_cached(
     t: &PlannedTensor,
     types: &[GgmlType],
     weights: Option<&[f32]>,
+    stride: usize,
 ) -> Result<Vec<Measured>> {
     let Some(cache) = input.cache else {
-        return measure::measure(input.store, t, types, weights);
+        return measure::measure_sampled(input.store, t, types, weights, stride);
     };
     let sk = source_key(t);
     let dir = cache.dir().join("errors");
@@ -441,7 +501,7 @@ fn measure_cached(
             let mut h = blake3::Hasher::new();
             h.update(MEASURE_VERSION.as_bytes());
             h.update(&rk.0);
-            h.update(&(measure::sample_stride(t.nrows() as usize) as u64).to_le_bytes());
+            h.update(&(stride as u64).to_le_bytes());
             h.finalize().to_hex().to_string()
         })
         .collect();
@@ -465,7 +525,7 @@ fn measure_cached(
     let fresh = if missing.is_empty() {
         Vec::new()
     } else {
-        measure::measure(input.store, t, &missing, weights)?
+        measure::measure_sampled(input.store, t, &missing, weights, stride)?
     };
     let mut fresh = fresh.into_iter();
     let mut out = Vec::with_capacity(types.len());
@@ -536,7 +596,8 @@ pub fn write_report(
                     .map(|c| c.error)
             }
             None if t.ggml_type.is_quantized() && t.intermediate != t.ggml_type => {
-                let m = measure_cached(input, t, &[t.ggml_type], t.imatrix.as_deref())?;
+                let stride = measure::sample_stride(t.nrows() as usize);
+                let m = measure_cached(input, t, &[t.ggml_type], t.imatrix.as_deref(), stride)?;
                 m.first().map(Measured::relative)
             }
             // stored as the converter writes it

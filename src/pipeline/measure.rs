@@ -34,6 +34,10 @@ const SAMPLE_FROM_ROWS: usize = 256;
 /// of rows is within a few percent of the whole tensor's.
 pub const SAMPLE_STRIDE: usize = 8;
 
+/// Every how many rows one is read in a quick screen of a large tensor (see
+/// [`screen_stride`]).
+pub const SCREEN_STRIDE: usize = 64;
+
 /// Values decoded per window while measuring.
 const WINDOW_VALUES: usize = 4 << 20;
 
@@ -41,6 +45,16 @@ const WINDOW_VALUES: usize = 4 << 20;
 pub fn sample_stride(nrows: usize) -> usize {
     if nrows >= SAMPLE_FROM_ROWS {
         SAMPLE_STRIDE
+    } else {
+        1
+    }
+}
+
+/// The stride of a quick screen: a coarser sample that tells whether a type is worth a full
+/// measurement (every row of a tensor too small to be sampled).
+pub fn screen_stride(nrows: usize) -> usize {
+    if nrows >= SAMPLE_FROM_ROWS {
+        SCREEN_STRIDE
     } else {
         1
     }
@@ -78,6 +92,24 @@ pub fn measure(
     candidates: &[GgmlType],
     weights: Option<&[f32]>,
 ) -> Result<Vec<Measured>> {
+    measure_sampled(
+        store,
+        t,
+        candidates,
+        weights,
+        sample_stride(t.nrows() as usize),
+    )
+}
+
+/// [`measure`] on every `stride`-th row.
+pub fn measure_sampled(
+    store: &Store,
+    t: &PlannedTensor,
+    candidates: &[GgmlType],
+    weights: Option<&[f32]>,
+    stride: usize,
+) -> Result<Vec<Measured>> {
+    let stride = stride.max(1);
     let codecs = candidates
         .iter()
         .map(|&ty| {
@@ -94,7 +126,6 @@ pub fn measure(
         }
     }
     let nrows = t.nrows() as usize;
-    let stride = sample_stride(nrows);
     // Rows per expert: the importance weights change with the expert.
     let rows_per_expert = if t.dims.len() >= 3 {
         t.dims[1] as usize

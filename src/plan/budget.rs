@@ -161,6 +161,108 @@ fn hull(choices: &[Choice]) -> Vec<usize> {
     h
 }
 
+/// At most this many swaps: each lowers the total error, and a handful settle a budget.
+const MAX_SWAPS: usize = 256;
+
+/// Fill: the best error decrease per byte among all upgrades that still fit, repeatedly.
+fn fill(tensors: &[Vec<Choice>], picks: &mut [usize], left: &mut u64) {
+    loop {
+        let mut best: Option<(f64, usize, usize, u64)> = None;
+        for (t, choices) in tensors.iter().enumerate() {
+            if choices.is_empty() {
+                continue;
+            }
+            let cur = choices[picks[t]];
+            for (i, c) in choices.iter().enumerate() {
+                if c.bytes <= cur.bytes || c.error >= cur.error || c.bytes - cur.bytes > *left {
+                    continue;
+                }
+                let gain = (cur.error - c.error) / (c.bytes - cur.bytes) as f64;
+                if best.is_none_or(|(g, ..)| gain > g) {
+                    best = Some((gain, t, i, c.bytes - cur.bytes));
+                }
+            }
+        }
+        let Some((_, t, i, cost)) = best else { break };
+        picks[t] = i;
+        *left -= cost;
+    }
+}
+
+/// One swap: the upgrade that does not fit in what is left, paid for by a downgrade of another
+/// tensor that frees enough bytes, with the largest net error decrease (if any is positive).
+/// The walk along the hulls cannot make these: a budget a few bytes short of one large step
+/// (an embedding's) is spent on small steps instead, and no later step gives them back.
+fn swap(tensors: &[Vec<Choice>], picks: &mut [usize], left: &mut u64) -> bool {
+    // Every downgrade: (bytes freed, error added, tensor, choice), most bytes freed first.
+    let mut downs: Vec<(u64, f64, usize, usize)> = Vec::new();
+    for (t, choices) in tensors.iter().enumerate() {
+        let Some(&cur) = choices.get(picks[t]) else {
+            continue;
+        };
+        for (i, c) in choices.iter().enumerate() {
+            if c.bytes < cur.bytes {
+                downs.push((cur.bytes - c.bytes, c.error - cur.error, t, i));
+            }
+        }
+    }
+    downs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+    // For each prefix (downgrades freeing at least some amount): the least error added, and the
+    // least among other tensors than that one's.
+    let mut best_two: Vec<(usize, Option<usize>)> = Vec::with_capacity(downs.len());
+    for (k, d) in downs.iter().enumerate() {
+        let (mut b1, mut b2) = best_two.last().copied().map_or((k, None), |(a, b)| (a, b));
+        if k > 0 {
+            if d.1 < downs[b1].1 {
+                if d.2 != downs[b1].2 {
+                    b2 = Some(b1);
+                }
+                b1 = k;
+            } else if d.2 != downs[b1].2 && b2.is_none_or(|j| d.1 < downs[j].1) {
+                b2 = Some(k);
+            }
+        }
+        best_two.push((b1, b2));
+    }
+    let mut best: Option<(f64, usize, usize, usize)> = None; // (net, tensor, choice, down)
+    for (t, choices) in tensors.iter().enumerate() {
+        let Some(&cur) = choices.get(picks[t]) else {
+            continue;
+        };
+        for (i, c) in choices.iter().enumerate() {
+            if c.bytes <= cur.bytes || c.error >= cur.error {
+                continue;
+            }
+            let cost = c.bytes - cur.bytes;
+            if cost <= *left {
+                continue; // the fill's
+            }
+            let need = cost - *left;
+            let k = downs.partition_point(|d| d.0 >= need);
+            if k == 0 {
+                continue;
+            }
+            let (b1, b2) = best_two[k - 1];
+            let Some(d) = (if downs[b1].2 != t { Some(b1) } else { b2 }) else {
+                continue;
+            };
+            let net = (cur.error - c.error) - downs[d].1;
+            if net > 0.0 && best.is_none_or(|(n, ..)| net > n) {
+                best = Some((net, t, i, d));
+            }
+        }
+    }
+    let Some((_, t, i, d)) = best else {
+        return false;
+    };
+    let (freed, _, dt, di) = downs[d];
+    let cost = tensors[t][i].bytes - tensors[t][picks[t]].bytes;
+    *left = *left + freed - cost;
+    picks[t] = i;
+    picks[dt] = di;
+    true
+}
+
 /// Chooses one type per tensor within `budget` bytes (see the module documentation).
 pub fn allocate(
     tensors: &[Vec<Choice>],
@@ -209,27 +311,13 @@ pub fn allocate(
         .zip(&hulls)
         .map(|(&pos, h)| h.get(pos).copied().unwrap_or(0))
         .collect();
-    // Fill: the best error decrease per byte among all upgrades that still fit, repeatedly.
-    loop {
-        let mut best: Option<(f64, usize, usize, u64)> = None;
-        for (t, choices) in tensors.iter().enumerate() {
-            if choices.is_empty() {
-                continue;
-            }
-            let cur = choices[picks[t]];
-            for (i, c) in choices.iter().enumerate() {
-                if c.bytes <= cur.bytes || c.error >= cur.error || c.bytes - cur.bytes > left {
-                    continue;
-                }
-                let gain = (cur.error - c.error) / (c.bytes - cur.bytes) as f64;
-                if best.is_none_or(|(g, ..)| gain > g) {
-                    best = Some((gain, t, i, c.bytes - cur.bytes));
-                }
-            }
+    fill(tensors, &mut picks, &mut left);
+    // Swaps, each followed by a fill, while one lowers the total error.
+    for _ in 0..MAX_SWAPS {
+        if !swap(tensors, &mut picks, &mut left) {
+            break;
         }
-        let Some((_, t, i, cost)) = best else { break };
-        picks[t] = i;
-        left -= cost;
+        fill(tensors, &mut picks, &mut left);
     }
     let bytes = budget - left;
     let error = picks
@@ -347,6 +435,20 @@ mod tests {
                 a.error
             );
         }
+    }
+
+    /// A budget a few bytes short of one large step: the walk spends it on a small step, and
+    /// a swap gives that back to take the large one (the optimum here).
+    #[test]
+    fn a_swap_takes_the_large_step_the_walk_cannot() {
+        let tensors = vec![
+            vec![c(Q4_K, 100, 1.0), c(Q8_0, 200, 0.0)],
+            vec![c(Q4_K, 10, 0.5), c(Q8_0, 20, 0.0)],
+        ];
+        let a = allocate(&tensors, 210).unwrap();
+        assert_eq!(a.picks, vec![1, 0], "{a:?}");
+        assert_eq!(a.bytes, 210);
+        assert_eq!(a.error, brute_force(&tensors, 210).unwrap());
     }
 
     #[test]
