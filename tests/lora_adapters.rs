@@ -306,3 +306,75 @@ fn import_lora_refuses_a_base_without_the_adapted_weights() {
     );
     assert!(!out.join("model.gmat/metadata.json").exists());
 }
+
+/// `llama-completion` of the reference build, on PATH (`source ~/.cache/gmat-ref/env.sh`).
+fn llama_completion(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("llama-completion"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!(
+            "skipped {test}: needs llama.cpp's llama-completion on PATH (source ~/.cache/gmat-ref/env.sh)"
+        );
+    }
+    found
+}
+
+/// Greedy completion of "Hello" by the kit's llama-tiny GGUF, with extra arguments; the
+/// generated text and llama.cpp's log.
+fn complete(bin: &Path, model: &Path, extra: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(bin)
+        .args([
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Hello",
+            "-n",
+            "4",
+            "-no-cnv",
+            "--temp",
+            "0",
+            "-s",
+            "1",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "llama-completion {extra:?} failed:\n{log}"
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), log)
+}
+
+#[test]
+fn llama_cpp_applies_the_exported_lora() {
+    let test = "llama_cpp_applies_the_exported_lora";
+    let (Some(kit), Some(bin)) = (kit(test), llama_completion(test)) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let case = repo().join("testdata/lora/llama-qkv");
+    let lora = tmp.path().join("llama-qkv.gguf");
+    gmat_ok(&[
+        "export",
+        "--model",
+        case.join("base").to_str().unwrap(),
+        "--lora",
+        case.to_str().unwrap(),
+        "-o",
+        lora.to_str().unwrap(),
+        "-q",
+    ]);
+    let model = kit.join("llama-tiny/expected/llama-tiny-bf16.gguf");
+    let (plain, _) = complete(&bin, &model, &[]);
+    let (adapted, log) = complete(&bin, &model, &["--lora", lora.to_str().unwrap(), "-v"]);
+    assert!(
+        log.contains("lora for 'blk.0.attn_q.weight'"),
+        "the adapter's tensors are applied:\n{log}"
+    );
+    assert_ne!(plain, adapted, "the adapter changes the greedy completion");
+}

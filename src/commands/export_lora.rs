@@ -105,6 +105,7 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
     refuse_model_options(args)?;
     let adapter = PeftAdapter::open(adapter_dir)
         .with_context(|| format!("--lora {}", adapter_dir.display()))?;
+    let alora = alora_tokens(&adapter)?;
     let base = base_config(&args.model)?;
     let out_type = out_type(args.file_type.as_deref())?;
     let (spec, tensors) = plan_tensors(&adapter, &base)?;
@@ -117,6 +118,7 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
     let mut header = GgufHeader::default();
     let mut data: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut total: i64 = 0;
+    let mut fallback: Vec<String> = Vec::new();
     for t in &tensors {
         let pair = &adapter.pairs[t.pair];
         let a = adapter.values(&pair.a);
@@ -132,7 +134,10 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
         ] {
             let name = format!("{}{suffix}", t.name);
             let dims: Vec<u64> = outer_first.iter().rev().copied().collect();
-            let ty = tensor_type(out_type, dims[0], &name, args.quiet);
+            let ty = tensor_type(out_type, dims[0]);
+            if ty != out_type {
+                fallback.push(name.clone());
+            }
             let bytes =
                 encode(ty, &values, dims[0] as usize).with_context(|| format!("tensor {name}"))?;
             let offset = header.push_tensor(name, dims, ty);
@@ -167,10 +172,15 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
         None,
     )?;
     kv.set("adapter.lora.alpha", Value::F32(adapter.alpha as f32));
-    if adapter.config.get("alora_invocation_tokens").is_some()
-        || adapter.config.get("invocation_string").is_some()
-    {
-        bail!("--lora {}: activated LoRA (alora_invocation_tokens / invocation_string) is not supported", adapter_dir.display());
+    if let Some(tokens) = alora {
+        // gguf-py's Keys.Adapter.ALORA_INVOCATION_TOKENS, an array of UINT32
+        kv.set(
+            "adapter.alora.invocation_tokens",
+            Value::Array(
+                crate::gguf::ValueType::U32,
+                tokens.into_iter().map(Value::U32).collect(),
+            ),
+        );
     }
     // gguf-py's GGML_QUANT_VERSION
     kv.set("general.quantization_version", Value::U32(2));
@@ -186,11 +196,23 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
     crate::plan::kv_override::apply(&mut meta, &overrides);
     header.metadata = meta;
 
+    if !fallback.is_empty() && !args.quiet {
+        eprintln!(
+            "warning: {} tensors have rows that are not whole {} blocks and are written as F16 (as the converter does): {}",
+            fallback.len(),
+            out_type.name(),
+            fallback.join(", ")
+        );
+    }
     if args.dry_run {
+        // a closed pipe (`| head`) ends the listing quietly
+        use std::io::Write;
+        let mut w = std::io::stdout().lock();
         for t in &header.tensors {
-            println!("{:<40} {:<5} {:?}", t.name, t.ggml_type.name(), t.dims);
+            let _ = writeln!(w, "{:<40} {:<5} {:?}", t.name, t.ggml_type.name(), t.dims);
         }
-        println!(
+        let _ = writeln!(
+            w,
             "{} tensors, {} bytes of tensor data",
             header.tensors.len(),
             header.data_size()
@@ -233,6 +255,50 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An activated LoRA's invocation tokens (`alora_invocation_tokens` of adapter_config.json),
+/// which the converter writes; an `invocation_string` alone needs the base's tokenizer, which
+/// gmat does not run here, and is refused.
+fn alora_tokens(adapter: &PeftAdapter) -> Result<Option<Vec<u32>>> {
+    let what = || {
+        format!(
+            "{}",
+            adapter
+                .dir
+                .join(crate::source::peft::ADAPTER_CONFIG)
+                .display()
+        )
+    };
+    match adapter.config.get("alora_invocation_tokens") {
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .with_context(|| {
+                        format!(
+                            "{}: alora_invocation_tokens holds {v}, not a token id",
+                            what()
+                        )
+                    })
+            })
+            .collect::<Result<Vec<u32>>>()
+            .map(Some),
+        Some(serde_json::Value::Array(_)) | Some(serde_json::Value::Null) | None => {
+            match adapter.config.get("invocation_string") {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => bail!(
+                    "{}: an activated LoRA given by invocation_string needs its tokens; put them in alora_invocation_tokens (gmat does not tokenize here)",
+                    what()
+                ),
+                _ => Ok(None),
+            }
+        }
+        Some(other) => bail!(
+            "{}: alora_invocation_tokens is {other}, not a list of token ids",
+            what()
+        ),
+    }
+}
+
 /// `--type` for an adapter: F32 (the converter's default), F16, BF16 or Q8_0.
 fn out_type(cli: Option<&str>) -> Result<GgmlType> {
     let Some(name) = cli else {
@@ -248,18 +314,13 @@ fn out_type(cli: Option<&str>) -> Result<GgmlType> {
 }
 
 /// The type of a 2-D LoRA tensor whose rows hold `row` values: the output type, or F16 where
-/// Q8_0 blocks do not fit the row (gguf-py's QuantError fallback, with its warning).
-fn tensor_type(out: GgmlType, row: u64, name: &str, quiet: bool) -> GgmlType {
+/// Q8_0 blocks do not fit the row (gguf-py's QuantError fallback).
+fn tensor_type(out: GgmlType, row: u64) -> GgmlType {
     if out.row_bytes(row).is_some() {
-        return out;
+        out
+    } else {
+        GgmlType::F16
     }
-    if !quiet {
-        eprintln!(
-            "warning: {name}: rows of {row} values are not whole {} blocks, falling back to F16",
-            out.name()
-        );
-    }
-    GgmlType::F16
 }
 
 /// Values (row-major, rows of `row` values) in ggml type `ty`, as gguf-py's `quantize` writes
