@@ -188,7 +188,7 @@ fn store_hashes(root: &Path) -> BTreeMap<String, (String, Holding)> {
 /// Imports `base_dir`, merges `adapter` into it, and checks the merged store against PEFT's
 /// `merge_and_unload` (merged.json): every merged weight's bytes, stored as a delta; every
 /// other tensor shared with the base.
-fn check_merge(base_dir: &Path, adapter: &Path, tmp: &Path) {
+fn check_merge(base_dir: &Path, adapter: &Path, expected_file: &str, tmp: &Path) {
     let base = tmp.join("base");
     let merged = tmp.join("merged");
     gmat_ok(&[
@@ -214,11 +214,14 @@ fn check_merge(base_dir: &Path, adapter: &Path, tmp: &Path) {
         "the staging folder is removed"
     );
     gmat_ok(&["verify", merged.to_str().unwrap(), "-q"]);
-    let expected = json(&adapter.join("merged.json"));
+    let expected = json(&adapter.join(expected_file));
     let expected = expected.as_object().unwrap();
     let got = store_hashes(&merged);
     let before = store_hashes(&base);
-    let name = adapter.file_name().unwrap().to_string_lossy();
+    let name = format!(
+        "{} {expected_file}",
+        adapter.file_name().unwrap().to_string_lossy()
+    );
     let mut wrong = Vec::new();
     for (tensor, (hash, holding)) in &got {
         match expected.get(tensor) {
@@ -257,9 +260,16 @@ fn check_merge(base_dir: &Path, adapter: &Path, tmp: &Path) {
 #[test]
 fn import_lora_merges_like_peft_on_the_checked_in_base() {
     // qwen3-attn's base/ holds the kit model's adapted weights (tools/make_lora_fixtures.py)
+    // and F32 and F16 copies of them, merged by PEFT in those dtypes
     let case = repo().join("testdata/lora/qwen3-attn");
-    let tmp = tempfile::tempdir().unwrap();
-    check_merge(&case.join("base"), &case, tmp.path());
+    for (base, expected) in [
+        ("base", "merged.json"),
+        ("base-f32", "merged-f32.json"),
+        ("base-f16", "merged-f16.json"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        check_merge(&case.join(base), &case, expected, tmp.path());
+    }
 }
 
 #[test]
@@ -271,7 +281,12 @@ fn import_lora_merges_like_peft_on_the_kit_models() {
         let adapter_cfg = json(&case.join("adapter_config.json"));
         let model = adapter_cfg["base_model_name_or_path"].as_str().unwrap();
         let tmp = tempfile::tempdir().unwrap();
-        check_merge(&kit.join(model).join("hf"), &case, tmp.path());
+        check_merge(
+            &kit.join(model).join("hf"),
+            &case,
+            "merged.json",
+            tmp.path(),
+        );
     }
 }
 

@@ -16,7 +16,8 @@ For each case below, over a kit model (`<kit>/<model>/hf`):
    kit model's name so the files do not depend on this machine).
 2. The base model's config.json, copied to `<out>/<case>/base/` (the converter's `--base` needs only
    the config); for the cases of MERGE_BASE also `base/model.safetensors` holding the kit model's
-   weights that the adapter adapts (only those, as stored), a base small enough to check in.
+   weights that the adapter adapts (only those, as stored), a base small enough to check in,
+   and `base-f32/`, `base-f16/`: the same weights loaded as float32 / float16.
 3. The reference LoRA GGUFs: `convert_lora_to_gguf.py --base <out>/<case>/base --outtype T` for T in
    f32 (its default), f16, bf16 and q8_0, digested into `<out>/<case>/expected.json`:
    the SHA-256 of each whole file (gmat must write the same bytes), every metadata key with its
@@ -24,7 +25,9 @@ For each case below, over a kit model (`<kit>/<model>/hf`):
 4. PEFT's merge: the base loaded in its stored dtype (`dtype="auto"`),
    `PeftModel.from_pretrained(base, adapter)` (the default autocast keeps the adapter weights in
    float32), `merge_and_unload()`; the SHA-256 of every tensor of the merged state dict that the
-   merge changed (and of the unchanged base tensor for comparison) go to `<out>/<case>/merged.json`.
+   merge changed (and of the unchanged base tensor for comparison) go to `<out>/<case>/merged.json`;
+   for MERGE_BASE cases also the same merge with the base loaded as float32 and float16
+   (`merged-f32.json`, `merged-f16.json`, bases in `base-f32/`, `base-f16/`).
 """
 
 import argparse
@@ -89,6 +92,26 @@ def gguf_digest(path: Path) -> dict:
             "metadata": meta, "tensors": tensors}
 
 
+def peft_merge(hf: Path, adapter: Path, dtype, save_base: Path | None) -> dict:
+    """PEFT's merge_and_unload of `adapter` into the kit model loaded as `dtype`: the changed
+    tensors' dtype and SHA-256; with `save_base`, the base weights the merge changed (as loaded,
+    before the merge) go to `save_base/model.safetensors`."""
+    base = AutoModelForCausalLM.from_pretrained(hf, dtype=dtype)
+    base_sd = {k: v.clone() for k, v in base.state_dict().items()}
+    before = {k: sha(tensor_bytes(v)) for k, v in base_sd.items()}
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    changed = {}
+    for k, v in merged.state_dict().items():
+        h = sha(tensor_bytes(v))
+        if h != before.get(k):
+            changed[k] = {"dtype": str(v.dtype).removeprefix("torch."), "sha256": h,
+                          "base_sha256": before.get(k)}
+    if save_base is not None:
+        from safetensors.torch import save_file
+        save_file({k: base_sd[k].contiguous() for k in changed}, save_base / "model.safetensors")
+    return changed
+
+
 def make_case(kit: Path, out: Path, gguf_dir, name, model, targets, r, alpha, dtype, seed):
     hf = kit / model / "hf"
     dst = out / name
@@ -133,24 +156,15 @@ def make_case(kit: Path, out: Path, gguf_dir, name, model, targets, r, alpha, dt
                                                   default=str) + "\n")
 
     # PEFT's merge in the base's stored dtype
-    base = AutoModelForCausalLM.from_pretrained(hf, dtype="auto")
-    base_sd = {k: v.clone() for k, v in base.state_dict().items()}
-    before = {k: sha(tensor_bytes(v)) for k, v in base_sd.items()}
-    merged = PeftModel.from_pretrained(base, dst).merge_and_unload()
-    changed = {}
-    for k, v in merged.state_dict().items():
-        h = sha(tensor_bytes(v))
-        if h != before.get(k):
-            changed[k] = {"dtype": str(v.dtype).removeprefix("torch."), "sha256": h,
-                          "base_sha256": before.get(k)}
-    changed_base = set(changed)
-    if name in MERGE_BASE:
-        # the adapted weights of the base, as stored (a store of just these takes the merge)
-        from safetensors.torch import save_file
-        sd = base_sd
-        keep = {k.replace(".base_layer", ""): v for k, v in sd.items() if k in changed_base}
-        save_file(keep, dst / "base" / "model.safetensors")
+    changed = peft_merge(hf, dst, "auto", dst / "base" if name in MERGE_BASE else None)
     (dst / "merged.json").write_text(json.dumps(changed, indent=1, sort_keys=True) + "\n")
+    if name in MERGE_BASE:
+        # the same merge into F32 and F16 copies of the base weights
+        for dtype, tag in [(torch.float32, "f32"), (torch.float16, "f16")]:
+            (dst / f"base-{tag}").mkdir()
+            shutil.copy(hf / "config.json", dst / f"base-{tag}" / "config.json")
+            c = peft_merge(hf, dst, dtype, dst / f"base-{tag}")
+            (dst / f"merged-{tag}.json").write_text(json.dumps(c, indent=1, sort_keys=True) + "\n")
     print(f"{name}: {len(changed)} merged tensors, adapter "
           f"{(dst / 'adapter_model.safetensors').stat().st_size} bytes")
 

@@ -147,6 +147,12 @@ pub fn run(args: ExportArgs) -> Result<()> {
         return export_lora::run(&args, adapter);
     }
     let started = Instant::now();
+    if crate::source::peft::is_adapter(&args.model) {
+        bail!(
+            "{} is a PEFT LoRA adapter: give it with --lora and the base model with --model (gmat export --model BASE --lora {0})",
+            args.model.display()
+        );
+    }
     let store = Store::open(&args.model)?;
     // What this run reads: nothing it writes may be one of these, or inside a store.
     let mut inputs = crate::fsio::Inputs::default();

@@ -92,6 +92,12 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let started = Instant::now();
     let resolved = crate::source::hub::resolve(model_arg, args.revision.as_deref(), args.quiet)?;
     let model_path = resolved.path.as_path();
+    if crate::source::peft::is_adapter(model_path) && !model_path.join("config.json").is_file() {
+        bail!(
+            "{} is a PEFT LoRA adapter, not a model: merge it into its base with `gmat import --lora {0} --base STORE -o DIR`, or write a LoRA GGUF with `gmat export --model STORE --lora {0}`",
+            model_path.display()
+        );
+    }
     let model = HfModel::open(model_path)?;
     // What this run reads: nothing it writes may be one of these.
     let mut inputs = crate::fsio::Inputs::default();
