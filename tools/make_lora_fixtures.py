@@ -52,6 +52,7 @@ CASES = [
      torch.bfloat16, 2),
     ("qwen3-attn", "qwen3-tiny", ["q_proj", "k_proj", "o_proj"], 4, 16, torch.float32, 3),
     ("gemma3-mix", "gemma3-tiny", ["q_proj", "v_proj", "down_proj"], 4, 4, torch.bfloat16, 4),
+    ("phi3-fused", "phi3-tiny", ["qkv_proj", "gate_up_proj"], 2, 2, torch.bfloat16, 5),
 ]
 
 OUTTYPES = ["f32", "f16", "bf16", "q8_0"]
