@@ -320,6 +320,18 @@ fn import_lora_refuses_a_base_without_the_adapted_weights() {
         "{e}"
     );
     assert!(!out.join("model.gmat/metadata.json").exists());
+    let gguf = tmp.path().join("x.gguf");
+    let e = gmat_err(&[
+        "export",
+        "--model",
+        base.to_str().unwrap(),
+        "--lora",
+        repo().join("testdata/lora/llama-qkv").to_str().unwrap(),
+        "-o",
+        gguf.to_str().unwrap(),
+    ]);
+    assert!(e.contains("but the base holds it as [32, 64]"), "{e}");
+    assert!(!gguf.exists());
 }
 
 /// `llama-completion` of the reference build, on PATH (`source ~/.cache/gmat-ref/env.sh`).

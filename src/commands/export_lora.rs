@@ -33,6 +33,9 @@ pub struct BaseConfig {
     pub file: ConfigFile,
     /// Where its side files are (the store root, or the folder).
     pub dir: PathBuf,
+    /// The base's tensor shapes by name, when the base is a store (a folder gives only its
+    /// config, as the converter's `--base`).
+    pub shapes: Option<std::collections::HashMap<String, Vec<u64>>>,
 }
 
 /// Reads the base model's config.json from a gmat store or a folder holding config.json.
@@ -44,6 +47,14 @@ pub fn base_config(path: &Path) -> Result<BaseConfig> {
                 path: store.manifest.source.path.clone(),
             },
             dir: store.root.clone(),
+            shapes: Some(
+                store
+                    .manifest
+                    .tensors
+                    .iter()
+                    .map(|e| (e.name.clone(), e.shape.clone()))
+                    .collect(),
+            ),
         });
     }
     let cfg = path.join("config.json");
@@ -62,6 +73,7 @@ pub fn base_config(path: &Path) -> Result<BaseConfig> {
             path: path.to_string_lossy().into_owned(),
         },
         dir: path.to_path_buf(),
+        shapes: None,
     })
 }
 
@@ -107,6 +119,7 @@ pub fn run(args: &ExportArgs, adapter_dir: &Path) -> Result<()> {
         .with_context(|| format!("--lora {}", adapter_dir.display()))?;
     let alora = alora_tokens(&adapter)?;
     let base = base_config(&args.model)?;
+    check_shapes(&adapter, &base)?;
     let out_type = out_type(args.file_type.as_deref())?;
     let (spec, tensors) = plan_tensors(&adapter, &base)?;
     if tensors.is_empty() {
@@ -297,6 +310,30 @@ fn alora_tokens(adapter: &PeftAdapter) -> Result<Option<Vec<u32>>> {
             what()
         ),
     }
+}
+
+/// With a store as the base, every adapted weight must be one of its tensors with the adapter's
+/// shape: an adapter for another model would give a file llama.cpp refuses or misapplies.
+fn check_shapes(adapter: &PeftAdapter, base: &BaseConfig) -> Result<()> {
+    let Some(shapes) = &base.shapes else {
+        return Ok(());
+    };
+    for p in &adapter.pairs {
+        match shapes.get(&p.base_name) {
+            None => bail!(
+                "the adapter adapts {}, which the base store {} does not hold (is it the adapter's base model?)",
+                p.base_name,
+                base.dir.display()
+            ),
+            Some(s) if s.as_slice() != p.shape() => bail!(
+                "the adapter adapts {} as {:?}, but the base holds it as {s:?}",
+                p.base_name,
+                p.shape()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// `--type` for an adapter: F32 (the converter's default), F16, BF16 or Q8_0.

@@ -9,7 +9,7 @@
 //! against the base, and removed; the staging needs free space for one copy of the model.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -163,7 +163,7 @@ fn write_merged_safetensors(
     adapter: &PeftAdapter,
     base: &Store,
     merged: &std::collections::HashMap<&str, usize>,
-    path: &PathBuf,
+    path: &Path,
 ) -> Result<()> {
     let mut entries: Vec<&crate::store::TensorEntry> = base.manifest.tensors.iter().collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
