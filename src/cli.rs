@@ -16,6 +16,8 @@ Examples:
   gmat export --model ./store/model.gmat --config export_config.json -o llama.gguf
   gmat import --model ./Llama-3.2-1B-Instruct --base ./store/model.gmat -o ./instruct
   gmat import --model ./Qwen3-0.6B-BF16.gguf -o ./qwen                 # a GGUF, kept losslessly
+  gmat export --model ./store/model.gmat --lora ./my-lora -o my-lora.gguf  # for llama-cli --lora
+  gmat import --lora ./my-lora --base ./store/model.gmat -o ./merged   # adapter merged, as deltas
   gmat export --model ./qwen --type Q4_K_M -o qwen-q4_k_m.gguf         # = llama-quantize's file
   gmat inspect ./instruct/model.gmat                           # tensors, encodings, sizes
   gmat verify ./instruct/model.gmat                            # re-hash every tensor";
@@ -42,7 +44,12 @@ Examples:
   gmat import --model ./hf-model -o ./out --encoding raw            # no compression
   gmat import --model ./finetune --base ./out/model.gmat -o ./ft    # shares/deltas against a base
   gmat import --model ./Qwen3-0.6B-BF16.gguf -o ./qwen              # a GGUF: tensors + all metadata
-  gmat import --model ./big-Q8_0-00001-of-00003.gguf -o ./big       # a split GGUF (any of its files)")]
+  gmat import --model ./big-Q8_0-00001-of-00003.gguf -o ./big       # a split GGUF (any of its files)
+  gmat import --lora ./my-lora --base ./out/model.gmat -o ./merged  # PEFT LoRA merged into the base
+
+--lora merges a PEFT adapter folder (adapter_config.json + adapter_model.safetensors) as PEFT's
+merge_and_unload does: W + (lora_alpha / r) * B @ A in float32, rounded to the stored dtype;
+the merged weights are stored as XOR deltas against --base, everything else is shared.")]
     Import(ImportArgs),
     /// Export a GMAT store to a GGUF file for llama.cpp.
     #[command(after_help = "\
@@ -63,6 +70,8 @@ Examples:
   gmat export --model ./qwen -o same.gguf                     # imported from a GGUF: that file again
   gmat export --model ./qwen --type Q4_K_M,F16 -o 'qwen-{type}.gguf'  # as llama-quantize from it
   gmat export --model ./qwen-q8 --type Q4_0 --allow-requantize      # quantized -> quantized
+  gmat export --model ./out/model.gmat --lora ./my-lora -o my-lora-f32.gguf   # LoRA GGUF
+  gmat export --model ./hf-base --lora ./my-lora --type F16 -o my-lora-f16.gguf  # base: its config.json
 
 Quantized tensors are cached (by source content hash, type, transform and imatrix entry) in
 $GMAT_CACHE_DIR, else $XDG_CACHE_HOME/gmat, else ~/.cache/gmat, up to --cache-size (default 20G):
@@ -78,7 +87,11 @@ per-tensor types as llama-quantize. File types that need an importance matrix ar
 A store imported from a GGUF exports as llama-quantize run on that GGUF: its metadata as it is
 (general.file_type and general.quantization_version updated), tensors in llama-quantize's order;
 with no --type (or its own type) and no change, the imported file byte for byte. Quantized tensors
-are quantized again only with --allow-requantize.")]
+are quantized again only with --allow-requantize.
+
+--lora writes a PEFT LoRA adapter as the LoRA GGUF of convert_lora_to_gguf.py --base MODEL
+(byte for byte; --type F32, its default, F16, BF16 or Q8_0), for llama-cli/llama-server --lora
+with the base model's GGUF. --model is the base: a store, or any folder with its config.json.")]
     Export(Box<ExportArgs>),
     /// Show a store's tensors (dtype, shape, encoding, sizes, hashes) and its totals.
     #[command(after_help = "\

@@ -14,6 +14,7 @@ pub mod auto_config;
 pub mod dequant;
 pub mod hparams;
 pub mod kv;
+pub mod lora;
 pub mod metadata;
 pub mod mmproj_model;
 pub mod models;

@@ -10,6 +10,7 @@ use clap::Args;
 use crate::arch::metadata::MetadataInput;
 use crate::arch::{self, ConfigFile, Hparams};
 use crate::cache::Cache;
+use crate::commands::export_lora;
 use crate::commands::export_target::{self, SearchInput, Targeted};
 use crate::commands::meta::{self, with_schema_first};
 use crate::config::export_config::{ExportMapEntry, MmprojConfig, Quantization};
@@ -25,9 +26,15 @@ use crate::store::Store;
 /// Options of `gmat export` (the command line is this struct).
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// GMAT store (a model.gmat folder, or the folder holding it).
+    /// GMAT store (a model.gmat folder, or the folder holding it). With --lora: the base model
+    /// of the adapter, a store or a folder holding its config.json.
     #[arg(long, short = 'm')]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to write as
+    /// a LoRA GGUF for `llama-cli --lora`, as convert_lora_to_gguf.py --base MODEL does
+    /// (--type F32, its default, F16, BF16 or Q8_0).
+    #[arg(long, value_name = "ADAPTER_DIR")]
+    pub lora: Option<PathBuf>,
     /// Output GGUF file (default: NAME-TYPE.gguf in the current folder). `{name}` and `{type}`
     /// in it are replaced; with several types it must hold `{type}` or be a folder (then
     /// NAME-TYPE.gguf in it).
@@ -136,7 +143,16 @@ const DEFAULT_MMPROJ_TYPE: &str = "F16";
 
 /// Runs the command.
 pub fn run(args: ExportArgs) -> Result<()> {
+    if let Some(adapter) = &args.lora {
+        return export_lora::run(&args, adapter);
+    }
     let started = Instant::now();
+    if crate::source::peft::is_adapter(&args.model) {
+        bail!(
+            "{} is a PEFT LoRA adapter: give it with --lora and the base model with --model (gmat export --model BASE --lora {0})",
+            args.model.display()
+        );
+    }
     let store = Store::open(&args.model)?;
     // What this run reads: nothing it writes may be one of these, or inside a store.
     let mut inputs = crate::fsio::Inputs::default();
@@ -933,7 +949,7 @@ fn generate(
 
 /// The converter's metadata inputs: the config's `metadata` object with the `--metadata` file
 /// over it.
-fn metadata_overrides(
+pub(crate) fn metadata_overrides(
     args: &ExportArgs,
     config: &ExportConfig,
 ) -> Result<serde_json::Map<String, serde_json::Value>> {

@@ -24,8 +24,19 @@ pub struct ImportArgs {
     /// ~/.cache/huggingface/hub) and downloaded into it when missing (token: HF_TOKEN or
     /// `huggingface-cli login`; HF_HUB_OFFLINE=1 forbids downloads). A local path that exists
     /// wins over a repo id.
-    #[arg(long, short = 'm', value_name = "PATH|ORG/NAME")]
-    pub model: PathBuf,
+    #[arg(
+        long,
+        short = 'm',
+        value_name = "PATH|ORG/NAME",
+        required_unless_present = "lora",
+        conflicts_with = "lora"
+    )]
+    pub model: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) to merge
+    /// into the --base store, as PEFT's merge_and_unload does (W + alpha/r · B @ A in float32,
+    /// rounded to the stored dtype); the result is stored as a fine-tune of the base.
+    #[arg(long, value_name = "ADAPTER_DIR", requires = "base")]
+    pub lora: Option<PathBuf>,
     /// Branch, tag or commit hash of a Hub repo id (default: main).
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
@@ -72,9 +83,21 @@ impl From<StoreEncoding> for Encoding {
 
 /// Runs the command.
 pub fn run(args: ImportArgs) -> Result<()> {
+    if let Some(adapter) = &args.lora {
+        return crate::commands::import_lora::run(&args, adapter);
+    }
+    let Some(model_arg) = &args.model else {
+        bail!("give the model to import with --model PATH (or --lora ADAPTER with --base STORE)");
+    };
     let started = Instant::now();
-    let resolved = crate::source::hub::resolve(&args.model, args.revision.as_deref(), args.quiet)?;
+    let resolved = crate::source::hub::resolve(model_arg, args.revision.as_deref(), args.quiet)?;
     let model_path = resolved.path.as_path();
+    if crate::source::peft::is_adapter(model_path) && !model_path.join("config.json").is_file() {
+        bail!(
+            "{} is a PEFT LoRA adapter, not a model: merge it into its base with `gmat import --lora {0} --base STORE -o DIR`, or write a LoRA GGUF with `gmat export --model STORE --lora {0}`",
+            model_path.display()
+        );
+    }
     let model = HfModel::open(model_path)?;
     // What this run reads: nothing it writes may be one of these.
     let mut inputs = crate::fsio::Inputs::default();

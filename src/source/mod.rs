@@ -5,6 +5,8 @@ pub mod dtype;
 pub mod gguf_model;
 pub mod hf_folder;
 pub mod hub;
+pub mod peft;
+pub mod peft_merge;
 pub mod safetensors;
 
 pub use dtype::Dtype;

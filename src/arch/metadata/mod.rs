@@ -106,6 +106,23 @@ pub fn general_keys(
     input: &MetadataInput,
     params: &ParamCount,
 ) -> Result<()> {
+    let total = i64::try_from(params.total).unwrap_or(i64::MAX);
+    let label = (params.total > 0).then(|| params.size_label());
+    general_keys_with_total(kv, arch, general_type, md, input, total, label)
+}
+
+/// [`general_keys`] given the parameter total the converter's heuristics see and the size
+/// label: a LoRA adapter's total is negative (gguf-py's `get_total_parameter_count` negates it
+/// as "likely not exact") and it has no label.
+pub fn general_keys_with_total(
+    kv: &mut Kv,
+    arch: &str,
+    general_type: &str,
+    md: &ModelDir,
+    input: &MetadataInput,
+    total: i64,
+    label: Option<String>,
+) -> Result<()> {
     kv.set("general.architecture", Value::String(arch.into()));
     kv.set("general.type", Value::String(general_type.into()));
     // gguf-py: a model card, config or generation config that cannot be read counts as absent
@@ -115,7 +132,6 @@ pub fn general_keys(
     };
     let config = md.json("config.json").ok().flatten();
     let generation = md.json("generation_config.json").ok().flatten();
-    let total = i64::try_from(params.total).unwrap_or(i64::MAX);
     let sources = MetadataSources {
         card,
         hf_params: config.as_deref(),
@@ -125,7 +141,6 @@ pub fn general_keys(
         model_name: input.model_name.as_deref(),
         total_params: total,
     };
-    let label = (params.total > 0).then(|| params.size_label());
     let metadata = ModelMetadata::load(&sources, label)?;
     for (k, v) in metadata.gguf_keys()? {
         kv.set(&k, v);
