@@ -5,4 +5,5 @@ pub mod export_target;
 pub mod import;
 pub mod inspect;
 pub mod meta;
+pub mod remove;
 pub mod verify;
