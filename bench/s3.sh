@@ -48,7 +48,7 @@ api_bind_addr = "127.0.0.1:$ADMP"
 admin_token = "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 EOF
 gc() { "$GARAGE" -c "$G/garage.toml" "$@"; }
-gc server > "$G/server.log" 2>&1 &
+"$GARAGE" -c "$G/garage.toml" server > "$G/server.log" 2>&1 &
 GPID=$!
 trap 'kill $GPID 2>/dev/null; wait $GPID 2>/dev/null || true' EXIT
 for _ in $(seq 300); do gc status > /dev/null 2>&1 && break; sleep 0.2; done
