@@ -20,7 +20,9 @@ Examples:
   gmat import --lora ./my-lora --base ./store/model.gmat -o ./merged   # adapter merged, as deltas
   gmat export --model ./qwen --type Q4_K_M -o qwen-q4_k_m.gguf         # = llama-quantize's file
   gmat inspect ./instruct/model.gmat                           # tensors, encodings, sizes
-  gmat verify ./instruct/model.gmat                            # re-hash every tensor";
+  gmat verify ./instruct/model.gmat                            # re-hash every tensor
+  gmat import --model ./Llama-3.2-1B -o s3://models/llama      # a store in a bucket (S3, Garage,
+  gmat export --model s3://models/llama --type Q8_0 -o q8.gguf #   MinIO; see --s3-endpoint)";
 
 /// gmat: a lossless tensor store for LLM weights and a one-pass GGUF exporter for llama.cpp.
 #[derive(Parser, Debug)]
@@ -28,6 +30,12 @@ Examples:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Endpoint of a self-hosted S3-compatible server for s3:// stores (Garage, MinIO, Ceph
+    /// RGW), e.g. http://localhost:3900; also GMAT_S3_ENDPOINT, else AWS_ENDPOINT_URL or the
+    /// AWS profile's endpoint_url. Credentials and region: AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, or ~/.aws/credentials and ~/.aws/config (AWS_PROFILE).
+    #[arg(long, global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
 }
 
 /// Parsed once per run: the size difference between the variants costs nothing.
@@ -112,6 +120,16 @@ Examples:
 Exit status: 0 if every tensor decodes to its recorded content hash, 1 at the first that does
 not (the message names it), or if the store or its base cannot be read.")]
     Verify(VerifyCli),
+    /// Delete a store: a model.gmat folder, or every object of a store in a bucket, including
+    /// what an interrupted import left behind.
+    #[command(after_help = "\
+Examples:
+  gmat remove s3://models/old-finetune                          # every object of its model.gmat/
+  gmat remove ./out/model.gmat
+
+A store an import is writing is refused; the lock of an interrupted import is taken over. Fine-tunes
+stored against the store (--base) can no longer be exported once it is gone.")]
+    Remove(RemoveCli),
     /// Print the JSON Schema of import_config.json or export_config.json, for editors.
     #[command(after_help = "\
 Examples:
@@ -164,13 +182,22 @@ pub struct ManCli {
 
 #[derive(Args, Debug)]
 pub struct InspectCli {
-    /// GMAT store (a model.gmat folder, or the folder holding it).
+    /// GMAT store (a model.gmat folder, or the folder holding it; or s3://bucket/prefix).
     pub store: PathBuf,
 }
 
 #[derive(Args, Debug)]
+pub struct RemoveCli {
+    /// GMAT store (a model.gmat folder or the folder holding it, or s3://bucket/prefix).
+    pub store: PathBuf,
+    /// No summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyCli {
-    /// GMAT store (a model.gmat folder, or the folder holding it).
+    /// GMAT store (a model.gmat folder, or the folder holding it; or s3://bucket/prefix).
     pub store: PathBuf,
     /// No progress bar or summary.
     #[arg(long, short = 'q')]

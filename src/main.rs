@@ -10,11 +10,15 @@ fn main() {
         eprintln!("gmat: error: {}", gmat::escape::controls(&e));
         std::process::exit(1);
     }
+    if let Some(e) = cli.s3_endpoint {
+        gmat::store::s3::config::set_endpoint(e);
+    }
     let result = match cli.command {
         Command::Import(a) => commands::import::run(a),
         Command::Export(a) => commands::export::run(*a),
         Command::Inspect(a) => commands::inspect::run(&a.store),
         Command::Verify(a) => commands::verify::run(&a.store, a.quiet),
+        Command::Remove(a) => commands::remove::run(&a.store, a.quiet),
         Command::Schema(a) => commands::meta::schema(a.kind, a.output.as_deref()),
         Command::Completions(a) => commands::meta::completions(a.shell),
         Command::Man(a) => commands::meta::man(a.dir.as_deref()),

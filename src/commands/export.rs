@@ -160,7 +160,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let mut base = store.base_path();
     let mut seen = 0;
     while let Some(b) = base.take() {
-        inputs.dir(&b, "the base store");
+        if !crate::store::Location::is_remote(&b) {
+            inputs.dir(&b, "the base store");
+        }
         seen += 1;
         if seen < 8 {
             base = Store::open(&b).ok().and_then(|s| s.base_path());
@@ -567,7 +569,7 @@ fn gguf_plans(
             "{what} is an option of the converter's (HF) exports; {} was imported from a GGUF, \
              whose metadata is kept as it is: set keys with --override-kv KEY=TYPE:VALUE, as \
              llama-quantize does",
-            store.root.display()
+            store.location
         );
     }
     let metadata = store.gguf_metadata()?;
@@ -915,7 +917,7 @@ fn generate(
             "_comment".into(),
             format!(
                 "gmat export config for {}: per_tensor keys may be a GGUF tensor name, a UUID or a source tensor name",
-                store.root.display()
+                store.location
             )
             .into(),
         );

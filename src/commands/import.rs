@@ -13,7 +13,7 @@ use crate::config::read_config;
 use crate::pipeline::import::ImportOptions;
 use crate::pipeline::{self, progress::human_bytes};
 use crate::source::HfModel;
-use crate::store::{Encoding, Holding, Store};
+use crate::store::{Encoding, Holding, Location, Store};
 
 /// Options of `gmat import` (the command line is this struct).
 #[derive(Args, Debug)]
@@ -40,7 +40,9 @@ pub struct ImportArgs {
     /// Branch, tag or commit hash of a Hub repo id (default: main).
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
-    /// Output folder; the store is written to OUTPUT/model.gmat.
+    /// Output folder; the store is written to OUTPUT/model.gmat. An `s3://bucket/prefix` URL
+    /// writes it to a bucket (S3, Garage, MinIO, ...): credentials and endpoint come from the
+    /// AWS_* environment variables or ~/.aws (see --s3-endpoint).
     #[arg(long, short = 'o')]
     pub output: Option<PathBuf>,
     /// Import config (tensor selection and UUIDs).
@@ -55,7 +57,8 @@ pub struct ImportArgs {
     pub encoding: StoreEncoding,
     /// Base store of a fine-tune: tensors identical to the base's are shared (hard link, or a
     /// reference), others of the same name and shape are stored as XOR deltas. The base must
-    /// stay in place for the fine-tune to export.
+    /// stay in place for the fine-tune to export. In a bucket (`s3://...`), shared tensors are
+    /// read from the base's objects.
     #[arg(long, value_name = "STORE")]
     pub base: Option<PathBuf>,
     /// No progress bars or summary.
@@ -121,11 +124,14 @@ pub fn run(args: ImportArgs) -> Result<()> {
     let Some(out) = &args.output else {
         bail!("give an output folder with -o DIR (the store is written to DIR/model.gmat), or --generate-config");
     };
+    let target = Location::parse(out)?.child("model.gmat");
     let root = out.join("model.gmat");
-    for (p, what) in [(out, "-o"), (&root, "the store folder")] {
-        if let Ok(m) = std::fs::metadata(p) {
-            if !m.is_dir() {
-                bail!("{what} {} exists and is not a folder", p.display());
+    if target.local().is_some() {
+        for (p, what) in [(out, "-o"), (&root, "the store folder")] {
+            if let Ok(m) = std::fs::metadata(p) {
+                if !m.is_dir() {
+                    bail!("{what} {} exists and is not a folder", p.display());
+                }
             }
         }
     }
@@ -136,7 +142,9 @@ pub fn run(args: ImportArgs) -> Result<()> {
     if let Some(b) = &base {
         inputs.dir(&b.root, "the base store (--base)");
     }
-    inputs.check_output_dir(&root, "the store folder")?;
+    if target.local().is_some() {
+        inputs.check_output_dir(&root, "the store folder")?;
+    }
     let config = match &args.config {
         Some(p) => read_config::<ImportConfig>(p)?,
         None => ImportConfig {
@@ -175,9 +183,14 @@ pub fn run(args: ImportArgs) -> Result<()> {
         encoding: args.encoding.into(),
         base: base.as_ref(),
     };
-    let manifest = pipeline::import::run(
-        &model, model_path, &decisions, summary, &root, &options, args.quiet,
-    )?;
+    let manifest = match &target {
+        Location::Local(_) => pipeline::import::run(
+            &model, model_path, &decisions, summary, &root, &options, args.quiet,
+        )?,
+        Location::S3(loc) => pipeline::import_s3::run(
+            &model, model_path, &decisions, summary, loc, &options, args.quiet,
+        )?,
+    };
     if !args.quiet {
         let raw = manifest.raw_bytes();
         let mut own = 0u64;
@@ -200,7 +213,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
         let based = match &base {
             Some(b) => format!(
                 "; against base {}: {shared} tensors ({}) shared, {deltas} stored as deltas ({})",
-                b.root.display(),
+                b.location,
                 human_bytes(shared_bytes),
                 human_bytes(delta_bytes)
             ),
@@ -210,7 +223,7 @@ pub fn run(args: ImportArgs) -> Result<()> {
             "imported {} tensors ({}) into {} in {:.2?}: {} stored ({:.1}% of the source, {}){based}{}",
             manifest.tensors.len(),
             human_bytes(raw),
-            root.display(),
+            target,
             started.elapsed(),
             human_bytes(own),
             100.0 * own as f64 / raw.max(1) as f64,

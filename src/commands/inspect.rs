@@ -19,7 +19,7 @@ pub fn describe(store: &Store) -> String {
     let m = &store.manifest;
     let mut out = String::new();
     let name = m.model.get("name").and_then(|v| v.as_str()).unwrap_or("?");
-    out += &format!("store:   {}\n", store.root.display());
+    out += &format!("store:   {}\n", store.location);
     out += &format!(
         "model:   {name} ({} tensors, model hash {})\n",
         m.tensors.len(),
@@ -32,7 +32,7 @@ pub fn describe(store: &Store) -> String {
         m.source.files.join(", ")
     );
     if let (Some(b), Some(p)) = (&m.base, store.base_path()) {
-        let state = match Store::open(&p) {
+        let state = match store.base() {
             Ok(s) if s.manifest.model_hash() == b.model_hash => "present, unchanged".to_string(),
             Ok(_) => "present, CHANGED since the import (model hash differs)".to_string(),
             Err(_) => "MISSING".to_string(),

@@ -7,4 +7,5 @@ pub mod import;
 pub mod import_lora;
 pub mod inspect;
 pub mod meta;
+pub mod remove;
 pub mod verify;

@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::pipeline::progress::{self, human_bytes};
-use crate::store::{Holding, Store};
+use crate::store::{Holding, Location, Store};
 
-/// The names of files in `tensors/` that no manifest entry uses.
-fn orphans(store: &Store) -> Vec<String> {
+/// The names of files (objects) in `tensors/` that no manifest entry uses.
+fn orphans(store: &Store) -> Result<Vec<String>> {
     let used: HashSet<String> = store
         .manifest
         .tensors
@@ -19,15 +19,22 @@ fn orphans(store: &Store) -> Vec<String> {
         .filter(|t| t.holding() != Holding::Referenced)
         .map(|t| format!("{}.gmat", t.uuid))
         .collect();
-    let mut out: Vec<String> = std::fs::read_dir(store.root.join(crate::store::TENSOR_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !used.contains(n))
-        .collect();
+    let names: Vec<String> = match &store.location {
+        Location::Local(_) => std::fs::read_dir(store.root.join(crate::store::TENSOR_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Location::S3(loc) => crate::store::s3::bucket(&loc.bucket)?
+            .list(&loc.object(crate::store::TENSOR_DIR))?
+            .into_iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect(),
+    };
+    let mut out: Vec<String> = names.into_iter().filter(|n| !used.contains(n)).collect();
     out.sort();
-    out
+    Ok(out)
 }
 
 /// What comparing the manifest's tensor list with the source model found.
@@ -96,7 +103,7 @@ fn against_source(store: &Store) -> Result<SourceCheck> {
         .collect();
     bail!(
         "{} is incomplete: {} tensor(s) of the source model {} are neither in the store nor excluded by the import config ({}{}); import the model again",
-        store.root.join(crate::store::MANIFEST).display(),
+        store.location.child(crate::store::MANIFEST),
         missing.len(),
         src.display(),
         shown.join(", "),
@@ -111,7 +118,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
     if store.manifest.tensors.is_empty() {
         bail!(
             "{} lists no tensors: the store is empty; import the model again",
-            store.root.join(crate::store::MANIFEST).display()
+            store.location.child(crate::store::MANIFEST)
         );
     }
     let total = store.manifest.raw_bytes();
@@ -121,15 +128,13 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
         store.reader(t).and_then(|r| r.finish()).with_context(|| {
             format!(
                 "verify failed at tensor {} (uuid {}) of {}",
-                t.name,
-                t.uuid,
-                store.root.display()
+                t.name, t.uuid, store.location
             )
         })?;
         bar.inc(t.raw_bytes);
     }
     bar.finish_and_clear();
-    let orphans = orphans(&store);
+    let orphans = orphans(&store)?;
     if !orphans.is_empty() {
         let shown: Vec<String> = orphans
             .iter()
@@ -138,7 +143,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
             .collect();
         bail!(
             "every tensor of {} matches its content hash, but {} file(s) in {}/ are not in the manifest (orphans: {}{}); a later import over the store removes them, or delete them",
-            store.root.display(),
+            store.location,
             orphans.len(),
             crate::store::TENSOR_DIR,
             shown.join(", "),
@@ -156,7 +161,7 @@ pub fn run(path: &Path, quiet: bool) -> Result<()> {
             "verified {} tensors ({}) of {} in {:.2}s ({:.0} MB/s): every content hash matches",
             store.manifest.tensors.len(),
             human_bytes(total),
-            store.root.display(),
+            store.location,
             secs,
             total as f64 / 1e6 / secs.max(1e-9)
         );

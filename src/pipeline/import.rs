@@ -148,17 +148,9 @@ pub fn run(
     let mut side_files = Vec::new();
     let mut summary = summary;
     if let Some(kv) = &model.gguf_metadata {
-        // The GGUF's key/value pairs, as a GGUF file of no tensors: every value keeps its type.
-        let bytes = crate::gguf::GgufHeader {
-            metadata: kv.clone(),
-            tensors: Vec::new(),
-        }
-        .to_bytes();
+        let (bytes, hash) = gguf_metadata_file(kv);
         fsio::write_atomic(&root.join(GGUF_METADATA), &bytes)?;
-        summary.insert(
-            GGUF_METADATA_HASH.into(),
-            crate::content_hash::format(blake3::hash(&bytes)).into(),
-        );
+        summary.insert(GGUF_METADATA_HASH.into(), hash.into());
         side_files.push(GGUF_METADATA.to_string());
     }
     for rel in &model.side_files {
@@ -170,7 +162,32 @@ pub fn run(
         copy_side_file(&src, &dst)?;
         side_files.push(rel.clone());
     }
-    let manifest = Manifest {
+    let manifest = manifest_of(
+        model,
+        source_path,
+        decisions,
+        summary,
+        side_files,
+        entries,
+        base_info,
+    );
+    fsio::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    sync_dir(root);
+    remove_leftovers(root, &manifest, &old_side_files);
+    Ok(manifest)
+}
+
+/// The manifest of an import: where the model came from, its summary, side files and tensors.
+pub(super) fn manifest_of(
+    model: &HfModel,
+    source_path: &Path,
+    decisions: &[ImportDecision],
+    summary: serde_json::Map<String, serde_json::Value>,
+    side_files: Vec<String>,
+    entries: Vec<TensorEntry>,
+    base: Option<BaseStore>,
+) -> Manifest {
+    Manifest {
         format: "gmat".into(),
         format_version: FORMAT_VERSION,
         gmat_version: env!("CARGO_PKG_VERSION").into(),
@@ -192,12 +209,20 @@ pub fn run(
         model: summary,
         side_files,
         tensors: entries,
-        base: base_info,
-    };
-    fsio::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
-    sync_dir(root);
-    remove_leftovers(root, &manifest, &old_side_files);
-    Ok(manifest)
+        base,
+    }
+}
+
+/// The GGUF's key/value pairs as a GGUF file of no tensors (every value keeps its type), and its
+/// content hash for the manifest.
+pub(super) fn gguf_metadata_file(kv: &[(String, crate::gguf::Value)]) -> (Vec<u8>, String) {
+    let bytes = crate::gguf::GgufHeader {
+        metadata: kv.to_vec(),
+        tensors: Vec::new(),
+    }
+    .to_bytes();
+    let hash = crate::content_hash::format(blake3::hash(&bytes));
+    (bytes, hash)
 }
 
 /// Copies a side file (small: read with a limit) to `dst` through a temporary file.
@@ -255,14 +280,14 @@ fn remove_leftovers(root: &Path, manifest: &Manifest, old_side_files: &[String])
 }
 
 /// The base's tensors by content hash and by name.
-struct BaseIndex<'a> {
-    store: &'a Store,
+pub(super) struct BaseIndex<'a> {
+    pub(super) store: &'a Store,
     by_hash: HashMap<&'a str, Vec<&'a TensorEntry>>,
-    by_name: HashMap<&'a str, &'a TensorEntry>,
+    pub(super) by_name: HashMap<&'a str, &'a TensorEntry>,
 }
 
 impl<'a> BaseIndex<'a> {
-    fn new(store: &'a Store) -> Self {
+    pub(super) fn new(store: &'a Store) -> Self {
         let mut by_hash: HashMap<&str, Vec<&TensorEntry>> = HashMap::new();
         let mut by_name = HashMap::new();
         for t in &store.manifest.tensors {
@@ -277,7 +302,7 @@ impl<'a> BaseIndex<'a> {
     }
 
     /// A base tensor with this content, preferably of the same name.
-    fn same_content(&self, e: &TensorEntry) -> Option<&'a TensorEntry> {
+    pub(super) fn same_content(&self, e: &TensorEntry) -> Option<&'a TensorEntry> {
         let list = self.by_hash.get(e.hash.as_str())?;
         list.iter()
             .find(|b| b.name == e.name)
@@ -286,7 +311,11 @@ impl<'a> BaseIndex<'a> {
     }
 }
 
-fn header(e: &TensorEntry, encoding: Encoding, base: Option<BaseTensor>) -> TensorHeader {
+pub(super) fn header(
+    e: &TensorEntry,
+    encoding: Encoding,
+    base: Option<BaseTensor>,
+) -> TensorHeader {
     TensorHeader {
         name: e.name.clone(),
         dtype: e.dtype,
@@ -321,14 +350,15 @@ fn store_tensor(
                 .with_context(|| {
                     format!(
                         "the base store {} is corrupt (check it with `gmat verify`; re-import it, or import without --base)",
-                        index.store.root.display()
+                        index.store.location
                     )
                 })?;
             e.base = Some(BaseTensor {
                 uuid: b.uuid,
                 hash: b.hash.clone(),
             });
-            let linkable = matches!(b.holding(), Holding::Own | Holding::Linked)
+            let linkable = index.store.location.local().is_some()
+                && matches!(b.holding(), Holding::Own | Holding::Linked)
                 && b.name == e.name
                 && b.dtype == e.dtype
                 && b.shape == e.shape;
@@ -337,7 +367,7 @@ fn store_tensor(
                 if !from.is_file() {
                     bail!(
                         "the base store {} has no file for its tensor {} ({}); check it with `gmat verify`",
-                        index.store.root.display(),
+                        index.store.location,
                         b.name,
                         from.display()
                     );
@@ -365,7 +395,7 @@ fn store_tensor(
                 let xh = header(&e, Encoding::XorZstd, Some(link.clone()));
                 let open_base = || {
                     index.store.reader(b).with_context(|| {
-                        format!("base tensor {} of {}", b.name, index.store.root.display())
+                        format!("base tensor {} of {}", b.name, index.store.location)
                     })
                 };
                 if let Some(f) = existing.as_ref().filter(|f| f.header == xh) {
@@ -390,7 +420,7 @@ fn store_tensor(
                     reader.finish().with_context(|| {
                         format!(
                             "the base store {} is corrupt; the delta written against it is unusable",
-                            index.store.root.display()
+                            index.store.location
                         )
                     })?;
                     e.encoding = Encoding::XorZstd;
@@ -445,7 +475,7 @@ fn verify_delta(
 
 /// Whether the XOR with the base codes smaller than the tensor alone, judged on one chunk from
 /// the middle of the tensor.
-fn delta_pays(
+pub(super) fn delta_pays(
     bytes: &[u8],
     base: &mut dyn ByteSource,
     dtype: crate::source::Dtype,
@@ -483,6 +513,14 @@ fn hard_link(from: &Path, to: &Path) -> Result<u64> {
 
 /// The manifest's record of the base: its path relative to the new store, and its model hash.
 fn base_info(base: &Store, root: &Path) -> Result<BaseStore> {
+    if !matches!(base.location, crate::store::Location::Local(_)) {
+        // A base in a bucket is named by its URL.
+        note_chain(base);
+        return Ok(BaseStore {
+            path: base.location.to_string(),
+            model_hash: base.manifest.model_hash(),
+        });
+    }
     let canon = |p: &Path| {
         std::fs::canonicalize(p).with_context(|| format!("cannot resolve {}", p.display()))
     };
@@ -493,17 +531,21 @@ fn base_info(base: &Store, root: &Path) -> Result<BaseStore> {
             base.root.display()
         );
     }
-    if base.manifest.base.is_some() {
-        // A chain works, but each link is one more store that must stay in place.
-        eprintln!(
-            "note: the base store {} is itself a fine-tune of another store; both must be kept",
-            base.root.display()
-        );
-    }
+    note_chain(base);
     Ok(BaseStore {
         path: relative_path(&r, &b).display().to_string(),
         model_hash: base.manifest.model_hash(),
     })
+}
+
+/// A chain of fine-tunes works, but each link is one more store that must stay in place.
+pub(super) fn note_chain(base: &Store) {
+    if base.manifest.base.is_some() {
+        eprintln!(
+            "note: the base store {} is itself a fine-tune of another store; both must be kept",
+            base.location
+        );
+    }
 }
 
 /// `to` as a path relative to the folder `from` (both absolute and canonical).

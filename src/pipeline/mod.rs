@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod import;
+pub mod import_s3;
 pub mod measure;
 pub mod progress;
 pub mod writer;

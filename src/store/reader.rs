@@ -25,7 +25,7 @@ pub struct TensorReader<'s> {
 }
 
 enum Kind<'s> {
-    Raw(TensorFile),
+    Raw(Box<TensorFile>),
     Chunked(Box<Chunked<'s>>),
     Ref {
         inner: Box<TensorReader<'s>>,
@@ -62,8 +62,7 @@ impl<'s> TensorReader<'s> {
                 let inner = TensorReader::open(base, b, hashing).with_context(|| {
                     format!(
                         "tensor {} is read from the base store {}",
-                        entry.name,
-                        base.root.display()
+                        entry.name, base.location
                     )
                 })?;
                 if inner.len() as u64 != entry.raw_bytes {
@@ -75,12 +74,21 @@ impl<'s> TensorReader<'s> {
                 }
                 Kind::Ref {
                     inner: Box::new(inner),
-                    base_root: base.root.display().to_string(),
+                    base_root: base.location.to_string(),
                 }
             }
-            Encoding::Raw => Kind::Raw(store.open_tensor(entry)?),
-            Encoding::Zstd | Encoding::XorZstd => {
+            Encoding::Raw | Encoding::Zstd | Encoding::XorZstd => {
                 let file = store.open_tensor(entry)?;
+                // A raw file in a bucket is fetched in chunks, like an encoded one.
+                if file.is_raw() && file.is_mapped() {
+                    return Ok(TensorReader {
+                        name: entry.name.clone(),
+                        hash: entry.hash.clone(),
+                        len: entry.raw_bytes as usize,
+                        hashing,
+                        kind: Kind::Raw(Box::new(file)),
+                    });
+                }
                 let base = if entry.encoding == Encoding::XorZstd {
                     let (bs, be) = store.base_entry(entry)?;
                     if be.raw_bytes != entry.raw_bytes {
@@ -93,9 +101,7 @@ impl<'s> TensorReader<'s> {
                     let r = TensorReader::open(bs, be, false).with_context(|| {
                         format!(
                             "tensor {} is a delta against tensor {} of the base store {}",
-                            entry.name,
-                            be.name,
-                            bs.root.display()
+                            entry.name, be.name, bs.location
                         )
                     })?;
                     Some((r, bs, be))
@@ -286,7 +292,7 @@ impl<'s> TensorReader<'s> {
             return Ok(());
         }
         let got = match self.kind {
-            Kind::Raw(f) => f.raw_hash(),
+            Kind::Raw(f) => f.raw_hash()?,
             Kind::Ref { inner, base_root } => {
                 return inner.finish().with_context(|| {
                     format!(
@@ -311,7 +317,7 @@ impl<'s> TensorReader<'s> {
                                 "tensor {} is a delta against tensor {} of the base store {}, which is corrupt: {e:#}",
                                 self.name,
                                 be.name,
-                                bs.root.display()
+                                bs.location
                             );
                         }
                     }
@@ -416,8 +422,7 @@ impl Chunked<'_> {
             Some((r, bs, be)) => Some(r.window(s, e).with_context(|| {
                 format!(
                     "reading tensor {} of the base store {}",
-                    be.name,
-                    bs.root.display()
+                    be.name, bs.location
                 )
             })?),
             None => None,

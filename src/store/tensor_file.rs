@@ -218,52 +218,24 @@ pub fn write_chunked(
     path: &Path,
     header: &TensorHeader,
     src: &[u8],
-    mut base: Option<&mut dyn ByteSource>,
+    base: Option<&mut dyn ByteSource>,
     written: &dyn Fn(Range<usize>),
     commit: &dyn Commit,
 ) -> Result<u64> {
-    header.validate()?;
-    if !header.encoding.is_chunked() || src.len() as u64 != header.raw_bytes {
-        bail!("write_chunked: header does not describe a chunked payload of this size");
-    }
-    if (header.encoding == Encoding::XorZstd) != base.is_some() {
-        bail!("write_chunked: a base is needed for xor_zstd and only for it");
-    }
-    let cb = header.chunk_bytes.unwrap_or(CHUNK_BYTES as u64) as usize;
+    check_chunked(header, src, base.is_some())?;
     let n = header.chunk_count();
-    let planes = Planes::for_dtype(header.dtype);
     let head = header_bytes(header)?;
     let (f, tmp) = crate::fsio::create_temp(path)?;
     let data_start = (head.len() + 8 * n) as u64;
-    let mut write = || -> Result<u64> {
+    let write = || -> Result<u64> {
         f.write_all_at(&head, 0)?;
-        let mut ends = Vec::with_capacity(n);
         let mut at = 0u64;
-        let mut c0 = 0;
-        while c0 < n {
-            let c1 = (c0 + BATCH_CHUNKS).min(n);
-            let (s, e) = (c0 * cb, (c1 * cb).min(src.len()));
-            let b = match base.as_mut() {
-                Some(f) => Some(f.range(s, e)?),
-                None => None,
-            };
-            let frames: Vec<Vec<u8>> = (c0..c1)
-                .into_par_iter()
-                .map(|c| {
-                    let (cs, ce) = (c * cb, ((c + 1) * cb).min(src.len()));
-                    codec::encode_chunk(&src[cs..ce], b.map(|b| &b[cs - s..ce - s]), planes)
-                })
-                .collect::<Result<_>>()?;
-            for fr in frames {
-                f.write_all_at(&fr, data_start + at)?;
-                at += fr.len() as u64;
-                ends.push(at);
-            }
-            written(s..e);
-            c0 = c1;
-        }
-        let index: Vec<u8> = ends.iter().flat_map(|e| e.to_le_bytes()).collect();
-        f.write_all_at(&index, head.len() as u64)?;
+        let ends = encode_frames(header, src, base, written, &mut |fr| {
+            f.write_all_at(fr, data_start + at)?;
+            at += fr.len() as u64;
+            Ok(())
+        })?;
+        f.write_all_at(&index_bytes(&ends), head.len() as u64)?;
         Ok(data_start + at)
     };
     let result = write().with_context(|| format!("cannot write {}", tmp.display()));
@@ -274,14 +246,117 @@ pub fn write_chunked(
     Ok(size)
 }
 
+/// [`write_chunked`] into an object of a bucket, streamed as it is encoded
+/// ([`crate::store::s3::upload`]). Returns the object's size.
+pub fn upload_chunked(
+    upload: crate::store::s3::upload::Upload,
+    header: &TensorHeader,
+    src: &[u8],
+    base: Option<&mut dyn ByteSource>,
+    written: &dyn Fn(Range<usize>),
+) -> Result<u64> {
+    check_chunked(header, src, base.is_some())?;
+    let mut upload = upload;
+    let ends = encode_frames(header, src, base, written, &mut |fr| upload.write(fr))?;
+    let mut prefix = header_bytes(header)?;
+    prefix.extend_from_slice(&index_bytes(&ends));
+    upload.finish(&prefix)
+}
+
+/// [`write_raw_releasing`] into an object of a bucket, streamed. Returns the object's size.
+pub fn upload_raw(
+    upload: crate::store::s3::upload::Upload,
+    header: &TensorHeader,
+    payload: &[u8],
+    written: &dyn Fn(Range<usize>),
+) -> Result<u64> {
+    let mut upload = upload;
+    let mut pos = 0;
+    while pos < payload.len() {
+        let end = (pos + crate::mapped::CHUNK).min(payload.len());
+        upload.write(&payload[pos..end])?;
+        written(pos..end);
+        pos = end;
+    }
+    upload.finish(&header_bytes(header)?)
+}
+
+fn check_chunked(header: &TensorHeader, src: &[u8], has_base: bool) -> Result<()> {
+    header.validate()?;
+    if !header.encoding.is_chunked() || src.len() as u64 != header.raw_bytes {
+        bail!("write_chunked: header does not describe a chunked payload of this size");
+    }
+    if (header.encoding == Encoding::XorZstd) != has_base {
+        bail!("write_chunked: a base is needed for xor_zstd and only for it");
+    }
+    Ok(())
+}
+
+fn index_bytes(ends: &[u64]) -> Vec<u8> {
+    ends.iter().flat_map(|e| e.to_le_bytes()).collect()
+}
+
+/// Encodes `src` chunk by chunk ([`BATCH_CHUNKS`] in parallel), handing each frame in order to
+/// `emit`; returns the frames' end offsets (the chunk index).
+fn encode_frames(
+    header: &TensorHeader,
+    src: &[u8],
+    mut base: Option<&mut dyn ByteSource>,
+    written: &dyn Fn(Range<usize>),
+    emit: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Vec<u64>> {
+    let cb = header.chunk_bytes.unwrap_or(CHUNK_BYTES as u64) as usize;
+    let n = header.chunk_count();
+    let planes = Planes::for_dtype(header.dtype);
+    let mut ends = Vec::with_capacity(n);
+    let mut at = 0u64;
+    let mut c0 = 0;
+    while c0 < n {
+        let c1 = (c0 + BATCH_CHUNKS).min(n);
+        let (s, e) = (c0 * cb, (c1 * cb).min(src.len()));
+        let b = match base.as_mut() {
+            Some(f) => Some(f.range(s, e)?),
+            None => None,
+        };
+        let frames: Vec<Vec<u8>> = (c0..c1)
+            .into_par_iter()
+            .map(|c| {
+                let (cs, ce) = (c * cb, ((c + 1) * cb).min(src.len()));
+                codec::encode_chunk(&src[cs..ce], b.map(|b| &b[cs - s..ce - s]), planes)
+            })
+            .collect::<Result<_>>()?;
+        for fr in frames {
+            emit(&fr)?;
+            at += fr.len() as u64;
+            ends.push(at);
+        }
+        written(s..e);
+        c0 = c1;
+    }
+    Ok(ends)
+}
+
+/// Where a tensor file's bytes are.
+enum Backing {
+    /// A local file, memory-mapped.
+    Mapped(Mmap),
+    /// An object in a bucket, read by ranges as needed.
+    Remote(crate::store::s3::fetch::RemoteBytes),
+}
+
 /// An opened tensor file: validated header, chunk index and a view of the payload.
 pub struct TensorFile {
     pub header: TensorHeader,
-    map: Mmap,
+    bytes: Backing,
+    size: usize,
     payload_start: usize,
-    /// Chunked payloads: where the frames start, and each frame's end (relative to that).
+    /// Chunked payloads: where the frames start, and each frame's end (relative to that). A
+    /// raw payload in a bucket is read in chunks of [`CHUNK_BYTES`] too: then these are the
+    /// chunks' ends in the payload.
     data_start: usize,
     ends: Vec<u64>,
+    /// The chunk size of a raw payload read in chunks (remote).
+    raw_chunks: Option<usize>,
 }
 
 impl TensorFile {
@@ -311,10 +386,79 @@ impl TensorFile {
         }
         Ok(TensorFile {
             header,
-            map,
+            size: map.len(),
+            bytes: Backing::Mapped(map),
             payload_start,
             data_start,
             ends,
+            raw_chunks: None,
+        })
+    }
+
+    /// Opens and validates a tensor file stored as the object `src` (its header and chunk index
+    /// are read now, the frames when decoded).
+    pub fn open_remote(src: crate::store::s3::fetch::RemoteBytes) -> Result<TensorFile> {
+        let url = src.url();
+        let size = src.len() as usize;
+        let bad = || format!("{url} is not a valid gmat tensor file");
+        let fixed = src.read(0, 12.min(src.len())).with_context(bad)?;
+        if fixed.len() < 12 {
+            bail!(
+                "{url} is not a valid gmat tensor file: {} bytes",
+                fixed.len()
+            );
+        }
+        let len = u32::from_le_bytes([fixed[8], fixed[9], fixed[10], fixed[11]]) as usize;
+        if len > MAX_HEADER {
+            bail!("{}: header length {len} is too large", bad());
+        }
+        let head_end = ((12 + len).div_ceil(ALIGN) * ALIGN).min(size);
+        let head = src.read(0, head_end as u64).with_context(bad)?;
+        let (header, payload_start) = parse_header(&head).with_context(bad)?;
+        let payload = size - payload_start;
+        let (data_start, ends, raw_chunks) = match header.encoding {
+            Encoding::Raw => {
+                if payload as u64 != header.raw_bytes {
+                    bail!(
+                        "{url}: payload is {payload} bytes but the header says {} (truncated object?)",
+                        header.raw_bytes
+                    );
+                }
+                let cb = CHUNK_BYTES;
+                let ends = (1..=payload.div_ceil(cb))
+                    .map(|i| (i * cb).min(payload) as u64)
+                    .collect();
+                (payload_start, ends, Some(cb))
+            }
+            Encoding::Zstd | Encoding::XorZstd => {
+                let n = header.chunk_count();
+                let index_end = payload_start.saturating_add(n.saturating_mul(8));
+                if index_end > size {
+                    bail!(
+                        "{url}: corrupt chunk index: {n} chunks need an index of {} bytes but the payload has {payload} (truncated object?)",
+                        n * 8
+                    );
+                }
+                // The index followed by as many (empty) frame bytes as the object holds:
+                // parse_index checks the ends against the payload's length.
+                let mut index = src
+                    .read(payload_start as u64, index_end as u64)
+                    .with_context(bad)?;
+                index.resize(payload, 0);
+                let ends = parse_index(&index, n)
+                    .with_context(|| format!("{url}: corrupt chunk index"))?;
+                (index_end, ends, None)
+            }
+            e => bail!("{}: encoding {e} has no file", bad()),
+        };
+        Ok(TensorFile {
+            header,
+            size,
+            bytes: Backing::Remote(src),
+            payload_start,
+            data_start,
+            ends,
+            raw_chunks,
         })
     }
 
@@ -323,45 +467,63 @@ impl TensorFile {
         self.header.encoding == Encoding::Raw
     }
 
-    /// The decoded tensor bytes of a `raw` file, straight from the map.
+    /// Whether the bytes are mapped from a local file (else read from a bucket on demand).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.bytes, Backing::Mapped(_))
+    }
+
+    fn map(&self) -> &[u8] {
+        match &self.bytes {
+            Backing::Mapped(m) => &m[..],
+            Backing::Remote(_) => &[],
+        }
+    }
+
+    /// The decoded tensor bytes of a mapped `raw` file, straight from the map.
     ///
     /// # Panics
-    /// If the file is encoded (check [`TensorFile::is_raw`]; read encoded tensors with
-    /// [`super::Store::reader`]).
+    /// If the file is encoded or remote (check [`TensorFile::is_raw`] and
+    /// [`TensorFile::is_mapped`]; read others with [`super::Store::reader`]).
     pub fn bytes(&self) -> &[u8] {
         assert!(
-            self.is_raw(),
+            self.is_raw() && self.is_mapped(),
             "TensorFile::bytes on a {} tensor file",
             self.header.encoding
         );
-        &self.map[self.payload_start..]
+        &self.map()[self.payload_start..]
     }
 
     /// Gives back the resident pages of a raw payload's byte range once it has been consumed.
     pub fn release(&self, range: Range<usize>) {
-        if self.is_raw() {
+        if let (true, Backing::Mapped(m)) = (self.is_raw(), &self.bytes) {
             crate::mapped::release(
-                &self.map,
+                m,
                 self.payload_start + range.start..self.payload_start + range.end,
             );
         }
     }
 
     /// Content hash of a raw payload, releasing pages as it goes.
-    pub fn raw_hash(&self) -> String {
-        hash::format(crate::mapped::hash_releasing(
-            &self.map,
-            self.payload_start..self.map.len(),
-        ))
+    pub fn raw_hash(&self) -> Result<String> {
+        match &self.bytes {
+            Backing::Mapped(m) => Ok(hash::format(crate::mapped::hash_releasing(
+                m,
+                self.payload_start..m.len(),
+            ))),
+            Backing::Remote(_) => self.chunked_hash(),
+        }
     }
 
-    /// Size of the file on disk.
+    /// Size of the file on disk (or of the object).
     pub fn file_bytes(&self) -> u64 {
-        self.map.len() as u64
+        self.size as u64
     }
 
-    /// Decoded bytes per chunk (the whole tensor for raw files).
+    /// Decoded bytes per chunk (the whole tensor for mapped raw files).
     pub fn chunk_bytes(&self) -> usize {
+        if let Some(c) = self.raw_chunks {
+            return c;
+        }
         match self.header.chunk_bytes {
             Some(c) => c as usize,
             None => self.header.raw_bytes as usize,
@@ -380,10 +542,25 @@ impl TensorFile {
         ((c0 * cb).min(len), (c1 * cb).min(len))
     }
 
-    fn frame(&self, c: usize) -> &[u8] {
-        let s = if c == 0 { 0 } else { self.ends[c - 1] as usize };
-        let e = self.ends[c] as usize;
-        &self.map[self.data_start + s..self.data_start + e]
+    /// Where chunk `c`'s frame starts, relative to the first frame.
+    fn frame_start(&self, c: usize) -> usize {
+        if c == 0 {
+            0
+        } else {
+            self.ends[c - 1] as usize
+        }
+    }
+
+    /// The frames of chunks `c0..c1`, contiguous: borrowed from the map, or fetched.
+    fn frames(&self, c0: usize, c1: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
+        let (s, e) = (
+            self.data_start + self.frame_start(c0),
+            self.data_start + self.frame_start(c1),
+        );
+        match &self.bytes {
+            Backing::Mapped(m) => Ok(std::borrow::Cow::Borrowed(&m[s..e])),
+            Backing::Remote(r) => Ok(std::borrow::Cow::Owned(r.read(s as u64, e as u64)?)),
+        }
     }
 
     /// Decodes chunks `c0..c1` into `out` (their decoded length) in parallel. `base` is the base
@@ -408,49 +585,56 @@ impl TensorFile {
                 if xor { "the" } else { "no" }
             );
         }
+        let frames = self.frames(c0, c1)?;
+        if self.is_raw() {
+            // A raw payload read in chunks: the "frames" are the bytes.
+            out.copy_from_slice(&frames);
+            return Ok(());
+        }
         let planes = Planes::for_dtype(self.header.dtype);
         let cb = self.chunk_bytes();
+        let first = self.frame_start(c0);
         out.par_chunks_mut(cb)
             .enumerate()
             .try_for_each(|(i, dst)| {
                 let c = c0 + i;
                 let b = base.map(|b| &b[i * cb..i * cb + dst.len()]);
-                codec::decode_chunk(self.frame(c), b, planes, dst)
+                let frame = &frames[self.frame_start(c) - first..self.frame_start(c + 1) - first];
+                codec::decode_chunk(frame, b, planes, dst)
                     .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
             })?;
         // Reading goes forward: hand the decoded frames' pages back, so that resident memory
         // does not grow with the tensor (a 70B model's embedding is 1.4 GB compressed).
-        if c1 > c0 {
-            let s = if c0 == 0 {
-                0
-            } else {
-                self.ends[c0 - 1] as usize
-            };
+        if let (true, Backing::Mapped(m)) = (c1 > c0, &self.bytes) {
+            let s = self.frame_start(c0);
             let e = self.ends[c1 - 1] as usize;
-            crate::mapped::release(&self.map, self.data_start + s..self.data_start + e);
+            crate::mapped::release(m, self.data_start + s..self.data_start + e);
         }
         Ok(())
+    }
+
+    /// The content hash of a payload decoded chunk by chunk (`zstd`, or remote `raw`).
+    fn chunked_hash(&self) -> Result<String> {
+        let mut h = blake3::Hasher::new();
+        let mut buf = Vec::new();
+        let mut c0 = 0;
+        while c0 < self.chunk_count() {
+            let c1 = (c0 + BATCH_CHUNKS).min(self.chunk_count());
+            let (s, e) = self.chunk_span(c0, c1);
+            buf.resize(e - s, 0);
+            self.decode_chunks(c0, c1, None, &mut buf)?;
+            h.update_rayon(&buf);
+            c0 = c1;
+        }
+        Ok(format!("{}{}", hash::PREFIX, h.finalize().to_hex()))
     }
 
     /// Re-hashes the decoded bytes and compares with `expected`. `xor_zstd` files need their
     /// base: verify them through [`super::Store::reader`].
     pub fn verify(&self, expected: &str) -> Result<()> {
         let got = match self.header.encoding {
-            Encoding::Raw => self.raw_hash(),
-            Encoding::Zstd => {
-                let mut h = blake3::Hasher::new();
-                let mut buf = Vec::new();
-                let mut c0 = 0;
-                while c0 < self.chunk_count() {
-                    let c1 = (c0 + BATCH_CHUNKS).min(self.chunk_count());
-                    let (s, e) = self.chunk_span(c0, c1);
-                    buf.resize(e - s, 0);
-                    self.decode_chunks(c0, c1, None, &mut buf)?;
-                    h.update_rayon(&buf);
-                    c0 = c1;
-                }
-                format!("{}{}", hash::PREFIX, h.finalize().to_hex())
-            }
+            Encoding::Raw => self.raw_hash()?,
+            Encoding::Zstd => self.chunked_hash()?,
             e => bail!(
                 "tensor {}: a {e} file is verified through its store",
                 self.header.name

@@ -2,6 +2,8 @@
 //! GGUF parity check that mirrors `../shared/reference/gguf_parity.py`.
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
