@@ -14,7 +14,7 @@
 #                  needs garage: make garage); also part of make bench
 #   make garage    install garage (S3-compatible object store) for the S3 store tests and bench
 #   make bench-quality  budget exports (--target-size) against llama-quantize's file types of the
-#                  same size: llama-perplexity --kl-divergence on SmolLM2-135M (bench/quality.sh)
+#                  same size: llama-perplexity --kl-divergence on SmolLM2-135M and Gemma 3 270M (bench/quality.sh)
 #   make parity    byte parity of every kit model against llama.cpp (needs setup.sh --full)
 #   make parity-configs  config.json ablation against the converter (bench/parity_configs.py;
 #                  ARGS="--subset" for the quicker run, ARGS="--models llama-tiny" for one model)
