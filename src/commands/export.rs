@@ -216,24 +216,25 @@ pub fn run(args: ExportArgs) -> Result<()> {
         exclude_weights: exclude,
         ..Quantization::default()
     };
+    // the budget, the shard limits and the cache: every kind of store's exports read them
+    let target = export_target::target_from(
+        args.target_size.as_deref(),
+        args.target_bpw,
+        config.quantization.target.as_ref(),
+    )?;
+    let limits = split_limits(&args, &config)?;
+    let cache = open_cache(&args)?;
+    let search_input = SearchInput {
+        store: &store,
+        config: &config,
+        types: &args.types,
+        imatrix: imatrix.as_ref(),
+        file_type: None,
+        limits,
+        cache: cache.as_ref(),
+        quiet: args.quiet,
+    };
     if store.is_gguf() {
-        let target = export_target::target_from(
-            args.target_size.as_deref(),
-            args.target_bpw,
-            config.quantization.target.as_ref(),
-        )?;
-        let limits = split_limits(&args, &config)?;
-        let cache = open_cache(&args)?;
-        let search_input = SearchInput {
-            store: &store,
-            config: &config,
-            types: &args.types,
-            imatrix: imatrix.as_ref(),
-            file_type: None,
-            limits,
-            cache: cache.as_ref(),
-            quiet: args.quiet,
-        };
         let (plans, targeted) = match &target {
             Some(t) => {
                 let found = gguf_target(
@@ -302,23 +303,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
             kv_overrides: &kv_overrides,
             pre_tokenizer: args.pre_tokenizer.clone(),
         })
-    };
-    let target = export_target::target_from(
-        args.target_size.as_deref(),
-        args.target_bpw,
-        config.quantization.target.as_ref(),
-    )?;
-    let limits = split_limits(&args, &config)?;
-    let cache = open_cache(&args)?;
-    let search_input = SearchInput {
-        store: &store,
-        config: &config,
-        types: &args.types,
-        imatrix: imatrix.as_ref(),
-        file_type: None,
-        limits,
-        cache: cache.as_ref(),
-        quiet: args.quiet,
     };
     let mut targeted: Option<Targeted> = None;
     let mut plans = Vec::new();
