@@ -309,6 +309,24 @@ impl<'a> BaseIndex<'a> {
             .or_else(|| list.first())
             .copied()
     }
+
+    /// [`Self::same_content`], once the base's file is read back whole: a corrupt base file
+    /// would otherwise become this store's tensor.
+    pub(super) fn verified_same_content(&self, e: &TensorEntry) -> Result<Option<&'a TensorEntry>> {
+        let Some(b) = self.same_content(e) else {
+            return Ok(None);
+        };
+        self.store
+            .reader(b)
+            .and_then(|r| r.finish())
+            .with_context(|| {
+                format!(
+                    "the base store {} is corrupt (check it with `gmat verify`; re-import it, or import without --base)",
+                    self.store.location
+                )
+            })?;
+        Ok(Some(b))
+    }
 }
 
 pub(super) fn header(
@@ -340,19 +358,7 @@ fn store_tensor(
 ) -> Result<TensorEntry> {
     let existing = TensorFile::open(path).ok();
     if let Some(index) = index {
-        if let Some(b) = index.same_content(&e) {
-            // Shared only if the base really holds these bytes: a corrupt base file would
-            // otherwise become this store's tensor.
-            index
-                .store
-                .reader(b)
-                .and_then(|r| r.finish())
-                .with_context(|| {
-                    format!(
-                        "the base store {} is corrupt (check it with `gmat verify`; re-import it, or import without --base)",
-                        index.store.location
-                    )
-                })?;
+        if let Some(b) = index.verified_same_content(&e)? {
             e.base = Some(BaseTensor {
                 uuid: b.uuid,
                 hash: b.hash.clone(),

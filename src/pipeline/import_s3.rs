@@ -180,18 +180,7 @@ fn store_tensor(
         .ok()
     });
     if let Some(index) = index {
-        if let Some(b) = index.same_content(&e) {
-            // Shared only if the base really holds these bytes.
-            index
-                .store
-                .reader(b)
-                .and_then(|r| r.finish())
-                .with_context(|| {
-                    format!(
-                        "the base store {} is corrupt (check it with `gmat verify`; re-import it, or import without --base)",
-                        index.store.location
-                    )
-                })?;
+        if let Some(b) = index.verified_same_content(&e)? {
             e.base = Some(BaseTensor {
                 uuid: b.uuid,
                 hash: b.hash.clone(),
