@@ -63,16 +63,22 @@ export AWS_REGION=garage GMAT_S3_ENDPOINT=http://127.0.0.1:$S3P GMAT_CACHE_SIZE=
 
 RES=$W/results.tsv
 : > "$RES"
+# CPU seconds the Garage server has used so far: on a small machine it shares the cores with
+# gmat, so its work is part of every bucket figure.
+server_cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$GPID/stat"; }
 run() { # name, command...
   local name=$1; shift
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  local s0; s0=$(server_cpu)
   /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > "$W/${name// /_}.log" 2>&1 || { echo "$name failed, see $W/${name// /_}.log"; return 1; }
   read -r wall user sys rss < "$W/time.txt"
-  printf "%s\t%s\t%s\t%s\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$rss" >> "$RES"
-  printf "%-28s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
+  local scpu; scpu=$(echo "$(server_cpu) - $s0" | bc)
+  printf "%s\t%s\t%s\t%s\t%s\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$scpu" >> "$RES"
+  printf "%-28s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB  garage cpu %6.2f s\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)" "$scpu"
 }
 
 rm -rf "$W/store" "$W"/*.gguf
+echo "machine: $(nproc) cores, load $(cut -d" " -f1-3 /proc/loadavg)"
 echo "model: $M ($(du -sh "$M" | cut -f1)); garage $("$GARAGE" --version 2>/dev/null | head -1)"
 run "import disk" "$GMAT" import -q --model "$M" -o "$W/store"
 run "import garage" "$GMAT" import -q --model "$M" -o s3://bench/store

@@ -15,6 +15,7 @@ pub mod fsio;
 #[cfg(test)]
 mod fuzz;
 pub mod gguf;
+pub mod malloc_arenas;
 pub mod mapped;
 pub mod pipeline;
 pub mod plan;

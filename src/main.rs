@@ -4,6 +4,7 @@ use gmat::cli::{Cli, Command};
 use gmat::commands;
 
 fn main() {
+    gmat::malloc_arenas::limit();
     let cli = Cli::parse();
     // A GMAT_SIMD the CPU cannot run (or a typo) is refused before any work.
     if let Err(e) = gmat::quant::simd_path() {

@@ -287,9 +287,23 @@ impl<'s> TensorReader<'s> {
 
     /// Checks the content hash, decoding the chunks that were never read in order. Returns a
     /// clear error naming the tensor (and, for a delta whose base is at fault, the base store).
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         if !self.hashing {
             return Ok(());
+        }
+        // The chunks never read in order, a batch at a time with the next batch decoded (and,
+        // from a bucket, fetched) while this one is hashed.
+        if let Kind::Chunked(c) = &self.kind {
+            let (cb, n, len) = (c.file.chunk_bytes(), c.file.chunk_count(), self.len);
+            let span = |c0: usize| (c0 * cb, ((c0 + BATCH_CHUNKS).min(n) * cb).min(len));
+            let mut c0 = c.hashed;
+            while c0 < n {
+                let (s, e) = span(c0);
+                let c1 = (c0 + BATCH_CHUNKS).min(n);
+                let next = (c1 < n).then(|| span(c1));
+                self.with_window(s, e, next, || {}, |_| ())?;
+                c0 = c1;
+            }
         }
         let got = match self.kind {
             Kind::Raw(f) => f.raw_hash()?,

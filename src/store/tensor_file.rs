@@ -439,13 +439,10 @@ impl TensorFile {
                         n * 8
                     );
                 }
-                // The index followed by as many (empty) frame bytes as the object holds:
-                // parse_index checks the ends against the payload's length.
-                let mut index = src
+                let index = src
                     .read(payload_start as u64, index_end as u64)
                     .with_context(bad)?;
-                index.resize(payload, 0);
-                let ends = parse_index(&index, n)
+                let ends = parse_index_of(&index, n, payload)
                     .with_context(|| format!("{url}: corrupt chunk index"))?;
                 (index_end, ends, None)
             }
@@ -551,7 +548,8 @@ impl TensorFile {
         }
     }
 
-    /// The frames of chunks `c0..c1`, contiguous: borrowed from the map, or fetched.
+    /// The frames of chunks `c0..c1`, contiguous: a slice of the map, or bytes read from the bucket into a pooled
+    /// buffer ([`recycle`] it).
     fn frames(&self, c0: usize, c1: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
         let (s, e) = (
             self.data_start + self.frame_start(c0),
@@ -589,6 +587,7 @@ impl TensorFile {
         if self.is_raw() {
             // A raw payload read in chunks: the "frames" are the bytes.
             out.copy_from_slice(&frames);
+            recycle(frames);
             return Ok(());
         }
         let planes = Planes::for_dtype(self.header.dtype);
@@ -603,6 +602,7 @@ impl TensorFile {
                 codec::decode_chunk(frame, b, planes, dst)
                     .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
             })?;
+        recycle(frames);
         // Reading goes forward: hand the decoded frames' pages back, so that resident memory
         // does not grow with the tensor (a 70B model's embedding is 1.4 GB compressed).
         if let (true, Backing::Mapped(m)) = (c1 > c0, &self.bytes) {
@@ -685,10 +685,29 @@ pub(crate) fn parse_index(payload: &[u8], n: usize) -> Result<Vec<u64>> {
                 payload.len()
             )
         })?;
-    let data_len = (payload.len() - index_len) as u64;
+    parse_index_of(&payload[..index_len], n, payload.len())
+}
+
+/// Gives the buffer of remotely read frames back to the read pool.
+fn recycle(frames: std::borrow::Cow<'_, [u8]>) {
+    if let std::borrow::Cow::Owned(v) = frames {
+        crate::store::s3::fetch::give_back(v);
+    }
+}
+
+/// [`parse_index`] from the index bytes alone (`n` × 8) and the payload's length, so that a
+/// remote file's index is checked without holding its frames.
+pub(crate) fn parse_index_of(index: &[u8], n: usize, payload_len: usize) -> Result<Vec<u64>> {
+    if index.len() != n.saturating_mul(8) || index.len() > payload_len {
+        bail!(
+            "{n} chunks need an index of {} bytes but the payload has {payload_len} (truncated file?)",
+            n.saturating_mul(8)
+        );
+    }
+    let data_len = (payload_len - index.len()) as u64;
     let mut ends = Vec::with_capacity(n);
     let mut prev = 0u64;
-    for (i, e) in payload[..index_len].chunks_exact(8).enumerate() {
+    for (i, e) in index.chunks_exact(8).enumerate() {
         let end = u64::from_le_bytes(e.try_into().unwrap_or([0xFF; 8]));
         if end <= prev || end > data_len {
             bail!(

@@ -1,7 +1,7 @@
 //! The readers and writers of objects against `object_store`'s in-memory store (the real
 //! server is exercised by tests/s3_store.rs against Garage).
 
-use super::fetch::{RemoteBytes, BLOCK};
+use super::fetch::{RemoteBytes, BLOCK, DIRECT, GET_PART};
 use super::upload::{Upload, FIRST, PART};
 use super::Bucket;
 use crate::source::Dtype;
@@ -55,7 +55,8 @@ fn an_abandoned_upload_leaves_no_object() {
 #[test]
 fn ranged_reads_forward_backward_and_across_blocks() {
     let b = Bucket::in_memory("t");
-    let data = pattern(3 * BLOCK as usize + 1000, 3);
+    // Small reads through blocks, large ones straight in parallel parts, mixed in any order.
+    let data = pattern(3 * GET_PART as usize + 1000, 3);
     b.put("o", data.clone()).unwrap();
     let r = RemoteBytes::new(b.clone(), "o".into(), data.len() as u64);
     let n = data.len() as u64;
@@ -65,7 +66,11 @@ fn ranged_reads_forward_backward_and_across_blocks() {
         (BLOCK - 5, BLOCK + 5),
         (BLOCK + 10, 2 * BLOCK + 10),
         (3, 4),
+        (10, 10 + DIRECT),
+        (GET_PART - 7, 2 * GET_PART + 7),
+        (20, 30),
         (2 * BLOCK, n),
+        (n - 3, n),
         (n, n),
         (0, n),
     ] {
@@ -78,6 +83,8 @@ fn ranged_reads_forward_backward_and_across_blocks() {
     // An object shorter than recorded is an error naming it.
     let short = RemoteBytes::new(b.clone(), "o".into(), n + 10);
     let err = format!("{:#}", short.read(n - 5, n + 10).unwrap_err());
+    assert!(err.contains("s3://t/o"), "{err}");
+    let err = format!("{:#}", short.read(n - DIRECT, n + 10).unwrap_err());
     assert!(err.contains("s3://t/o"), "{err}");
     let missing = RemoteBytes::new(b, "nope".into(), 10);
     let err = format!("{:#}", missing.read(0, 10).unwrap_err());
