@@ -984,10 +984,12 @@ macro_rules! dispatch {
             }
             #[cfg(target_arch = "x86_64")]
             $crate::quant::simd8::Path::Sse2 => {
+                #[allow(dead_code)]
                 type $v = $crate::quant::simd8::sse2::Sse2;
                 $e
             }
             _ => {
+                #[allow(dead_code)]
                 type $v = $crate::quant::simd8::Portable;
                 $e
             }
