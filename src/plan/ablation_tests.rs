@@ -68,7 +68,9 @@ fn metadata(
             .map(|t| (t.name.clone(), t.shape.iter().rev().copied().collect()))
             .collect();
         if let Err(r) = llama_load::check(&md_vec, &shapes) {
-            anyhow::bail!("llama.cpp would refuse: {}", r.message);
+            // the export's own message, naming the keys the failed check read and where
+            // config.json gave them (or did not)
+            anyhow::bail!("{}", super::explain_refusal(&r, &md_vec, &hp));
         }
     }
     let prefix = format!("{}.", spec.gguf_arch());
@@ -218,7 +220,37 @@ fn every_ablation_case_gives_the_converters_metadata_or_refusal() {
                 ("writes", Err(e)) => {
                     failures.push(format!("{desc}: gmat refuses, the converter writes: {e:#}"))
                 }
-                (_, Err(_)) => {}
+                (_, Err(e)) => {
+                    // one clear error: it names a config.json key the case edits, or the tensor
+                    // that contradicts the metadata
+                    let e = format!("{e:#}");
+                    let edited = case["ops"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|op| {
+                            let last = match &op[1] {
+                                Json::Array(p) => p.last().and_then(Json::as_str),
+                                p => p.as_str().and_then(|p| p.rsplit('.').next()),
+                            };
+                            last.map(str::to_string)
+                        });
+                    // a removed object (text_config) is named by the keys it held
+                    let held = case["ops"].as_array().into_iter().flatten().flat_map(|op| {
+                        let mut v = &doc["config"];
+                        for p in op[1].as_array().into_iter().flatten() {
+                            v = &v[p.as_str().unwrap_or_default()];
+                        }
+                        v.as_object().into_iter().flat_map(|o| o.keys().cloned())
+                    });
+                    let names_key = edited.chain(held).any(|k| e.contains(&k));
+                    let names_tensor = e.contains(".weight") || e.contains("tensor ");
+                    if !names_key && !names_tensor {
+                        failures.push(format!(
+                            "{desc}: gmat's refusal names neither the edited key nor a tensor: {e}"
+                        ));
+                    }
+                }
                 (what, Ok(_)) => {
                     // refusals that come from the tokenizer are out of this test's reach
                     let gmat = case["gmat_error"].as_str().unwrap_or("");

@@ -741,7 +741,13 @@ fn deepseek2(l: &mut Loader, h: &H) -> Res<()> {
     let q_lora = if lite {
         P::c(0)
     } else {
-        l.u32("attention.q_lora_rank", true)?.unwrap_or(P::c(0))
+        // required only because the layer count does not make it a lite model: name that too
+        l.u32("attention.q_lora_rank", true)
+            .map_err(|mut r| {
+                r.keys.extend(h.n_layer.keys.iter().cloned());
+                r
+            })?
+            .unwrap_or(P::c(0))
     };
     let kv_lora = l.u32("attention.kv_lora_rank", true)?.unwrap_or(P::c(0));
     let k_mla = l.u32_or("attention.key_length_mla", P::c(0))?;

@@ -421,12 +421,14 @@ fn explain_refusal(r: &llama_load::Refusal, metadata: &[(String, Value)], hp: &H
         let arch_name = key.split('.').next().unwrap_or("");
         let keys: Vec<&str> = match llama_load::config_keys(arch_name, key) {
             // find_hparam: the first spelling present decides
-            llama_load::ConfigKeys::FirstOf(ks) => ks
-                .iter()
-                .copied()
-                .find(|k| hp.contains(k))
-                .into_iter()
-                .collect(),
+            llama_load::ConfigKeys::FirstOf(ks) => {
+                let first = ks.iter().copied().find(|k| hp.contains(k));
+                if first.is_none() && !ks.is_empty() {
+                    // nothing to write it from: name every spelling the converter looks for
+                    why.push(format!("config.json has no {}", ks.join(" / ")));
+                }
+                first.into_iter().collect()
+            }
             llama_load::ConfigKeys::All(ks) => ks.to_vec(),
         };
         for ck in keys {
