@@ -37,6 +37,9 @@ const MAX_HEADER: usize = 1 << 20;
 /// Chunks encoded or decoded at once: bounds the memory of one tensor in flight.
 pub const BATCH_CHUNKS: usize = 16;
 
+/// Chunks whose frames are fetched and decoded together when the file is in a bucket.
+const REMOTE_PIECE: usize = 4;
+
 /// How a tensor's bytes are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -583,7 +586,34 @@ impl TensorFile {
                 if xor { "the" } else { "no" }
             );
         }
+        if matches!(self.bytes, Backing::Remote(_)) && c1 - c0 > REMOTE_PIECE {
+            // From a bucket the frames are held in memory while they decode: a few chunks at a
+            // time keep that small. (Fetching the next piece while one decodes held more memory
+            // and was no faster, bench/s3.sh: the reader already decodes a window ahead.)
+            let mut at = c0;
+            while at < c1 {
+                let to = (at + REMOTE_PIECE).min(c1);
+                let (lo, hi) = (self.chunk_span(c0, at).1 - s, self.chunk_span(c0, to).1 - s);
+                let frames = self.frames(at, to)?;
+                self.decode_frames(at, to, frames, base.map(|x| &x[lo..hi]), &mut out[lo..hi])?;
+                at = to;
+            }
+            return Ok(());
+        }
         let frames = self.frames(c0, c1)?;
+        self.decode_frames(c0, c1, frames, base, out)
+    }
+
+    /// Decodes chunks `c0..c1` from their `frames` into `out` (checked by
+    /// [`TensorFile::decode_chunks`]), then gives the frames back.
+    fn decode_frames(
+        &self,
+        c0: usize,
+        c1: usize,
+        frames: std::borrow::Cow<'_, [u8]>,
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<()> {
         if self.is_raw() {
             // A raw payload read in chunks: the "frames" are the bytes.
             out.copy_from_slice(&frames);

@@ -120,6 +120,10 @@ fn tensor_files_upload_and_read_back_by_ranges() {
         let mut mid = vec![0u8; CHUNK_BYTES * 3];
         f.decode_chunks(4, 7, None, &mut mid).unwrap();
         assert!(mid == payload[4 * CHUNK_BYTES..7 * CHUNK_BYTES]);
+        // more chunks than one remote piece, from the middle to the short last chunk
+        let mut tail = vec![0u8; payload.len() - CHUNK_BYTES];
+        f.decode_chunks(1, 10, None, &mut tail).unwrap();
+        assert!(tail == payload[CHUNK_BYTES..]);
         f.verify(&h.hash).unwrap();
         // The same bytes as the local writer's file.
         let d = tempfile::tempdir().unwrap();
