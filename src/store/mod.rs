@@ -1,6 +1,7 @@
 //! The GMAT store: `model.gmat/` holding `metadata.json`, verbatim side files and one file per
 //! tensor under `tensors/<uuid>.gmat`.
 
+pub mod buffer_pool;
 pub mod codec;
 pub mod commit;
 pub use crate::content_hash as hash;

@@ -10,6 +10,7 @@
 
 use anyhow::{bail, Context, Result};
 
+use super::buffer_pool::BufferPool;
 use super::hash;
 use super::tensor_file::{ByteSource, TensorFile, BATCH_CHUNKS};
 use super::{Encoding, Store, TensorEntry};
@@ -363,30 +364,18 @@ impl ByteSource for TensorReader<'_> {
     }
 }
 
-/// Decode buffers of finished readers, reused so that each tensor does not page in and zero a
-/// fresh window.
-static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Decode buffers of finished readers: a few of window size (a whole 1-D tensor's are freed).
+/// Their contents are kept: a window only grows its buffer, and decoding overwrites it.
+static BUFFERS: BufferPool = BufferPool::new(8, 64 << 20);
 
 fn take_buffer() -> Vec<u8> {
-    BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut b| b.pop())
-        .unwrap_or_default()
+    BUFFERS.take()
 }
 
 impl Drop for Chunked<'_> {
     fn drop(&mut self) {
-        // Keep a few buffers of window size; larger ones (a whole 1-D tensor) are freed.
-        for buf in [&mut self.buf, &mut self.ahead_buf] {
-            if buf.capacity() <= 64 << 20 {
-                if let Ok(mut b) = BUFFERS.lock() {
-                    if b.len() < 8 {
-                        b.push(std::mem::take(buf));
-                    }
-                }
-            }
-        }
+        BUFFERS.give(std::mem::take(&mut self.buf));
+        BUFFERS.give(std::mem::take(&mut self.ahead_buf));
     }
 }
 

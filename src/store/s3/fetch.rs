@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
 use super::Bucket;
+use crate::store::buffer_pool::BufferPool;
 
 /// Bytes per ranged GET of a small read.
 pub const BLOCK: u64 = 256 << 10;
@@ -35,31 +36,20 @@ pub const GET_PART: u64 = 2 << 20;
 /// Objects up to this size are read in one request.
 const WHOLE: u64 = 2 * BLOCK;
 
-/// Buffers kept for reuse at most: enough for the blocks of a few readers at once.
-const POOL: usize = 12;
-
-static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Block and frame buffers kept for reuse: enough for the reads of a few readers at once, each
+/// at most a window of frames.
+static BUFFERS: BufferPool = BufferPool::new(12, 16 << 20);
 
 /// An empty buffer for a block or a read, reused when one is free.
 pub(crate) fn take_buffer() -> Vec<u8> {
-    BUFFERS
-        .lock()
-        .ok()
-        .and_then(|mut b| b.pop())
-        .unwrap_or_default()
+    let mut b = BUFFERS.take();
+    b.clear();
+    b
 }
 
-/// Gives `buf` back for reuse (buffers larger than a window of frames are freed).
-pub(crate) fn give_back(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 || buf.capacity() > 16 << 20 {
-        return;
-    }
-    buf.clear();
-    if let Ok(mut b) = BUFFERS.lock() {
-        if b.len() < POOL {
-            b.push(buf);
-        }
-    }
+/// Gives `buf` back for reuse.
+pub(crate) fn give_back(buf: Vec<u8>) {
+    BUFFERS.give(buf);
 }
 
 enum Block {
