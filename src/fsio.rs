@@ -183,6 +183,42 @@ pub fn create_temp(target: &Path) -> Result<(File, PathBuf)> {
     )
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` at `offset` to disk now, without
+/// waiting for it. An output is made durable with one `fsync` at the end; on a machine with
+/// much memory nothing would reach the disk before it, and that `fsync` would then wait for
+/// the whole file (0.15-0.2 s for a 300 MB GGUF here). Started as each buffer lands, the
+/// writing overlaps the export and the final `fsync` finds little left. A hint: failures are
+/// ignored (the `fsync` reports real ones).
+pub fn start_writeback(file: &File, offset: u64, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
+        let _ = unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
+/// Asks the kernel to read `file` ahead into the page cache, without waiting: a file about to
+/// be read whole (a cache entry) then arrives from disk while the ones before it are copied.
+/// A hint: failures are ignored.
+pub fn will_need(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+}
+
 /// Writes `bytes` to `target` atomically: a temporary file, synced, renamed into place.
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;

@@ -22,6 +22,11 @@ use super::key::ResultKey;
 pub const MAGIC: &[u8; 8] = b"GMATQC01";
 pub const HEADER_BYTES: usize = 8 + 32 + 8 + 32;
 
+/// A used entry's modification time is renewed only when older than this: eviction needs the
+/// order of use to the hour, not to the second, and each renewal is an inode update that the
+/// export's final `fsync` of its folder must write to the file system's journal.
+pub const RENEW_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Reads an entry's payload in order, hashing it; [`EntryReader::verify`] says whether it was
 /// intact.
 pub struct EntryReader {
@@ -64,11 +69,25 @@ impl EntryReader {
                 self.path.display()
             );
         }
-        buf.resize(n, 0);
-        self.file
-            .read_exact(buf)
+        // Read into the buffer's spare room: no zero-filling of bytes about to be overwritten.
+        buf.clear();
+        buf.reserve_exact(n);
+        let got = (&mut self.file)
+            .take(n as u64)
+            .read_to_end(buf)
             .with_context(|| format!("cannot read cache entry {}", self.path.display()))?;
-        self.hasher.update(buf);
+        if got != n {
+            bail!(
+                "cache entry {} is shorter than its header says",
+                self.path.display()
+            );
+        }
+        // The copy of a cached export waits on this thread; the other cores are idle then.
+        if n >= 1 << 20 {
+            self.hasher.update_rayon(buf);
+        } else {
+            self.hasher.update(buf);
+        }
         self.remaining -= n as u64;
         Ok(())
     }
@@ -78,11 +97,22 @@ impl EntryReader {
     }
 
     /// Whether the payload read matched the recorded hash (and all of it was read). A good
-    /// entry's modification time is renewed: eviction drops the least recently used first.
+    /// entry's modification time is renewed when older than [`RENEW_AFTER`]: eviction drops
+    /// the least recently used first.
     pub fn verify(self) -> bool {
         let ok = self.remaining == 0 && *self.hasher.finalize().as_bytes() == self.expect_hash;
         if ok {
-            let _ = self.file.set_modified(std::time::SystemTime::now());
+            let now = std::time::SystemTime::now();
+            let stale = self
+                .file
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_or(true, |t| {
+                    now.duration_since(t).is_ok_and(|age| age > RENEW_AFTER)
+                });
+            if stale {
+                let _ = self.file.set_modified(now);
+            }
         }
         ok
     }

@@ -83,6 +83,14 @@ impl Cache {
         EntryReader::open(&self.path(key), key, len)
     }
 
+    /// Asks the kernel to read `key`'s entry from disk ahead of [`Cache::get`] (a hint; see
+    /// [`crate::fsio::will_need`]).
+    pub fn prefetch(&self, key: &ResultKey) {
+        if let Ok(f) = std::fs::File::open(self.path(key)) {
+            crate::fsio::will_need(&f);
+        }
+    }
+
     /// A writer for `key`'s entry.
     pub fn put(&self, key: ResultKey, len: u64) -> Result<EntryWriter> {
         EntryWriter::create(self.path(&key), key, len)
@@ -93,9 +101,9 @@ impl Cache {
         let _ = std::fs::remove_file(path);
     }
 
-    /// Removes the least recently used entries (by modification time, renewed on every hit)
-    /// until the folder holds at most the limit, and temporary files of writers that died
-    /// more than a day ago. Returns the bytes removed.
+    /// Removes the least recently used entries (by modification time, renewed on use; see
+    /// [`entry::RENEW_AFTER`]) until the folder holds at most the limit, and temporary files
+    /// of writers that died more than a day ago. Returns the bytes removed.
     pub fn trim(&self) -> Result<u64> {
         let mut entries = Vec::new();
         let mut total = 0u64;
@@ -208,7 +216,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let per = (entry::HEADER_BYTES + 100) as u64;
         let c = Cache::open(dir.path(), 2 * per).unwrap();
-        let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(1000);
+        // Older than entry::RENEW_AFTER, so that a use renews them.
+        let t0 = std::time::SystemTime::now() - 3 * entry::RENEW_AFTER;
         for b in 1..=3u8 {
             write(&c, key(b), &[b; 100]);
             let f = std::fs::File::options()
@@ -224,5 +233,24 @@ mod tests {
         assert!(c.probably_has(&key(1), 100));
         assert!(!c.probably_has(&key(2), 100), "the oldest is dropped");
         assert!(c.probably_has(&key(3), 100));
+    }
+
+    #[test]
+    fn a_recently_used_entry_is_not_touched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cache::open(dir.path(), 1 << 20).unwrap();
+        write(&c, key(1), &[1; 100]);
+        let recent = std::time::SystemTime::now() - entry::RENEW_AFTER / 2;
+        let f = std::fs::File::options()
+            .write(true)
+            .open(c.path(&key(1)))
+            .unwrap();
+        f.set_modified(recent).unwrap();
+        assert!(read(&c, key(1), 100).is_some());
+        let m = std::fs::metadata(c.path(&key(1)))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(m, recent);
     }
 }

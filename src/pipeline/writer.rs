@@ -65,6 +65,7 @@ impl<'scope> BackgroundWriter<'scope> {
                                 std::io::Error::other(format!("no output file {f}"))
                             })?;
                             file.write_all_at(&buf, at)?;
+                            crate::fsio::start_writeback(file, at, buf.len());
                         }
                         if let Some(id) = tee {
                             if let Some(w) = tees.get_mut(&id) {
