@@ -31,7 +31,8 @@
 #   a first targeted export (--target-size 90% of the Q4_K_M file, a cold cache of its own, so
 #   every candidate type of every tensor is measured), then a second target (80%) on the same
 #   model, which reuses the measurements.
-# BENCH_REUSE_ONLY=1 skips everything but these cases (and the import they need).
+# BENCH_REUSE_ONLY=1 skips everything but these cases (and the import they need). BENCH_REPS=3
+# times every step three times and reports the median (see run below).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -52,21 +53,36 @@ if [ -n "${BENCH_REUSE_ONLY:-}" ]; then BENCH_GMAT_ONLY=1; fi
 export GMAT_CACHE_DIR=$W/cache
 rm -rf "$GMAT_CACHE_DIR"
 
+# BENCH_REPS=N runs every step N times and keeps the run of median wall time (this VM's
+# steps vary by 10-25% from run to run, the reference's as much as gmat's).
+# Steps that start from a given cache state reset it before each run: BEFORE (untimed) removes
+# the whole cache, or with `since_mark` the entries the step itself wrote.
+REPS=${BENCH_REPS:-1}
+BEFORE=""
+since_mark() { touch "$W/cache-mark"; BEFORE='find "${GMAT_CACHE_DIR}" -type f -newer "$W/cache-mark" -delete'; }
 run() { # name, command...
   local name=$1; shift
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > "$W/$name.log" 2>&1 || { echo "$name failed, see $W/$name.log"; return 1; }
-  read -r wall user sys rss < "$W/time.txt"
-  printf "%s\t%s\t%s\t%s\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$rss" >> "$RES"
-  printf "%-34s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB\n" "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$rss / 1024" | bc -l)"
+  local rows=()
+  for _ in $(seq "$REPS"); do
+    [ -z "$BEFORE" ] || eval "$BEFORE"
+    sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+    /usr/bin/time -f "%e %U %S %M" -o "$W/time.txt" "$@" > "$W/$name.log" 2>&1 || { echo "$name failed, see $W/$name.log"; return 1; }
+    read -r wall user sys rss < "$W/time.txt"
+    rows+=("$wall $(echo "$user + $sys" | bc) $rss")
+  done
+  read -r wall cpu rss < <(printf "%s\n" "${rows[@]}" | sort -n | sed -n "$(( (REPS + 1) / 2 ))p")
+  printf "%s\t%s\t%s\t%s\n" "$name" "$wall" "$cpu" "$rss" >> "$RES"
+  local spread=""
+  [ "$REPS" -gt 1 ] && spread="  (of $REPS: $(printf "%s\n" "${rows[@]}" | cut -d" " -f1 | sort -n | paste -sd" "))"
+  printf "%-34s wall %7.2f s  cpu %7.2f s  peak RSS %8.1f MiB%s\n" "$name" "$wall" "$cpu" "$(echo "$rss / 1024" | bc -l)" "$spread"
 }
 
 rm -rf "$W/store" "$W/ft-store" "$W"/*.gguf "$W/profiles"
-run "gmat import" "$GMAT" import -q --model "$M" -o "$W/store"
+BEFORE='rm -rf "$W/store"' run "gmat import" "$GMAT" import -q --model "$M" -o "$W/store"
 if [ -z "${BENCH_REUSE_ONLY:-}" ]; then
-run "gmat export Q8_0" "$GMAT" export -q --model "$W/store" --type Q8_0 -o "$W/gmat-q8_0.gguf"
+BEFORE='rm -rf "$GMAT_CACHE_DIR"' run "gmat export Q8_0" "$GMAT" export -q --model "$W/store" --type Q8_0 -o "$W/gmat-q8_0.gguf"
 if "$GMAT" export -q --model "$W/store" --type Q4_K_M --dry-run > /dev/null 2>&1; then
-  run "gmat export Q4_K_M" "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
+  BEFORE='rm -rf "$GMAT_CACHE_DIR"' run "gmat export Q4_K_M" "$GMAT" export -q --model "$W/store" --type Q4_K_M -o "$W/gmat-q4_k_m.gguf"
 fi
 if [ -n "${BENCH_GMAT_ONLY:-}" ]; then
   # gmat's steps only (for a model too large for the reference's extra BF16 copy on this disk).
@@ -87,14 +103,18 @@ run "gmat export Q4_K_M --no-cache" "$GMAT" export -q --no-cache --model "$W/sto
 # One tensor's type changed: attn_output has no place in the mix's layer counters. (An
 # ffn_down override also moves the Q4_K_M rule's "more bits" layers that follow, as
 # llama-quantize does: blk.3 → Q8_0 changes 5 tensors' types, timed as the second case.)
+since_mark
 run "gmat re-export, one type changed" "$GMAT" export -q --model "$W/store" --type Q4_K_M \
   --tensor-type 'blk\.3\.attn_output=q8_0' -o "$W/one-changed-q4_k_m.gguf"
+since_mark
 run "gmat re-export, ffn_down changed" "$GMAT" export -q --model "$W/store" --type Q4_K_M \
   --tensor-type 'blk\.3\.ffn_down=q8_0' -o "$W/ffn-changed-q4_k_m.gguf"
 FT=$W/bench-finetune
 [ -f "$FT/config.json" ] || $REF_PY "$HERE/make_finetune.py" "$M" "$FT"
 "$GMAT" import -q --model "$FT" --base "$W/store" -o "$W/ft-store"
+BEFORE=""
 run "gmat export fine-tune --no-cache" "$GMAT" export -q --no-cache --model "$W/ft-store" --type Q4_K_M -o "$W/ft-full-q4_k_m.gguf"
+since_mark
 run "gmat export fine-tune, base cached" "$GMAT" export -q --model "$W/ft-store" --type Q4_K_M -o "$W/ft-q4_k_m.gguf"
 cmp -s "$W/ft-full-q4_k_m.gguf" "$W/ft-q4_k_m.gguf" && echo "fine-tune cached vs uncached: identical" || echo "fine-tune cached vs uncached: DIFFERENT"
 for t in Q5_K_M Q6_K Q8_0; do
@@ -109,9 +129,10 @@ echo "one pass vs separate exports: $same of 4 files identical"
 
 # --- budget profiles: targeted exports, measurements in a cache of their own (cold at first) ---
 q4size=$(stat -c %s "$W/full-q4_k_m.gguf")
-rm -rf "$W/cache-target"
+BEFORE='rm -rf "$W/cache-target"'
 GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, first" "$GMAT" export -q --model "$W/store" \
   --target-size $((q4size * 9 / 10)) --report "$W/target1.json" -o "$W/target1.gguf"
+since_mark
 GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, second" "$GMAT" export -q --model "$W/store" \
   --target-size $((q4size * 8 / 10)) --report "$W/target2.json" -o "$W/target2.gguf"
 echo "targeted files: $(stat -c %s "$W/target1.gguf") <= $((q4size * 9 / 10)), $(stat -c %s "$W/target2.gguf") <= $((q4size * 8 / 10)) bytes"
