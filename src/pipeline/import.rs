@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 
+use super::import_tensor::{store_all, TensorDest};
 use super::progress;
 use crate::config::import_config::ImportDecision;
 use crate::fsio;
@@ -111,38 +111,10 @@ pub fn run(
     // Files are made durable and renamed on another thread while the next tensors encode; all
     // of them before the manifest is written.
     let commit = BackgroundCommit::start();
-    let entries: Vec<TensorEntry> = sources
-        .par_iter()
-        .map(|(r, d)| {
-            let bytes = r.file.data(r.tensor);
-            let entry = TensorEntry {
-                name: r.tensor.name.clone(),
-                uuid: d.uuid,
-                dtype: r.tensor.dtype,
-                shape: r.tensor.shape.clone(),
-                encoding: options.encoding,
-                raw_bytes: bytes.len() as u64,
-                stored_bytes: 0,
-                hash: r.file.hash(r.tensor),
-                base: None,
-            };
-            let path = Store::tensor_path(root, &d.uuid);
-            let start = r.tensor.range.start;
-            let release = |w: Range<usize>| r.file.release(start + w.start..start + w.end);
-            let entry = store_tensor(
-                entry,
-                bytes,
-                &path,
-                options,
-                index.as_ref(),
-                &release,
-                &commit,
-            )
-            .with_context(|| format!("tensor {}", r.tensor.name))?;
-            bar.inc(bytes.len() as u64);
-            Ok(entry)
-        })
-        .collect::<Result<_>>()?;
+    let entries = store_all(&sources, options, index.as_ref(), &bar, |d| DiskDest {
+        path: Store::tensor_path(root, &d.uuid),
+        commit: &commit,
+    })?;
     commit.finish()?;
     bar.finish_and_clear();
     let mut side_files = Vec::new();
@@ -346,112 +318,84 @@ pub(super) fn header(
     }
 }
 
-/// Writes one tensor (or links or references it) and fills in how it is stored.
-fn store_tensor(
-    mut e: TensorEntry,
-    bytes: &[u8],
-    path: &Path,
-    options: &ImportOptions,
-    index: Option<&BaseIndex>,
-    release: &(dyn Fn(Range<usize>) + Sync),
-    commit: &dyn Commit,
-) -> Result<TensorEntry> {
-    let existing = TensorFile::open(path).ok();
-    if let Some(index) = index {
-        if let Some(b) = index.verified_same_content(&e)? {
-            e.base = Some(BaseTensor {
-                uuid: b.uuid,
-                hash: b.hash.clone(),
-            });
-            let linkable = index.store.location.local().is_some()
-                && matches!(b.holding(), Holding::Own | Holding::Linked)
-                && b.name == e.name
-                && b.dtype == e.dtype
-                && b.shape == e.shape;
-            if linkable {
-                let from = Store::tensor_path(&index.store.root, &b.uuid);
-                if !from.is_file() {
-                    bail!(
-                        "the base store {} has no file for its tensor {} ({}); check it with `gmat verify`",
-                        index.store.location,
-                        b.name,
-                        from.display()
-                    );
-                }
-                if let Ok(size) = hard_link(&from, path) {
-                    e.encoding = b.encoding;
-                    e.stored_bytes = size;
-                    return Ok(e);
-                }
-            }
-            // No file of its own: drop one a previous import may have left.
-            if existing.is_some() {
-                let _ = std::fs::remove_file(path);
-            }
-            e.encoding = Encoding::BaseRef;
-            e.stored_bytes = 0;
-            return Ok(e);
-        }
-        if let Some(&b) = index.by_name.get(e.name.as_str()) {
-            if b.dtype == e.dtype && b.shape == e.shape && e.raw_bytes > 0 {
-                let link = BaseTensor {
-                    uuid: b.uuid,
-                    hash: b.hash.clone(),
-                };
-                let xh = header(&e, Encoding::XorZstd, Some(link.clone()));
-                let open_base = || {
-                    index.store.reader(b).with_context(|| {
-                        format!("base tensor {} of {}", b.name, index.store.location)
-                    })
-                };
-                if let Some(f) = existing.as_ref().filter(|f| f.header == xh) {
-                    // Kept from an earlier run only if it decodes to these bytes.
-                    if verify_delta(f, open_base()?, &e.hash).is_ok() {
-                        e.encoding = Encoding::XorZstd;
-                        e.base = Some(link);
-                        e.stored_bytes = f.file_bytes();
-                        return Ok(e);
-                    }
-                }
-                let mut reader = open_base()?;
-                if delta_pays(bytes, &mut reader, e.dtype, options.encoding)? {
-                    e.stored_bytes = tensor_file::write_chunked(
-                        path,
-                        &xh,
-                        bytes,
-                        Some(&mut reader),
-                        release,
-                        commit,
-                    )?;
-                    reader.finish().with_context(|| {
-                        format!(
-                            "the base store {} is corrupt; the delta written against it is unusable",
-                            index.store.location
-                        )
-                    })?;
-                    e.encoding = Encoding::XorZstd;
-                    e.base = Some(link);
-                    return Ok(e);
-                }
-            }
-        }
+/// A tensor's file in a store folder: written under a temporary name and committed (fsync,
+/// rename) by `commit`; shared with a base in a folder by a hard link.
+struct DiskDest<'a> {
+    path: PathBuf,
+    commit: &'a dyn Commit,
+}
+
+impl TensorDest for DiskDest<'_> {
+    fn existing(&self) -> Option<TensorFile> {
+        TensorFile::open(&self.path).ok()
     }
-    let h = header(&e, options.encoding, None);
-    // A file from an earlier run is kept only if its content hash verifies; a corrupt or
-    // different one is rewritten.
-    if let Some(f) = existing
-        .as_ref()
-        .filter(|f| f.header == h && f.verify(&e.hash).is_ok())
-    {
-        e.stored_bytes = f.file_bytes();
-        return Ok(e);
+
+    /// A file on disk can be torn or changed: it is kept only if it decodes to `hash`.
+    fn keeps<'s>(
+        &self,
+        file: &TensorFile,
+        hash: &str,
+        base: Option<&dyn Fn() -> Result<crate::store::TensorReader<'s>>>,
+    ) -> Result<bool> {
+        Ok(match base {
+            Some(open) => verify_delta(file, open()?, hash).is_ok(),
+            None => file.verify(hash).is_ok(),
+        })
     }
-    drop(existing);
-    e.stored_bytes = match options.encoding {
-        Encoding::Raw => tensor_file::write_raw_releasing(path, &h, bytes, release, commit)?,
-        _ => tensor_file::write_chunked(path, &h, bytes, None, release, commit)?,
-    };
-    Ok(e)
+
+    /// A hard link to the base's own file, when it holds the same name, dtype and shape (the
+    /// header inside the file names them).
+    fn link_base(
+        &self,
+        e: &TensorEntry,
+        b: &TensorEntry,
+        index: &BaseIndex,
+    ) -> Result<Option<(Encoding, u64)>> {
+        let linkable = index.store.location.local().is_some()
+            && matches!(b.holding(), Holding::Own | Holding::Linked)
+            && b.name == e.name
+            && b.dtype == e.dtype
+            && b.shape == e.shape;
+        if !linkable {
+            return Ok(None);
+        }
+        let from = Store::tensor_path(&index.store.root, &b.uuid);
+        if !from.is_file() {
+            bail!(
+                "the base store {} has no file for its tensor {} ({}); check it with `gmat verify`",
+                index.store.location,
+                b.name,
+                from.display()
+            );
+        }
+        // A failed link (another file system) falls back to a reference.
+        Ok(hard_link(&from, &self.path)
+            .ok()
+            .map(|size| (b.encoding, size)))
+    }
+
+    fn discard_existing(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    fn write_chunked(
+        &self,
+        h: &TensorHeader,
+        bytes: &[u8],
+        base: Option<&mut dyn crate::store::tensor_file::ByteSource>,
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Result<u64> {
+        tensor_file::write_chunked(&self.path, h, bytes, base, release, self.commit)
+    }
+
+    fn write_raw(
+        &self,
+        h: &TensorHeader,
+        bytes: &[u8],
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Result<u64> {
+        tensor_file::write_raw_releasing(&self.path, h, bytes, release, self.commit)
+    }
 }
 
 /// Checks that a delta file from an earlier run decodes, against `base`, to bytes with the

@@ -19,11 +19,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 
-use super::import::{
-    delta_pays, gguf_metadata_file, header, manifest_of, BaseIndex, ImportOptions,
-};
+use super::import::{gguf_metadata_file, manifest_of, BaseIndex, ImportOptions};
+use super::import_tensor::{store_all, TensorDest};
 use super::progress;
 use crate::config::import_config::ImportDecision;
 use crate::source::HfModel;
@@ -31,8 +29,8 @@ use crate::store::location::S3Location;
 use crate::store::s3::{self, fetch::RemoteBytes, upload::Upload, Bucket};
 use crate::store::tensor_file;
 use crate::store::{
-    tensor_name, BaseStore, BaseTensor, Encoding, Holding, Location, Manifest, Store, TensorEntry,
-    TensorFile, GGUF_METADATA, GGUF_METADATA_HASH, MANIFEST, TENSOR_DIR,
+    tensor_name, BaseStore, Encoding, Holding, Location, Manifest, Store, TensorEntry, TensorFile,
+    TensorHeader, GGUF_METADATA, GGUF_METADATA_HASH, MANIFEST, TENSOR_DIR,
 };
 
 /// Imports `model` into the store at `loc` (`s3://bucket/.../model.gmat`).
@@ -86,35 +84,14 @@ pub fn run(
         .sum();
     let index = options.base.map(BaseIndex::new);
     let bar = progress::bytes_bar(total, "upload", quiet);
-    let entries: Vec<TensorEntry> = sources
-        .par_iter()
-        .map(|(r, d)| {
-            let bytes = r.file.data(r.tensor);
-            let entry = TensorEntry {
-                name: r.tensor.name.clone(),
-                uuid: d.uuid,
-                dtype: r.tensor.dtype,
-                shape: r.tensor.shape.clone(),
-                encoding: options.encoding,
-                raw_bytes: bytes.len() as u64,
-                stored_bytes: 0,
-                hash: r.file.hash(r.tensor),
-                base: None,
-            };
-            let key = loc.object(&tensor_name(&d.uuid));
-            let start = r.tensor.range.start;
-            let release = |w: Range<usize>| r.file.release(start + w.start..start + w.end);
-            let target = Target {
-                bucket: &bucket,
-                size: existing.get(&key).copied(),
-                key,
-            };
-            let entry = store_tensor(entry, bytes, &target, options, index.as_ref(), &release)
-                .with_context(|| format!("tensor {}", r.tensor.name))?;
-            bar.inc(bytes.len() as u64);
-            Ok(entry)
-        })
-        .collect::<Result<_>>()?;
+    let entries = store_all(&sources, options, index.as_ref(), &bar, |d| {
+        let key = loc.object(&tensor_name(&d.uuid));
+        Target {
+            bucket: &bucket,
+            size: existing.get(&key).copied(),
+            key,
+        }
+    })?;
     bar.finish_and_clear();
     let mut side_files = Vec::new();
     let mut summary = summary;
@@ -162,81 +139,54 @@ impl Target<'_> {
     }
 }
 
-/// Uploads one tensor (or references the base's) and fills in how it is stored.
-fn store_tensor(
-    mut e: TensorEntry,
-    bytes: &[u8],
-    target: &Target,
-    options: &ImportOptions,
-    index: Option<&BaseIndex>,
-    release: &(dyn Fn(Range<usize>) + Sync),
-) -> Result<TensorEntry> {
-    let existing = target.size.and_then(|n| {
-        TensorFile::open_remote(RemoteBytes::new(
-            target.bucket.clone(),
-            target.key.clone(),
-            n,
-        ))
-        .ok()
-    });
-    if let Some(index) = index {
-        if let Some(b) = index.verified_same_content(&e)? {
-            e.base = Some(BaseTensor {
-                uuid: b.uuid,
-                hash: b.hash.clone(),
-            });
-            e.encoding = Encoding::BaseRef;
-            e.stored_bytes = 0;
-            return Ok(e);
-        }
-        if let Some(&b) = index.by_name.get(e.name.as_str()) {
-            if b.dtype == e.dtype && b.shape == e.shape && e.raw_bytes > 0 {
-                let link = BaseTensor {
-                    uuid: b.uuid,
-                    hash: b.hash.clone(),
-                };
-                let xh = header(&e, Encoding::XorZstd, Some(link.clone()));
-                if let Some(f) = existing.as_ref().filter(|f| f.header == xh) {
-                    e.encoding = Encoding::XorZstd;
-                    e.base = Some(link);
-                    e.stored_bytes = f.file_bytes();
-                    return Ok(e);
-                }
-                let mut reader = index.store.reader(b).with_context(|| {
-                    format!("base tensor {} of {}", b.name, index.store.location)
-                })?;
-                if delta_pays(bytes, &mut reader, e.dtype, options.encoding)? {
-                    e.stored_bytes = tensor_file::upload_chunked(
-                        target.upload(),
-                        &xh,
-                        bytes,
-                        Some(&mut reader),
-                        release,
-                    )?;
-                    reader.finish().with_context(|| {
-                        format!(
-                            "the base store {} is corrupt; the delta written against it is unusable",
-                            index.store.location
-                        )
-                    })?;
-                    e.encoding = Encoding::XorZstd;
-                    e.base = Some(link);
-                    return Ok(e);
-                }
-            }
-        }
+impl TensorDest for Target<'_> {
+    fn existing(&self) -> Option<TensorFile> {
+        let n = self.size?;
+        TensorFile::open_remote(RemoteBytes::new(self.bucket.clone(), self.key.clone(), n)).ok()
     }
-    let h = header(&e, options.encoding, None);
-    if let Some(f) = existing.as_ref().filter(|f| f.header == h) {
-        e.stored_bytes = f.file_bytes();
-        return Ok(e);
+
+    /// An object appears only once its upload completed, so it cannot be torn: a header that
+    /// names this tensor's content hash vouches for its bytes.
+    fn keeps<'s>(
+        &self,
+        _file: &TensorFile,
+        _hash: &str,
+        _base: Option<&dyn Fn() -> Result<crate::store::TensorReader<'s>>>,
+    ) -> Result<bool> {
+        Ok(true)
     }
-    drop(existing);
-    e.stored_bytes = match options.encoding {
-        Encoding::Raw => tensor_file::upload_raw(target.upload(), &h, bytes, release)?,
-        _ => tensor_file::upload_chunked(target.upload(), &h, bytes, None, release)?,
-    };
-    Ok(e)
+
+    /// Objects cannot be hard-linked: a tensor the base holds is a reference to it.
+    fn link_base(
+        &self,
+        _e: &TensorEntry,
+        _b: &TensorEntry,
+        _index: &BaseIndex,
+    ) -> Result<Option<(Encoding, u64)>> {
+        Ok(None)
+    }
+
+    /// Left for [`remove_leftovers`], after the manifest no longer names it.
+    fn discard_existing(&self) {}
+
+    fn write_chunked(
+        &self,
+        h: &TensorHeader,
+        bytes: &[u8],
+        base: Option<&mut dyn crate::store::tensor_file::ByteSource>,
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Result<u64> {
+        tensor_file::upload_chunked(self.upload(), h, bytes, base, release)
+    }
+
+    fn write_raw(
+        &self,
+        h: &TensorHeader,
+        bytes: &[u8],
+        release: &(dyn Fn(Range<usize>) + Sync),
+    ) -> Result<u64> {
+        tensor_file::upload_raw(self.upload(), h, bytes, release)
+    }
 }
 
 /// After the manifest is in place: deletes tensor objects no entry uses (another model imported
