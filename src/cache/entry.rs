@@ -51,6 +51,8 @@ pub struct EntryReader {
     expect_hash: [u8; 32],
     remaining: u64,
     hasher: blake3::Hasher,
+    /// Hash large reads on rayon's pool (when nothing else needs it).
+    parallel: bool,
 }
 
 impl EntryReader {
@@ -75,7 +77,13 @@ impl EntryReader {
             expect_hash: h[48..80].try_into().ok()?,
             remaining: len,
             hasher: blake3::Hasher::new(),
+            parallel: false,
         })
+    }
+
+    /// Hashes large reads on all cores: for a copy that nothing else runs beside.
+    pub fn hash_on_all_cores(&mut self, yes: bool) {
+        self.parallel = yes;
     }
 
     /// Fills `buf` with the next `n` payload bytes.
@@ -99,8 +107,7 @@ impl EntryReader {
                 self.path.display()
             );
         }
-        // The copy of a cached export waits on this thread; the other cores are idle then.
-        if n >= 1 << 20 {
+        if self.parallel && n >= 1 << 20 {
             self.hasher.update_rayon(buf);
         } else {
             self.hasher.update(buf);

@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 
 use super::progress;
-use super::writer::{BackgroundWriter, Dest};
+use super::writer::{BackgroundWriter, Dest, WriterHandle};
 use crate::arch::transform::ValueOp;
 use crate::cache::key::{result_key, source_key, ResultKey, SourceKey};
 use crate::cache::Cache;
@@ -332,61 +332,106 @@ fn run_units(
         .filter(|&(_, _, c)| c)
         .map(|(k, r, _)| ((k, r.tensor.n_bytes), r))
         .unzip();
-    let mut prefetch = Prefetch::default();
+    let all_cached = !needs_source.iter().any(|&n| n);
     std::thread::scope(|s| -> Result<()> {
         let mut writer = BackgroundWriter::start(s, files);
+        // Cached results are copied on a thread of their own, so that reading them overlaps
+        // the computing of the others (their places in the files do not depend on the order).
+        // It returns whether each copy succeeded; a damaged entry's tensor is computed after.
+        let copier = match (cache, writer.handle()) {
+            (Some(c), Some(handle)) if !hits.is_empty() => {
+                let (hits, hit_sizes) = (&hits, &hit_sizes);
+                Some(s.spawn(move || -> Result<Vec<bool>> {
+                    let mut prefetch = Prefetch::default();
+                    let mut copied = Vec::with_capacity(hits.len());
+                    for (i, r) in hits.iter().enumerate() {
+                        prefetch.advance(hit_sizes, hit_sizes[i].0, |j| c.prefetch(&hits[j].key));
+                        copied.push(copy_cached(c, r, &handle, all_cached)?);
+                        bar.inc(r.tensor.n_bytes * r.targets.len() as u64);
+                    }
+                    Ok(copied)
+                }))
+            }
+            _ => None,
+        };
         let mut tee_ids = 0u64;
         // The next unit's first reader, opened and first window decoded while this one finishes.
         let mut preloaded: Option<TensorReader> = None;
         for (k, unit) in units.iter().enumerate() {
-            bar.set_message(crate::escape::controls(&unit.tensor.name).into_owned());
-            if let Some(c) = cache {
-                prefetch.advance(&hit_sizes, k, |i| c.prefetch(&hits[i].key));
-            }
-            let mut todo = Vec::new();
-            for (r, &probably) in unit.results.iter().zip(&cached[k]) {
-                let hit = match cache {
-                    Some(c) if probably => copy_cached(c, r, &mut writer)?,
-                    _ => false,
-                };
-                for (n, &(o, _)) in r.targets.iter().enumerate() {
-                    if hit {
-                        stats[o].from_cache += 1;
-                    } else if n > 0 {
-                        stats[o].shared += 1;
-                    }
-                }
-                if !hit {
-                    todo.push(r);
-                }
-            }
-            let reader = preloaded.take();
-            if !todo.is_empty() {
-                let next = units
-                    .get(k + 1)
-                    .filter(|_| needs_source[k + 1])
-                    .and_then(|u| u.first_piece());
-                preloaded = compute(
-                    store,
-                    unit,
-                    &todo,
-                    reader,
-                    next,
-                    opts,
-                    &mut writer,
-                    &mut tee_ids,
-                )
-                .with_context(|| format!("tensor {}", unit.tensor.name))?;
-            }
-            let done: u64 = unit
+            let todo: Vec<&Result_> = unit
                 .results
                 .iter()
-                .map(|r| r.tensor.n_bytes * r.targets.len() as u64)
-                .sum();
-            bar.inc(done);
+                .zip(&cached[k])
+                .filter(|(_, &probably)| !probably)
+                .map(|(r, _)| r)
+                .collect();
+            if todo.is_empty() {
+                continue;
+            }
+            let reader = preloaded.take();
+            bar.set_message(crate::escape::controls(&unit.tensor.name).into_owned());
+            let next = units
+                .iter()
+                .zip(&needs_source)
+                .skip(k + 1)
+                .find(|(_, &n)| n)
+                .and_then(|(u, _)| u.first_piece());
+            preloaded = compute(
+                store,
+                unit,
+                &todo,
+                reader,
+                next,
+                opts,
+                &mut writer,
+                &mut tee_ids,
+            )
+            .with_context(|| format!("tensor {}", unit.tensor.name))?;
+            for r in &todo {
+                add_computed(stats, r);
+                bar.inc(r.tensor.n_bytes * r.targets.len() as u64);
+            }
+        }
+        let copied = match copier {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the cache copier panicked"))??,
+            None => Vec::new(),
+        };
+        for (r, ok) in hits.iter().zip(copied) {
+            if ok {
+                for &(o, _) in &r.targets {
+                    stats[o].from_cache += 1;
+                }
+                continue;
+            }
+            // A damaged entry: the tensor is computed now, over the bytes copied.
+            let unit = units
+                .iter()
+                .find(|u| u.results.iter().any(|x| std::ptr::eq(x, *r)))
+                .context("a cached result without its tensor")?;
+            compute(
+                store,
+                unit,
+                &[r],
+                None,
+                None,
+                opts,
+                &mut writer,
+                &mut tee_ids,
+            )
+            .with_context(|| format!("tensor {}", unit.tensor.name))?;
+            add_computed(stats, r);
         }
         writer.finish()
     })
+}
+
+/// Counts a computed result: beyond its first output, each is one the outputs share.
+fn add_computed(stats: &mut [ExportStats], r: &Result_) {
+    for &(o, _) in r.targets.iter().skip(1) {
+        stats[o].shared += 1;
+    }
 }
 
 /// Threads that look for cache entries at the start of an export: each look reads one small
@@ -466,10 +511,16 @@ impl Prefetch {
 /// Copies a cached result to its places, checking the entry's hash on the way. Returns false
 /// (after warning and dropping the entry) when the entry is damaged: the caller computes the
 /// bytes again and they overwrite what was copied.
-fn copy_cached(cache: &Cache, r: &Result_, writer: &mut BackgroundWriter) -> Result<bool> {
+fn copy_cached(
+    cache: &Cache,
+    r: &Result_,
+    writer: &WriterHandle,
+    hash_on_all_cores: bool,
+) -> Result<bool> {
     let Some(mut entry) = cache.get(&r.key, r.tensor.n_bytes) else {
         return Ok(false);
     };
+    entry.hash_on_all_cores(hash_on_all_cores);
     let mut at = 0u64;
     while entry.remaining() > 0 {
         let n = entry.remaining().min(COPY_BYTES) as usize;
@@ -479,7 +530,7 @@ fn copy_cached(cache: &Cache, r: &Result_, writer: &mut BackgroundWriter) -> Res
             cache.discard(entry.path());
             return Ok(false);
         }
-        writer.write_to(buf, r.dests(at), None)?;
+        writer.write_to(buf, r.dests(at))?;
         at += n as u64;
     }
     let path = entry.path().to_path_buf();

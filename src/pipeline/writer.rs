@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
 use anyhow::{anyhow, Context, Result};
@@ -38,7 +38,7 @@ enum Msg {
 /// Sends buffers to a writer thread; see the module documentation.
 pub struct BackgroundWriter<'scope> {
     jobs: Option<SyncSender<Msg>>,
-    spare: Mutex<Receiver<Vec<u8>>>,
+    spare: Arc<Mutex<Receiver<Vec<u8>>>>,
     thread: Option<ScopedJoinHandle<'scope, std::io::Result<()>>>,
 }
 
@@ -94,21 +94,23 @@ impl<'scope> BackgroundWriter<'scope> {
         });
         BackgroundWriter {
             jobs: Some(jobs),
-            spare: Mutex::new(spare),
+            spare: Arc::new(Mutex::new(spare)),
             thread: Some(thread),
         }
     }
 
     /// An empty buffer, reusing one the writer has finished with when there is one.
     pub fn buffer(&self) -> Vec<u8> {
-        let mut b = self
-            .spare
-            .lock()
-            .ok()
-            .and_then(|s| s.try_recv().ok())
-            .unwrap_or_default();
-        b.clear();
-        b
+        spare_buffer(&self.spare)
+    }
+
+    /// A second producer, for another thread; the writer keeps running until it is dropped
+    /// too (drop it before [`BackgroundWriter::finish`]).
+    pub fn handle(&self) -> Option<WriterHandle> {
+        Some(WriterHandle {
+            jobs: self.jobs.clone()?,
+            spare: self.spare.clone(),
+        })
     }
 
     /// Queues `buf` to be written at byte `at` of file 0.
@@ -156,6 +158,42 @@ impl<'scope> BackgroundWriter<'scope> {
                 .context("cannot write the output file"),
             None => Ok(()),
         }
+    }
+}
+
+fn spare_buffer(spare: &Mutex<Receiver<Vec<u8>>>) -> Vec<u8> {
+    let mut b = spare
+        .lock()
+        .ok()
+        .and_then(|s| s.try_recv().ok())
+        .unwrap_or_default();
+    b.clear();
+    b
+}
+
+/// Another thread's way to queue writes to a [`BackgroundWriter`] (see
+/// [`BackgroundWriter::handle`]).
+pub struct WriterHandle {
+    jobs: SyncSender<Msg>,
+    spare: Arc<Mutex<Receiver<Vec<u8>>>>,
+}
+
+impl WriterHandle {
+    /// An empty buffer, reusing one the writer has finished with when there is one.
+    pub fn buffer(&self) -> Vec<u8> {
+        spare_buffer(&self.spare)
+    }
+
+    /// Queues `buf` to be written at every place in `dests` (see
+    /// [`BackgroundWriter::write_to`]).
+    pub fn write_to(&self, buf: Vec<u8>, dests: Vec<Dest>) -> Result<()> {
+        self.jobs
+            .send(Msg::Write {
+                buf,
+                dests,
+                tee: None,
+            })
+            .map_err(|_| anyhow!("the output writer stopped unexpectedly"))
     }
 }
 
