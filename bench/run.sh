@@ -139,7 +139,7 @@ echo "targeted files: $(stat -c %s "$W/target1.gguf") <= $((q4size * 9 / 10)), $
 
 echo
 get() { awk -F'\t' -v n="$1" -v c="$2" '$1==n {print $c}' "$RES"; }
-ratio() { [ -n "$1" ] && [ -n "$2" ] && echo "scale=2; $1 / $2" | bc || echo "n/a"; }
+ratio() { [ -n "$1" ] && [ -n "$2" ] && printf "%.3f" "$(echo "scale=6; $1 / $2" | bc)" || echo "n/a"; }
 imp=$(get "gmat import" 2); q8=$(get "gmat export Q8_0" 2); q4=$(get "gmat export Q4_K_M" 2)
 cbf=$(get "convert bf16" 2); lq4=$(get "llama-quantize Q4_K_M" 2); lq8=$(get "llama-quantize Q8_0" 2); cq8=$(get "convert q8_0" 2)
 [ -n "${BENCH_GMAT_ONLY:-}" ] || echo "speedups (reference wall / gmat wall):"
