@@ -398,7 +398,7 @@ fn run_units(
                 .map_err(|_| anyhow::anyhow!("the cache copier panicked"))??,
             None => Vec::new(),
         };
-        for (r, ok) in hits.iter().zip(copied) {
+        for ((r, &(k, _)), ok) in hits.iter().zip(&hit_sizes).zip(copied) {
             if ok {
                 for &(o, _) in &r.targets {
                     stats[o].from_cache += 1;
@@ -406,10 +406,7 @@ fn run_units(
                 continue;
             }
             // A damaged entry: the tensor is computed now, over the bytes copied.
-            let unit = units
-                .iter()
-                .find(|u| u.results.iter().any(|x| std::ptr::eq(x, *r)))
-                .context("a cached result without its tensor")?;
+            let unit = &units[k];
             compute(
                 store,
                 unit,
