@@ -217,6 +217,23 @@ pub fn encode_chunk(src: &[u8], base: Option<&[u8]>, planes: Planes) -> Result<V
     })
 }
 
+/// What a decoded chunk is XORed with: nothing (a plain chunk), the base's bytes given apart,
+/// or the base's bytes already in the output buffer (a delta decoded onto its base, so that the
+/// base needs no buffer of its own).
+#[derive(Clone, Copy)]
+pub enum Xor<'a> {
+    None,
+    With(&'a [u8]),
+    Onto,
+}
+
+impl<'a> Xor<'a> {
+    /// [`Xor::With`] the given bytes, or [`Xor::None`].
+    pub fn with(base: Option<&'a [u8]>) -> Self {
+        base.map_or(Xor::None, Xor::With)
+    }
+}
+
 /// Decodes one chunk into `out` (its exact decoded length), XORing with `base` if given.
 /// Any corruption of `frame` gives an error, never a panic.
 pub fn decode_chunk(
@@ -225,14 +242,22 @@ pub fn decode_chunk(
     planes: Planes,
     out: &mut [u8],
 ) -> Result<()> {
-    if !out.len().is_multiple_of(planes.width) || base.is_some_and(|b| b.len() != out.len()) {
+    decode_chunk_xor(frame, Xor::with(base), planes, out)
+}
+
+/// [`decode_chunk`] with any [`Xor`]: with [`Xor::Onto`], `out` holds the base's bytes and the
+/// decoded delta is XORed onto them.
+pub fn decode_chunk_xor(frame: &[u8], xor: Xor, planes: Planes, out: &mut [u8]) -> Result<()> {
+    if !out.len().is_multiple_of(planes.width)
+        || matches!(xor, Xor::With(b) if b.len() != out.len())
+    {
         bail!(
             "chunk of {} bytes does not fit the element size or its base",
             out.len()
         );
     }
     SCRATCH.with(|s| -> Result<()> {
-        let (_, b) = &mut *s.borrow_mut();
+        let (a, b) = &mut *s.borrow_mut();
         b.resize(out.len(), 0);
         let n = DECOMPRESSOR.with(|d| -> Result<usize> {
             let mut d = d.borrow_mut();
@@ -246,13 +271,20 @@ pub fn decode_chunk(
         if n != out.len() {
             bail!("chunk decodes to {n} bytes, expected {}", out.len());
         }
-        join(b, planes, out);
+        match xor {
+            Xor::None => join(b, planes, out),
+            Xor::With(base) => {
+                join(b, planes, out);
+                xor_into(out, base);
+            }
+            Xor::Onto => {
+                a.resize(out.len(), 0);
+                join(b, planes, a);
+                xor_into(out, a);
+            }
+        }
         Ok(())
-    })?;
-    if let Some(base) = base {
-        xor_into(out, base);
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -112,9 +112,9 @@ impl<'s> TensorReader<'s> {
                 Kind::Chunked(Box::new(Chunked {
                     file,
                     base,
-                    buf: take_buffer(),
+                    buf: Vec::new(),
                     held: (0, 0),
-                    ahead_buf: take_buffer(),
+                    ahead_buf: Vec::new(),
                     ahead: None,
                     hashed: 0,
                     hashing,
@@ -173,6 +173,48 @@ impl<'s> TensorReader<'s> {
                 c.load(c0, c1, true)?;
                 let off = c.held.0 * cb;
                 Ok(&c.buf[start - off..end - off])
+            }
+        }
+    }
+
+    /// Puts the decoded bytes `start..end` in `out` (of that length). A reader that does not
+    /// hash decodes a window on its chunk boundaries straight into `out`, holding no buffer of
+    /// its own: that is how a delta reads its base, whose bytes the delta is then XORed onto.
+    pub fn read_into(&mut self, start: usize, end: usize, out: &mut [u8]) -> Result<()> {
+        if out.len() != end.saturating_sub(start) {
+            bail!(
+                "tensor {}: {} bytes asked into a buffer of {}",
+                self.name,
+                end.saturating_sub(start),
+                out.len()
+            );
+        }
+        let (len, hashing) = (self.len, self.hashing);
+        match &mut self.kind {
+            Kind::Ref { inner, .. } => inner.read_into(start, end, out),
+            Kind::Chunked(c) if !hashing && start < end && end <= len => {
+                let cb = c.file.chunk_bytes();
+                let (c0, c1) = (start / cb, end.div_ceil(cb));
+                if c.file.chunk_span(c0, c1) != (start, end) {
+                    out.copy_from_slice(self.window(start, end)?);
+                    return Ok(());
+                }
+                match &mut c.base {
+                    Some((r, bs, be)) => {
+                        r.read_into(start, end, out).with_context(|| {
+                            format!(
+                                "reading tensor {} of the base store {}",
+                                be.name, bs.location
+                            )
+                        })?;
+                        c.file.decode_delta_onto(c0, c1, out)
+                    }
+                    None => c.file.decode_chunks(c0, c1, None, out),
+                }
+            }
+            _ => {
+                out.copy_from_slice(self.window(start, end)?);
+                Ok(())
             }
         }
     }
@@ -239,14 +281,15 @@ impl<'s> TensorReader<'s> {
                 };
                 let (s, e) = file.chunk_span(a0, n1);
                 let at = (a0 - n0) * cb;
-                if ahead_buf.len() < at + (e - s) {
-                    ahead_buf.resize(at + (e - s), 0);
+                grow(ahead_buf, at + (e - s));
+                let dst = &mut ahead_buf[at..at + (e - s)];
+                match base {
+                    Some((r, ..)) => {
+                        r.read_into(s, e, dst)?;
+                        file.decode_delta_onto(a0, n1, dst)
+                    }
+                    None => file.decode_chunks(a0, n1, None, dst),
                 }
-                let b = match base {
-                    Some((r, ..)) => Some(r.window(s, e)?),
-                    None => None,
-                };
-                file.decode_chunks(a0, n1, b, &mut ahead_buf[at..at + (e - s)])
             },
         );
         if to_hash.is_some() {
@@ -368,8 +411,16 @@ impl ByteSource for TensorReader<'_> {
 /// Their contents are kept: a window only grows its buffer, and decoding overwrites it.
 static BUFFERS: BufferPool = BufferPool::new(8, 64 << 20);
 
-fn take_buffer() -> Vec<u8> {
-    BUFFERS.take()
+/// Makes `buf` at least `len` bytes long, starting from a pooled buffer the first time: a
+/// reader takes its buffers when it first decodes, so that the base of a delta, which decodes
+/// into the delta's buffers ([`TensorReader::read_into`]), holds none.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.capacity() == 0 {
+        *buf = BUFFERS.take();
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
 }
 
 impl Drop for Chunked<'_> {
@@ -415,22 +466,23 @@ impl Chunked<'_> {
         };
         let (s, e) = self.file.chunk_span(from, c1);
         let old = self.held_bytes();
-        if self.buf.len() < old + (e - s) {
-            self.buf.resize(old + (e - s), 0);
-        }
+        grow(&mut self.buf, old + (e - s));
         let Chunked {
             file, base, buf, ..
         } = self;
-        let base = match base {
-            Some((r, bs, be)) => Some(r.window(s, e).with_context(|| {
-                format!(
-                    "reading tensor {} of the base store {}",
-                    be.name, bs.location
-                )
-            })?),
-            None => None,
-        };
-        file.decode_chunks(from, c1, base, &mut buf[old..old + (e - s)])?;
+        let dst = &mut buf[old..old + (e - s)];
+        match base {
+            Some((r, bs, be)) => {
+                r.read_into(s, e, dst).with_context(|| {
+                    format!(
+                        "reading tensor {} of the base store {}",
+                        be.name, bs.location
+                    )
+                })?;
+                file.decode_delta_onto(from, c1, dst)?;
+            }
+            None => file.decode_chunks(from, c1, None, dst)?,
+        }
         self.held.1 = c1;
         if hash {
             self.hash_new();

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::codec::{self, Planes, CHUNK_BYTES, MAX_CHUNK_BYTES};
+use super::codec::{self, Planes, Xor, CHUNK_BYTES, MAX_CHUNK_BYTES};
 use super::commit::{Commit, CommitNow};
 use super::hash;
 use crate::source::Dtype;
@@ -573,17 +573,28 @@ impl TensorFile {
         base: Option<&[u8]>,
         out: &mut [u8],
     ) -> Result<()> {
+        self.decode_chunks_xor(c0, c1, Xor::with(base), out)
+    }
+
+    /// Decodes the chunks `c0..c1` of an `xor_zstd` file onto `out`, which holds the base
+    /// tensor's bytes over the same range (so the base needs no buffer of its own).
+    pub fn decode_delta_onto(&self, c0: usize, c1: usize, out: &mut [u8]) -> Result<()> {
+        self.decode_chunks_xor(c0, c1, Xor::Onto, out)
+    }
+
+    fn decode_chunks_xor(&self, c0: usize, c1: usize, xor: Xor, out: &mut [u8]) -> Result<()> {
         let (s, e) = self.chunk_span(c0, c1);
         if c1 > self.chunk_count() || c0 > c1 || out.len() != e - s {
             bail!("chunk range {c0}..{c1} is outside the tensor");
         }
-        let xor = self.header.encoding == Encoding::XorZstd;
-        if xor != base.is_some() || base.is_some_and(|b| b.len() != out.len()) {
+        let is_delta = self.header.encoding == Encoding::XorZstd;
+        let has_base = !matches!(xor, Xor::None);
+        if is_delta != has_base || matches!(xor, Xor::With(b) if b.len() != out.len()) {
             bail!(
                 "tensor {}: decoding a {} file needs {} base bytes",
                 self.header.name,
                 self.header.encoding,
-                if xor { "the" } else { "no" }
+                if is_delta { "the" } else { "no" }
             );
         }
         if matches!(self.bytes, Backing::Remote(_)) && c1 - c0 > REMOTE_PIECE {
@@ -595,23 +606,27 @@ impl TensorFile {
                 let to = (at + REMOTE_PIECE).min(c1);
                 let (lo, hi) = (self.chunk_span(c0, at).1 - s, self.chunk_span(c0, to).1 - s);
                 let frames = self.frames(at, to)?;
-                self.decode_frames(at, to, frames, base.map(|x| &x[lo..hi]), &mut out[lo..hi])?;
+                let piece = match xor {
+                    Xor::With(b) => Xor::With(&b[lo..hi]),
+                    other => other,
+                };
+                self.decode_frames(at, to, frames, piece, &mut out[lo..hi])?;
                 at = to;
             }
             return Ok(());
         }
         let frames = self.frames(c0, c1)?;
-        self.decode_frames(c0, c1, frames, base, out)
+        self.decode_frames(c0, c1, frames, xor, out)
     }
 
     /// Decodes chunks `c0..c1` from their `frames` into `out` (checked by
-    /// [`TensorFile::decode_chunks`]), then gives the frames back.
+    /// [`TensorFile::decode_chunks_xor`]), then gives the frames back.
     fn decode_frames(
         &self,
         c0: usize,
         c1: usize,
         frames: std::borrow::Cow<'_, [u8]>,
-        base: Option<&[u8]>,
+        xor: Xor,
         out: &mut [u8],
     ) -> Result<()> {
         if self.is_raw() {
@@ -627,9 +642,12 @@ impl TensorFile {
             .enumerate()
             .try_for_each(|(i, dst)| {
                 let c = c0 + i;
-                let b = base.map(|b| &b[i * cb..i * cb + dst.len()]);
+                let x = match xor {
+                    Xor::With(b) => Xor::With(&b[i * cb..i * cb + dst.len()]),
+                    other => other,
+                };
                 let frame = &frames[self.frame_start(c) - first..self.frame_start(c + 1) - first];
-                codec::decode_chunk(frame, b, planes, dst)
+                codec::decode_chunk_xor(frame, x, planes, dst)
                     .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
             })?;
         recycle(frames);
@@ -864,6 +882,24 @@ mod tests {
         f.decode_chunks(1, 2, Some(&base[4096..8192]), &mut mid)
             .unwrap();
         assert_eq!(mid, src[4096..8192]);
+        // Decoded onto the base's bytes already in the buffer: the same result.
+        let mut onto = base[4096..].to_vec();
+        f.decode_delta_onto(1, 3, &mut onto).unwrap();
+        assert_eq!(onto, src[4096..]);
+        assert!(f.decode_delta_onto(0, 3, &mut [0u8; 4]).is_err());
+        // A plain file has no base to decode onto.
+        let q = d.path().join("plain.gmat");
+        write_chunked(
+            &q,
+            &header(&src, Encoding::Zstd),
+            &src,
+            None,
+            &|_| {},
+            &CommitNow,
+        )
+        .unwrap();
+        let plain = TensorFile::open(&q).unwrap();
+        assert!(plain.decode_delta_onto(0, 3, &mut out).is_err());
         assert!(f
             .verify(&h.hash)
             .unwrap_err()

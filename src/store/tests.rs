@@ -92,6 +92,15 @@ fn assert_decodes(store: &Store, tensors: &[Tensor]) {
         }
         assert!(r.window(0, n + 1).is_err());
         r.finish().unwrap();
+        // Decoded into the caller's buffer, as a delta reads its base (a reader that does not
+        // hash): whole, on chunk boundaries or not.
+        let mut r = crate::store::TensorReader::open(store, e, false).unwrap();
+        for (s, t) in [(0, n), (n / 2, n), (n / 3, n / 2), (0, 0)] {
+            let mut out = vec![0u8; t - s];
+            r.read_into(s, t, &mut out).unwrap();
+            assert!(out == bytes[s..t], "{name} read_into {s}..{t}");
+        }
+        assert!(r.read_into(0, n, &mut [0u8; 1]).is_err() || n == 1);
         // Windows read with read-ahead of the next one, as export does: forward steps that
         // overlap by a few bytes, then a read-ahead that is not used (a jump back).
         // Meanwhile a second reader of the tensor preloads its first window, as export does for
