@@ -109,7 +109,7 @@ run "gmat re-export, one type changed" "$GMAT" export -q --model "$W/store" --ty
 since_mark
 run "gmat re-export, ffn_down changed" "$GMAT" export -q --model "$W/store" --type Q4_K_M \
   --tensor-type 'blk\.3\.ffn_down=q8_0' -o "$W/ffn-changed-q4_k_m.gguf"
-FT=$W/bench-finetune
+FT=$W/bench-finetune-half
 [ -f "$FT/config.json" ] || $REF_PY "$HERE/make_finetune.py" "$M" "$FT"
 "$GMAT" import -q --model "$FT" --base "$W/store" -o "$W/ft-store"
 BEFORE=""
