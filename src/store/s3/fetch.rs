@@ -31,10 +31,11 @@ pub const BLOCK: u64 = 256 << 10;
 pub const AHEAD: usize = 1;
 /// Reads of at least this many bytes are fetched straight into the caller's buffer.
 pub const DIRECT: u64 = 1 << 20;
-/// Bytes per ranged GET of a direct read (the parts run in parallel). A window of frames is
-/// mostly one GET: against a local Garage node, 8 MiB parts took a bucket export of the 1 GB
-/// bench model from 9.9 s to 7.8–8.3 s and `verify` from 9.3 s to 6.5–6.7 s (bench/s3.sh; 1 MiB
-/// parts were slower still than 2 MiB): each request costs the server more than its bytes do.
+/// Bytes per ranged GET of a direct read (the parts run in parallel). The decoder asks for four
+/// chunks' frames at a time (about 3 MiB), so that is one GET, where 2 MiB parts made it two:
+/// Garage's cost is per request, and so is AWS's price. Against a local Garage node a bucket
+/// export of the 1 GB bench model took 6.5-8.3 s in three runs, against 9.9 s in one run with
+/// 2 MiB parts (earlier sessions measured 4.2-8.8 s with them; 1 MiB parts were slower).
 pub const GET_PART: u64 = 8 << 20;
 /// Objects up to this size are read in one request.
 const WHOLE: u64 = 2 * BLOCK;
