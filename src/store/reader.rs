@@ -37,7 +37,7 @@ enum Kind<'s> {
 struct Chunked<'s> {
     file: TensorFile,
     /// For deltas: the base tensor's reader, and where it lives (to name it in errors).
-    base: Option<(TensorReader<'s>, &'s Store, &'s TensorEntry)>,
+    base: DeltaBase<'s>,
     buf: Vec<u8>,
     /// Chunks held in `buf`: `held.0..held.1`.
     held: (usize, usize),
@@ -199,18 +199,7 @@ impl<'s> TensorReader<'s> {
                     out.copy_from_slice(self.window(start, end)?);
                     return Ok(());
                 }
-                match &mut c.base {
-                    Some((r, bs, be)) => {
-                        r.read_into(start, end, out).with_context(|| {
-                            format!(
-                                "reading tensor {} of the base store {}",
-                                be.name, bs.location
-                            )
-                        })?;
-                        c.file.decode_delta_onto(c0, c1, out)
-                    }
-                    None => c.file.decode_chunks(c0, c1, None, out),
-                }
+                decode_into(&c.file, &mut c.base, c0, c1, out)
             }
             _ => {
                 out.copy_from_slice(self.window(start, end)?);
@@ -282,14 +271,7 @@ impl<'s> TensorReader<'s> {
                 let (s, e) = file.chunk_span(a0, n1);
                 let at = (a0 - n0) * cb;
                 grow(ahead_buf, at + (e - s));
-                let dst = &mut ahead_buf[at..at + (e - s)];
-                match base {
-                    Some((r, ..)) => {
-                        r.read_into(s, e, dst)?;
-                        file.decode_delta_onto(a0, n1, dst)
-                    }
-                    None => file.decode_chunks(a0, n1, None, dst),
-                }
+                decode_into(file, base, a0, n1, &mut ahead_buf[at..at + (e - s)])
             },
         );
         if to_hash.is_some() {
@@ -411,6 +393,31 @@ impl ByteSource for TensorReader<'_> {
 /// Their contents are kept: a window only grows its buffer, and decoding overwrites it.
 static BUFFERS: BufferPool = BufferPool::new(8, 64 << 20);
 
+/// The base of a delta: its reader, and where it lives (to name it in errors).
+type DeltaBase<'s> = Option<(TensorReader<'s>, &'s Store, &'s TensorEntry)>;
+
+/// Decodes chunks `c0..c1` of `file` into `out`: a delta onto its base's bytes, read into `out`
+/// first, so that the base needs no buffer of its own.
+fn decode_into(
+    file: &TensorFile,
+    base: &mut DeltaBase,
+    c0: usize,
+    c1: usize,
+    out: &mut [u8],
+) -> Result<()> {
+    let Some((r, bs, be)) = base else {
+        return file.decode_chunks(c0, c1, None, out);
+    };
+    let (s, e) = file.chunk_span(c0, c1);
+    r.read_into(s, e, out).with_context(|| {
+        format!(
+            "reading tensor {} of the base store {}",
+            be.name, bs.location
+        )
+    })?;
+    file.decode_delta_onto(c0, c1, out)
+}
+
 /// Makes `buf` at least `len` bytes long, starting from a pooled buffer the first time: a
 /// reader takes its buffers when it first decodes, so that the base of a delta, which decodes
 /// into the delta's buffers ([`TensorReader::read_into`]), holds none.
@@ -470,19 +477,7 @@ impl Chunked<'_> {
         let Chunked {
             file, base, buf, ..
         } = self;
-        let dst = &mut buf[old..old + (e - s)];
-        match base {
-            Some((r, bs, be)) => {
-                r.read_into(s, e, dst).with_context(|| {
-                    format!(
-                        "reading tensor {} of the base store {}",
-                        be.name, bs.location
-                    )
-                })?;
-                file.decode_delta_onto(from, c1, dst)?;
-            }
-            None => file.decode_chunks(from, c1, None, dst)?,
-        }
+        decode_into(file, base, from, c1, &mut buf[old..old + (e - s)])?;
         self.held.1 = c1;
         if hash {
             self.hash_new();
