@@ -59,7 +59,14 @@ rm -rf "$GMAT_CACHE_DIR"
 # the whole cache, or with `since_mark` the entries the step itself wrote.
 REPS=${BENCH_REPS:-1}
 BEFORE=""
-since_mark() { touch "$W/cache-mark"; BEFORE='find "${GMAT_CACHE_DIR}" -type f -newer "$W/cache-mark" -delete'; }
+# (The entries present are listed, not marked by time: gmat renews a used entry's mtime once it
+# is an hour old, so on a long run a time mark would take the base's entries for new ones.)
+# since_mark DIR for a step run with another cache folder.
+since_mark() {
+  MARKED=${1:-$GMAT_CACHE_DIR}
+  (cd "$MARKED" && find . -type f | sort) > "$W/cache-mark"
+  BEFORE='(cd "$MARKED" && find . -type f | sort | comm -13 "$W/cache-mark" - | xargs -r rm -f)'
+}
 run() { # name, command...
   local name=$1; shift
   local rows=()
@@ -132,7 +139,7 @@ q4size=$(stat -c %s "$W/full-q4_k_m.gguf")
 BEFORE='rm -rf "$W/cache-target"'
 GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, first" "$GMAT" export -q --model "$W/store" \
   --target-size $((q4size * 9 / 10)) --report "$W/target1.json" -o "$W/target1.gguf"
-since_mark
+since_mark "$W/cache-target"
 GMAT_CACHE_DIR=$W/cache-target run "gmat export --target-size, second" "$GMAT" export -q --model "$W/store" \
   --target-size $((q4size * 8 / 10)) --report "$W/target2.json" -o "$W/target2.gguf"
 echo "targeted files: $(stat -c %s "$W/target1.gguf") <= $((q4size * 9 / 10)), $(stat -c %s "$W/target2.gguf") <= $((q4size * 8 / 10)) bytes"
