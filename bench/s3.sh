@@ -82,7 +82,7 @@ echo "machine: $(nproc) cores, load $(cut -d" " -f1-3 /proc/loadavg)"
 echo "model: $M ($(du -sh "$M" | cut -f1)); garage $("$GARAGE" --version 2>/dev/null | head -1)"
 run "import disk" "$GMAT" import -q --model "$M" -o "$W/store"
 run "import garage" "$GMAT" import -q --model "$M" -o s3://bench/store
-for t in Q8_0 BF16; do
+for t in Q4_K_M Q8_0 BF16; do
   run "export $t disk" "$GMAT" export -q --model "$W/store" --type "$t" -o "$W/disk-$t.gguf"
   run "export $t garage" "$GMAT" export -q --model s3://bench/store --type "$t" -o "$W/garage-$t.gguf"
   cmp "$W/disk-$t.gguf" "$W/garage-$t.gguf" && echo "  $t: identical files"
@@ -91,4 +91,4 @@ done
 run "verify disk" "$GMAT" verify -q "$W/store"
 run "verify garage" "$GMAT" verify -q s3://bench/store
 ratio() { awk -F'\t' -v a="$1" -v b="$2" '$1==a {x=$2; rx=$4} $1==b {y=$2; ry=$4} END { if (x > 0 && rx > 0) printf "%-14s garage/disk: time %.2fx, peak RSS %.2fx\n", substr(a, 1, index(a, " disk") - 1), y / x, ry / rx }' "$RES"; }
-for s in "import" "export Q8_0" "export BF16" "verify"; do ratio "$s disk" "$s garage"; done
+for s in "import" "export Q4_K_M" "export Q8_0" "export BF16" "verify"; do ratio "$s disk" "$s garage"; done
