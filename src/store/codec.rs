@@ -232,6 +232,14 @@ impl<'a> Xor<'a> {
     pub fn with(base: Option<&'a [u8]>) -> Self {
         base.map_or(Xor::None, Xor::With)
     }
+
+    /// The same for the part `range` of the output: the base bytes given apart are cut to it.
+    pub fn part(self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Xor::With(b) => Xor::With(&b[range]),
+            other => other,
+        }
+    }
 }
 
 /// Decodes one chunk into `out` (its exact decoded length), XORing with `base` if given.

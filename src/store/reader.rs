@@ -191,21 +191,19 @@ impl<'s> TensorReader<'s> {
         }
         let (len, hashing) = (self.len, self.hashing);
         match &mut self.kind {
-            Kind::Ref { inner, .. } => inner.read_into(start, end, out),
+            Kind::Ref { inner, .. } => return inner.read_into(start, end, out),
             Kind::Chunked(c) if !hashing && start < end && end <= len => {
                 let cb = c.file.chunk_bytes();
                 let (c0, c1) = (start / cb, end.div_ceil(cb));
-                if c.file.chunk_span(c0, c1) != (start, end) {
-                    out.copy_from_slice(self.window(start, end)?);
-                    return Ok(());
+                if c.file.chunk_span(c0, c1) == (start, end) {
+                    return decode_into(&c.file, &mut c.base, c0, c1, out);
                 }
-                decode_into(&c.file, &mut c.base, c0, c1, out)
             }
-            _ => {
-                out.copy_from_slice(self.window(start, end)?);
-                Ok(())
-            }
+            _ => {}
         }
+        // A raw tensor, a reader that hashes, a window off the chunk boundaries: a copy.
+        out.copy_from_slice(self.window(start, end)?);
+        Ok(())
     }
 
     /// Calls `f` with the decoded bytes `start..end` (like [`TensorReader::window`]) while, on

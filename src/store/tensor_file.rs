@@ -606,11 +606,7 @@ impl TensorFile {
                 let to = (at + REMOTE_PIECE).min(c1);
                 let (lo, hi) = (self.chunk_span(c0, at).1 - s, self.chunk_span(c0, to).1 - s);
                 let frames = self.frames(at, to)?;
-                let piece = match xor {
-                    Xor::With(b) => Xor::With(&b[lo..hi]),
-                    other => other,
-                };
-                self.decode_frames(at, to, frames, piece, &mut out[lo..hi])?;
+                self.decode_frames(at, to, frames, xor.part(lo..hi), &mut out[lo..hi])?;
                 at = to;
             }
             return Ok(());
@@ -642,10 +638,7 @@ impl TensorFile {
             .enumerate()
             .try_for_each(|(i, dst)| {
                 let c = c0 + i;
-                let x = match xor {
-                    Xor::With(b) => Xor::With(&b[i * cb..i * cb + dst.len()]),
-                    other => other,
-                };
+                let x = xor.part(i * cb..i * cb + dst.len());
                 let frame = &frames[self.frame_start(c) - first..self.frame_start(c + 1) - first];
                 codec::decode_chunk_xor(frame, x, planes, dst)
                     .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
