@@ -29,11 +29,16 @@ G=$W/garage
 rm -rf "$G" && mkdir -p "$G"
 port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 S3P=$(port); RPCP=$(port); ADMP=$(port)
+COMPRESSION=${GARAGE_COMPRESSION:-'"none"'}
 cat > "$G/garage.toml" <<EOF
 metadata_dir = "$G/meta"
 data_dir = "$G/data"
 db_engine = "sqlite"
 replication_factor = 1
+# gmat's tensor files are zstd-compressed already: Garage's own compression (zstd level 1 by
+# default) would only cost its CPU, on the cores gmat uses here. GARAGE_COMPRESSION=1 measures
+# the default.
+compression_level = $COMPRESSION
 rpc_bind_addr = "127.0.0.1:$RPCP"
 rpc_public_addr = "127.0.0.1:$RPCP"
 rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -79,7 +84,7 @@ run() { # name, command...
 
 rm -rf "$W/store" "$W"/*.gguf
 echo "machine: $(nproc) cores, load $(cut -d" " -f1-3 /proc/loadavg)"
-echo "model: $M ($(du -sh "$M" | cut -f1)); garage $("$GARAGE" --version 2>/dev/null | head -1)"
+echo "model: $M ($(du -sh "$M" | cut -f1)); garage $("$GARAGE" --version 2>/dev/null | head -1), compression_level = $COMPRESSION"
 run "import disk" "$GMAT" import -q --model "$M" -o "$W/store"
 run "import garage" "$GMAT" import -q --model "$M" -o s3://bench/store
 for t in Q4_K_M Q8_0 BF16; do

@@ -1,13 +1,15 @@
 //! Reading an object by byte ranges.
 //!
-//! * A large read (a window of frames, at least [`DIRECT`] bytes) is fetched straight into the
-//!   caller's buffer by parallel ranged GETs of up to [`GET_PART`] bytes each, with no copy held
-//!   in between. Reading ahead is the tensor reader's job: it decodes the next window while
-//!   the current one is used ([`crate::store::reader::TensorReader::with_window`]), so the
-//!   network overlaps the work without a second layer of buffers.
+//! * A window of frames is streamed by one ranged GET and handed out frame by frame as it
+//!   arrives ([`RemoteBytes::read_segments`]), so that a frame decodes while the next is on the
+//!   way and only the frame being received is held. Reading ahead is the tensor reader's job:
+//!   it decodes the next window while the current one is used
+//!   ([`crate::store::reader::TensorReader::with_window`]), so the network overlaps the work
+//!   without a second layer of buffers.
 //! * Small reads (a file's header and chunk index) go through blocks of [`BLOCK`] bytes kept
-//!   for the next small read, with [`AHEAD`] more requested ahead, so that opening a tensor
-//!   costs one round trip. A read that jumps elsewhere drops them.
+//!   for the next small read, so that opening a tensor costs one round trip. A read that jumps
+//!   elsewhere drops them. Any other read of at least [`DIRECT`] bytes is fetched straight into
+//!   the caller's buffer by parallel ranged GETs of up to [`GET_PART`] bytes each.
 //!
 //! Responses are streamed into buffers the reading thread allocated (blocks come from a small
 //! pool), never collected into fresh allocations on the I/O threads: memory freed on another
@@ -25,22 +27,22 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 use super::Bucket;
 use crate::store::buffer_pool::BufferPool;
 
-/// Bytes per ranged GET of a small read.
-pub const BLOCK: u64 = 256 << 10;
-/// Blocks requested ahead of the last small read.
-pub const AHEAD: usize = 1;
+/// Bytes per ranged GET of a small read: a file's header and the chunk index of a tensor of up
+/// to 8 GiB in one request.
+pub const BLOCK: u64 = 64 << 10;
+/// Blocks requested ahead of the last small read. None: frames are streamed
+/// ([`RemoteBytes::read_segments`]), so small reads are a file's header and index, which the
+/// first block holds; a block ahead was a wasted request per tensor.
+pub const AHEAD: usize = 0;
 /// Reads of at least this many bytes are fetched straight into the caller's buffer.
 pub const DIRECT: u64 = 1 << 20;
-/// Bytes per ranged GET of a direct read (the parts run in parallel). The decoder asks for four
-/// chunks' frames at a time (about 3 MiB), so that is one GET, where 2 MiB parts made it two:
-/// Garage's cost is per request, and so is AWS's price. Against a local Garage node a bucket
-/// export of the 1 GB bench model took 6.5-8.3 s in three runs, against 9.9 s in one run with
-/// 2 MiB parts (earlier sessions measured 4.2-8.8 s with them; 1 MiB parts were slower).
+/// Bytes per ranged GET of a direct read (the parts run in parallel): a large header and index.
+/// Frames are streamed instead, one GET per window ([`RemoteBytes::read_segments`]).
 pub const GET_PART: u64 = 8 << 20;
 /// Objects up to this size are read in one request.
 const WHOLE: u64 = 2 * BLOCK;
 
-/// Block and frame buffers kept for reuse: enough for the reads of a few readers at once, each
+/// Block and segment buffers kept for reuse: enough for the reads of a few readers at once, each
 /// at most a window of frames.
 static BUFFERS: BufferPool = BufferPool::new(12, 16 << 20);
 
@@ -258,6 +260,57 @@ impl RemoteBytes {
         }
     }
 
+    /// Streams the bytes from `start` on in one ranged GET, cut into consecutive segments of
+    /// `lens` bytes, and hands each to `each` (with its index) as soon as it has arrived: a
+    /// window of frames decodes frame by frame while the rest of it is on the way, and only the
+    /// segment being received is held, never the window ([`Segments`]).
+    pub fn read_segments(
+        &self,
+        start: u64,
+        lens: &[usize],
+        mut each: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let total = lens.iter().map(|&l| l as u64).sum::<u64>();
+        let end = start.saturating_add(total);
+        if end > self.size {
+            anyhow::bail!(
+                "{}: bytes {start}..{end} are outside its {} bytes (truncated object?)",
+                self.url(),
+                self.size
+            );
+        }
+        let mut seg = Segments::new(lens);
+        if total > 0 {
+            let path = self.bucket.path(&self.key)?;
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(start..end)),
+                ..GetOptions::default()
+            };
+            let s3 = &self.bucket.s3;
+            let mut stream = super::block_on(async { s3.get_opts(&path, opts).await })
+                .with_context(|| format!("cannot read {}", self.url()))?
+                .into_stream();
+            while let Some(piece) = super::block_on(stream.try_next())
+                .with_context(|| format!("cannot read {}", self.url()))?
+            {
+                if !seg.push(&piece, &mut each)? {
+                    anyhow::bail!(
+                        "{} answered bytes {start}..{end} with more bytes (changed object?)",
+                        self.url()
+                    );
+                }
+            }
+        }
+        seg.finish(&mut each)?;
+        if !seg.is_done() {
+            anyhow::bail!(
+                "{} answered bytes {start}..{end} with fewer bytes (changed or truncated object?)",
+                self.url()
+            );
+        }
+        Ok(())
+    }
+
     /// Bytes `start..end` of the object, in a pooled buffer ([`give_back`] it when done).
     pub fn read(&self, start: u64, end: u64) -> Result<Vec<u8>> {
         let mut v = take_buffer();
@@ -279,6 +332,85 @@ impl RemoteBytes {
             st.blocks.drain(..).for_each(recycle);
             st.next = 0;
         }
+    }
+}
+
+/// Cuts a stream of pieces of any size into segments of given lengths (see
+/// [`RemoteBytes::read_segments`]). A segment that lies whole inside a piece is handed out from
+/// it without a copy; one split across pieces is gathered in a pooled buffer first.
+pub(crate) struct Segments<'l> {
+    lens: &'l [usize],
+    /// The segment being received.
+    at: usize,
+    partial: Vec<u8>,
+}
+
+impl<'l> Segments<'l> {
+    pub(crate) fn new(lens: &'l [usize]) -> Segments<'l> {
+        Segments {
+            lens,
+            at: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Takes in the next piece of the stream, handing out the segments it completes. False if
+    /// the piece holds bytes past the last segment.
+    pub(crate) fn push(
+        &mut self,
+        mut piece: &[u8],
+        each: &mut impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<bool> {
+        while !piece.is_empty() {
+            self.finish(each)?;
+            let Some(&len) = self.lens.get(self.at) else {
+                return Ok(false);
+            };
+            let want = len - self.partial.len();
+            if self.partial.is_empty() && piece.len() >= want {
+                each(self.at, &piece[..want])?;
+                self.at += 1;
+            } else {
+                if self.partial.capacity() == 0 {
+                    self.partial = take_buffer();
+                }
+                // Room for the whole segment at once: growing by doubling would leave the
+                // smaller blocks behind in the heap.
+                self.partial.reserve_exact(len);
+                self.partial
+                    .extend_from_slice(&piece[..want.min(piece.len())]);
+                if self.partial.len() == len {
+                    each(self.at, &self.partial)?;
+                    self.partial.clear();
+                    self.at += 1;
+                }
+            }
+            piece = &piece[want.min(piece.len())..];
+        }
+        Ok(true)
+    }
+
+    /// Hands out the empty segments that come next (they need no bytes).
+    pub(crate) fn finish(
+        &mut self,
+        each: &mut impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        while self.partial.is_empty() && self.lens.get(self.at) == Some(&0) {
+            each(self.at, &[])?;
+            self.at += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether every segment was handed out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.at == self.lens.len()
+    }
+}
+
+impl Drop for Segments<'_> {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.partial));
     }
 }
 

@@ -149,3 +149,91 @@ fn tensor_files_upload_and_read_back_by_ranges() {
         assert!(err.contains("s3://t/tensors/"), "{err}");
     }
 }
+
+#[test]
+fn segments_come_out_whole_whatever_the_pieces() {
+    use super::fetch::Segments;
+    let lens = [5usize, 0, 1, 12, 0, 0, 7];
+    let data = pattern(lens.iter().sum(), 9);
+    let want: Vec<&[u8]> = {
+        let mut at = 0;
+        lens.iter()
+            .map(|&l| {
+                at += l;
+                &data[at - l..at]
+            })
+            .collect()
+    };
+    // Every way of cutting the stream into pieces of one fixed size, and byte by byte.
+    for piece in 1..=data.len() {
+        let mut got: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut each = |i: usize, s: &[u8]| {
+            got.push((i, s.to_vec()));
+            Ok(())
+        };
+        let mut seg = Segments::new(&lens);
+        for p in data.chunks(piece) {
+            assert!(seg.push(p, &mut each).unwrap());
+        }
+        seg.finish(&mut each).unwrap();
+        assert!(seg.is_done());
+        drop(seg);
+        assert_eq!(got.len(), lens.len(), "pieces of {piece}");
+        for (k, (i, s)) in got.iter().enumerate() {
+            assert_eq!((*i, &s[..]), (k, want[k]), "pieces of {piece}");
+        }
+    }
+    // Bytes past the last segment are refused; too few leave it unfinished.
+    let mut none = |_: usize, _: &[u8]| Ok(());
+    let mut seg = Segments::new(&lens);
+    assert!(!seg.push(&pattern(data.len() + 1, 9), &mut none).unwrap());
+    let mut seg = Segments::new(&lens);
+    assert!(seg.push(&data[..data.len() - 1], &mut none).unwrap());
+    seg.finish(&mut none).unwrap();
+    assert!(!seg.is_done());
+    // An error from the consumer stops the stream.
+    let mut seg = Segments::new(&lens);
+    let mut fail = |i: usize, _: &[u8]| {
+        anyhow::ensure!(i < 3, "stop at {i}");
+        Ok(())
+    };
+    let err = seg.push(&data, &mut fail).unwrap_err();
+    assert_eq!(err.to_string(), "stop at 3");
+}
+
+#[test]
+fn streamed_reads_check_the_object_length() {
+    let b = Bucket::in_memory("t");
+    let data = pattern(1000, 4);
+    b.put("o", data.clone()).unwrap();
+    let lens = [300usize, 0, 700];
+    let mut got = Vec::new();
+    RemoteBytes::new(b.clone(), "o".into(), 1000)
+        .read_segments(0, &lens, |i, s| {
+            got.push((i, s.len()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(got, [(0, 300), (1, 0), (2, 700)]);
+    // Past the recorded size: refused before any request.
+    let r = RemoteBytes::new(b.clone(), "o".into(), 1000);
+    let err = format!(
+        "{:#}",
+        r.read_segments(1, &lens, |_, _| Ok(())).unwrap_err()
+    );
+    assert!(err.contains("s3://t/o") && err.contains("outside"), "{err}");
+    // An object shorter than recorded: the answer ends early.
+    let short = RemoteBytes::new(b.clone(), "o".into(), 1200);
+    let err = format!(
+        "{:#}",
+        short.read_segments(500, &[700], |_, _| Ok(())).unwrap_err()
+    );
+    assert!(err.contains("s3://t/o"), "{err}");
+    // A missing object is named.
+    let missing = RemoteBytes::new(b, "nope".into(), 10);
+    let err = format!(
+        "{:#}",
+        missing.read_segments(0, &[10], |_, _| Ok(())).unwrap_err()
+    );
+    assert!(err.contains("s3://t/nope"), "{err}");
+}
