@@ -18,6 +18,7 @@
 //! peak memory of one from disk before, 1.1x after).
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
@@ -75,7 +76,12 @@ pub struct RemoteBytes {
     key: String,
     size: u64,
     state: Mutex<Ahead>,
+    /// The GET of the window expected next ([`RemoteBytes::read_segments`]), and its range.
+    opened: Mutex<Option<(Range<u64>, Opened)>>,
 }
+
+/// A GET started ahead: its response's headers, the body still to read.
+type Opened = tokio::task::JoinHandle<object_store::Result<object_store::GetResult>>;
 
 impl RemoteBytes {
     /// The object `key` of `size` bytes (the size the manifest records, or a listing's).
@@ -88,6 +94,7 @@ impl RemoteBytes {
                 blocks: VecDeque::new(),
                 next: 0,
             }),
+            opened: Mutex::new(None),
         }
     }
 
@@ -264,10 +271,17 @@ impl RemoteBytes {
     /// `lens` bytes, and hands each to `each` (with its index) as soon as it has arrived: a
     /// window of frames decodes frame by frame while the rest of it is on the way, and only the
     /// segment being received is held, never the window ([`Segments`]).
+    ///
+    /// `then`: where the window expected next ends (it starts where this one ends). Its GET is
+    /// sent now and its body left unread until that window is asked for: the server sends what
+    /// the socket's buffers hold meanwhile — memory of the kernel, not of gmat — so the round
+    /// trip and the server's first reads overlap this window's decoding. A request for another
+    /// range drops it.
     pub fn read_segments(
         &self,
         start: u64,
         lens: &[usize],
+        then: Option<u64>,
         mut each: impl FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let total = lens.iter().map(|&l| l as u64).sum::<u64>();
@@ -281,13 +295,23 @@ impl RemoteBytes {
         }
         let mut seg = Segments::new(lens);
         if total > 0 {
-            let path = self.bucket.path(&self.key)?;
-            let opts = GetOptions {
-                range: Some(GetRange::Bounded(start..end)),
-                ..GetOptions::default()
+            let opened = match self.take_opened() {
+                Some((r, h)) if r == (start..end) => h,
+                other => {
+                    if let Some((_, h)) = other {
+                        h.abort();
+                    }
+                    self.open(start..end)?
+                }
             };
-            let s3 = &self.bucket.s3;
-            let mut stream = super::block_on(async { s3.get_opts(&path, opts).await })
+            if let Some(next) = then.filter(|&e| e > end && e <= self.size) {
+                let h = self.open(end..next)?;
+                if let Ok(mut o) = self.opened.lock() {
+                    *o = Some((end..next, h));
+                }
+            }
+            let mut stream = super::block_on(opened)
+                .map_err(|e| anyhow!("the read of {} stopped: {e}", self.url()))?
                 .with_context(|| format!("cannot read {}", self.url()))?
                 .into_stream();
             while let Some(piece) = super::block_on(stream.try_next())
@@ -311,6 +335,21 @@ impl RemoteBytes {
         Ok(())
     }
 
+    /// Sends the GET of bytes `range` (on the S3 runtime: it runs while this thread works).
+    fn open(&self, range: Range<u64>) -> Result<Opened> {
+        let s3 = self.bucket.s3.clone();
+        let path = self.bucket.path(&self.key)?;
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        Ok(super::spawn(async move { s3.get_opts(&path, opts).await }))
+    }
+
+    fn take_opened(&self) -> Option<(Range<u64>, Opened)> {
+        self.opened.lock().ok().and_then(|mut o| o.take())
+    }
+
     /// Bytes `start..end` of the object, in a pooled buffer ([`give_back`] it when done).
     pub fn read(&self, start: u64, end: u64) -> Result<Vec<u8>> {
         let mut v = take_buffer();
@@ -328,6 +367,9 @@ impl RemoteBytes {
     }
 
     fn reset(&self) {
+        if let Some((_, h)) = self.take_opened() {
+            h.abort();
+        }
         if let Ok(mut st) = self.state.lock() {
             st.blocks.drain(..).for_each(recycle);
             st.next = 0;

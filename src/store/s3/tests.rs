@@ -209,31 +209,54 @@ fn streamed_reads_check_the_object_length() {
     let lens = [300usize, 0, 700];
     let mut got = Vec::new();
     RemoteBytes::new(b.clone(), "o".into(), 1000)
-        .read_segments(0, &lens, |i, s| {
+        .read_segments(0, &lens, None, |i, s| {
             got.push((i, s.len()));
             Ok(())
         })
         .unwrap();
     assert_eq!(got, [(0, 300), (1, 0), (2, 700)]);
+    // A window read with the next one opened ahead: the next read uses that GET when it asks
+    // for exactly its range, and starts over when it asks for another.
+    let r = RemoteBytes::new(b.clone(), "o".into(), 1000);
+    for (start, len, then) in [
+        (0u64, 300usize, Some(600u64)),
+        (300, 300, Some(900)),
+        (600, 100, Some(800)),
+        (100, 50, None),
+        (150, 850, Some(2000)),
+    ] {
+        let mut bytes = Vec::new();
+        r.read_segments(start, &[len], then, |_, s| {
+            bytes.extend_from_slice(s);
+            Ok(())
+        })
+        .unwrap();
+        let want = &data[start as usize..start as usize + len];
+        assert!(bytes == want, "{start}+{len}");
+    }
     // Past the recorded size: refused before any request.
     let r = RemoteBytes::new(b.clone(), "o".into(), 1000);
     let err = format!(
         "{:#}",
-        r.read_segments(1, &lens, |_, _| Ok(())).unwrap_err()
+        r.read_segments(1, &lens, None, |_, _| Ok(())).unwrap_err()
     );
     assert!(err.contains("s3://t/o") && err.contains("outside"), "{err}");
     // An object shorter than recorded: the answer ends early.
     let short = RemoteBytes::new(b.clone(), "o".into(), 1200);
     let err = format!(
         "{:#}",
-        short.read_segments(500, &[700], |_, _| Ok(())).unwrap_err()
+        short
+            .read_segments(500, &[700], None, |_, _| Ok(()))
+            .unwrap_err()
     );
     assert!(err.contains("s3://t/o"), "{err}");
     // A missing object is named.
     let missing = RemoteBytes::new(b, "nope".into(), 10);
     let err = format!(
         "{:#}",
-        missing.read_segments(0, &[10], |_, _| Ok(())).unwrap_err()
+        missing
+            .read_segments(0, &[10], None, |_, _| Ok(()))
+            .unwrap_err()
     );
     assert!(err.contains("s3://t/nope"), "{err}");
 }
