@@ -90,7 +90,8 @@ run "import garage" "$GMAT" import -q --model "$M" -o s3://bench/store
 for t in Q4_K_M Q8_0 BF16; do
   run "export $t disk" "$GMAT" export -q --model "$W/store" --type "$t" -o "$W/disk-$t.gguf"
   run "export $t garage" "$GMAT" export -q --model s3://bench/store --type "$t" -o "$W/garage-$t.gguf"
-  cmp "$W/disk-$t.gguf" "$W/garage-$t.gguf" && echo "  $t: identical files"
+  cmp "$W/disk-$t.gguf" "$W/garage-$t.gguf" || { echo "  $t: the exports differ" >&2; exit 1; }
+  echo "  $t: identical files"
   rm -f "$W/disk-$t.gguf" "$W/garage-$t.gguf"
 done
 run "verify disk" "$GMAT" verify -q "$W/store"
