@@ -234,29 +234,17 @@ fn streamed_reads_check_the_object_length() {
         let want = &data[start as usize..start as usize + len];
         assert!(bytes == want, "{start}+{len}");
     }
+    let failure = |r: RemoteBytes, start: u64, lens: &[usize]| {
+        let e = r.read_segments(start, lens, None, |_, _| Ok(()));
+        format!("{:#}", e.unwrap_err())
+    };
     // Past the recorded size: refused before any request.
-    let r = RemoteBytes::new(b.clone(), "o".into(), 1000);
-    let err = format!(
-        "{:#}",
-        r.read_segments(1, &lens, None, |_, _| Ok(())).unwrap_err()
-    );
+    let err = failure(RemoteBytes::new(b.clone(), "o".into(), 1000), 1, &lens);
     assert!(err.contains("s3://t/o") && err.contains("outside"), "{err}");
     // An object shorter than recorded: the answer ends early.
-    let short = RemoteBytes::new(b.clone(), "o".into(), 1200);
-    let err = format!(
-        "{:#}",
-        short
-            .read_segments(500, &[700], None, |_, _| Ok(()))
-            .unwrap_err()
-    );
+    let err = failure(RemoteBytes::new(b.clone(), "o".into(), 1200), 500, &[700]);
     assert!(err.contains("s3://t/o"), "{err}");
     // A missing object is named.
-    let missing = RemoteBytes::new(b, "nope".into(), 10);
-    let err = format!(
-        "{:#}",
-        missing
-            .read_segments(0, &[10], None, |_, _| Ok(()))
-            .unwrap_err()
-    );
+    let err = failure(RemoteBytes::new(b, "nope".into(), 10), 0, &[10]);
     assert!(err.contains("s3://t/nope"), "{err}");
 }
