@@ -548,19 +548,6 @@ impl TensorFile {
         }
     }
 
-    /// The frames of chunks `c0..c1`, contiguous: a slice of the map, or bytes read from the bucket into a pooled
-    /// buffer ([`recycle`] it).
-    fn frames(&self, c0: usize, c1: usize) -> Result<std::borrow::Cow<'_, [u8]>> {
-        let (s, e) = (
-            self.data_start + self.frame_start(c0),
-            self.data_start + self.frame_start(c1),
-        );
-        match &self.bytes {
-            Backing::Mapped(m) => Ok(std::borrow::Cow::Borrowed(&m[s..e])),
-            Backing::Remote(r) => Ok(std::borrow::Cow::Owned(r.read(s as u64, e as u64)?)),
-        }
-    }
-
     /// Decodes chunks `c0..c1` into `out` (their decoded length) in parallel. `base` is the base
     /// tensor's bytes over the same range, required for `xor_zstd` files.
     pub fn decode_chunks(
@@ -594,11 +581,10 @@ impl TensorFile {
                 if is_delta { "the" } else { "no" }
             );
         }
-        if let Backing::Remote(r) = &self.bytes {
-            return self.decode_streamed(r, c0, c1, xor, out);
+        match &self.bytes {
+            Backing::Mapped(m) => self.decode_mapped(m, c0, c1, xor, out),
+            Backing::Remote(r) => self.decode_streamed(r, c0, c1, xor, out),
         }
-        let frames = self.frames(c0, c1)?;
-        self.decode_frames(c0, c1, frames, xor, out)
     }
 
     /// Decodes chunks `c0..c1` of a file in a bucket frame by frame as their bytes arrive (one
@@ -642,20 +628,21 @@ impl TensorFile {
         })
     }
 
-    /// Decodes chunks `c0..c1` from their `frames` into `out` (checked by
-    /// [`TensorFile::decode_chunks_xor`]), then gives the frames back.
-    fn decode_frames(
+    /// Decodes chunks `c0..c1` of a local file from its map into `out` (checked by
+    /// [`TensorFile::decode_chunks_xor`]) in parallel.
+    fn decode_mapped(
         &self,
+        map: &Mmap,
         c0: usize,
         c1: usize,
-        frames: std::borrow::Cow<'_, [u8]>,
         xor: Xor,
         out: &mut [u8],
     ) -> Result<()> {
+        let frames =
+            &map[self.data_start + self.frame_start(c0)..self.data_start + self.frame_start(c1)];
         if self.is_raw() {
             // A raw payload read in chunks: the "frames" are the bytes.
-            out.copy_from_slice(&frames);
-            recycle(frames);
+            out.copy_from_slice(frames);
             return Ok(());
         }
         let planes = Planes::for_dtype(self.header.dtype);
@@ -670,13 +657,12 @@ impl TensorFile {
                 codec::decode_chunk_xor(frame, x, planes, dst)
                     .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
             })?;
-        recycle(frames);
         // Reading goes forward: hand the decoded frames' pages back, so that resident memory
         // does not grow with the tensor (a 70B model's embedding is 1.4 GB compressed).
-        if let (true, Backing::Mapped(m)) = (c1 > c0, &self.bytes) {
+        if c1 > c0 {
             let s = self.frame_start(c0);
             let e = self.ends[c1 - 1] as usize;
-            crate::mapped::release(m, self.data_start + s..self.data_start + e);
+            crate::mapped::release(map, self.data_start + s..self.data_start + e);
         }
         Ok(())
     }
@@ -754,13 +740,6 @@ pub(crate) fn parse_index(payload: &[u8], n: usize) -> Result<Vec<u64>> {
             )
         })?;
     parse_index_of(&payload[..index_len], n, payload.len())
-}
-
-/// Gives the buffer of remotely read frames back to the read pool.
-fn recycle(frames: std::borrow::Cow<'_, [u8]>) {
-    if let std::borrow::Cow::Owned(v) = frames {
-        crate::store::s3::fetch::give_back(v);
-    }
 }
 
 /// [`parse_index`] from the index bytes alone (`n` × 8) and the payload's length, so that a

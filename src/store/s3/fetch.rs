@@ -29,12 +29,10 @@ use super::Bucket;
 use crate::store::buffer_pool::BufferPool;
 
 /// Bytes per ranged GET of a small read: a file's header and the chunk index of a tensor of up
-/// to 8 GiB in one request.
-pub const BLOCK: u64 = 64 << 10;
-/// Blocks requested ahead of the last small read. None: frames are streamed
+/// to 8 GiB in one request. No block is requested ahead: frames are streamed
 /// ([`RemoteBytes::read_segments`]), so small reads are a file's header and index, which the
-/// first block holds; a block ahead was a wasted request per tensor.
-pub const AHEAD: usize = 0;
+/// first block holds (a block ahead was a wasted request per tensor).
+pub const BLOCK: u64 = 64 << 10;
 /// Reads of at least this many bytes are fetched straight into the caller's buffer.
 pub const DIRECT: u64 = 1 << 20;
 /// Bytes per ranged GET of a direct read (the parts run in parallel): a large header and index.
@@ -172,8 +170,7 @@ impl RemoteBytes {
             st.next = start;
         }
         let block = if self.size <= WHOLE { self.size } else { BLOCK };
-        let until = end.saturating_add(AHEAD as u64 * block).min(self.size);
-        while st.next < until {
+        while st.next < end {
             let s = st.next;
             let e = (s + block).min(self.size);
             let b = self.request(s, e)?;
