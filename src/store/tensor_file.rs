@@ -623,8 +623,7 @@ impl TensorFile {
                 dst.copy_from_slice(frame);
                 return Ok(());
             }
-            codec::decode_chunk_xor(frame, xor.part(i * cb..i * cb + dst.len()), planes, dst)
-                .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
+            self.decode_frame(c, frame, xor.part(i * cb..i * cb + dst.len()), planes, dst)
         })
     }
 
@@ -654,8 +653,7 @@ impl TensorFile {
                 let c = c0 + i;
                 let x = xor.part(i * cb..i * cb + dst.len());
                 let frame = &frames[self.frame_start(c) - first..self.frame_start(c + 1) - first];
-                codec::decode_chunk_xor(frame, x, planes, dst)
-                    .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
+                self.decode_frame(c, frame, x, planes, dst)
             })?;
         // Reading goes forward: hand the decoded frames' pages back, so that resident memory
         // does not grow with the tensor (a 70B model's embedding is 1.4 GB compressed).
@@ -665,6 +663,20 @@ impl TensorFile {
             crate::mapped::release(map, self.data_start + s..self.data_start + e);
         }
         Ok(())
+    }
+
+    /// Decodes chunk `c`'s compressed `frame` into `dst`, naming the tensor and chunk if it is
+    /// corrupt: the one place both decode paths (map and bucket) decode a frame.
+    fn decode_frame(
+        &self,
+        c: usize,
+        frame: &[u8],
+        xor: Xor,
+        planes: Planes,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        codec::decode_chunk_xor(frame, xor, planes, dst)
+            .with_context(|| format!("tensor {} is corrupt: chunk {c}", self.header.name))
     }
 
     /// The content hash of a payload decoded chunk by chunk (`zstd`, or remote `raw`).
